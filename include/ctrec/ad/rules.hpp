@@ -1,0 +1,156 @@
+#pragma once
+// Derivative rules of the structural primitives (everything but elementwise
+// maps, whose rules live next to their forward definition in core/ops.hpp).
+//   jvp_rule<N, Tangents>::type     tangent of N from its operands' tangents
+//   vjp_rule<N, I, Ct>::type        cotangent contribution of N to operand I,
+//                                   already shaped (and batch-summed) like it
+#include "ctrec/core/ops.hpp"
+
+namespace ctrec::ad {
+
+namespace detail {
+using ctrec::detail::zero_of;
+// X broadcast to the shape and batchedness of node To (an explicit node, so the
+// result has exactly that shape).
+template <class X, class To, int Case = is_zero_v<X> ? 0 : (X::shape == To::shape && X::batched == To::batched) ? 1 : 2>
+struct broadcast_to { using type = zero_node<To::shape, To::batched>; };
+template <class X, class To>
+struct broadcast_to<X, To, 1> { using type = X; };
+template <class X, class To>
+struct broadcast_to<X, To, 2> { using type = map_node<op_add, X, zero_node<To::shape, To::batched>>; };
+template <class X, class To>
+using broadcast_to_t = typename broadcast_to<X, To>::type;
+// Spec letters rearranged for the transposed contraction "c,other->target".
+constexpr contract_spec transpose_spec(contract_spec p, bool for_a) {
+    contract_spec q;
+    for (std::size_t i = 0; i < p.rc; ++i) q.a[i] = p.c[i];
+    q.ra = p.rc;
+    const char* other = for_a ? p.b : p.a;
+    std::size_t ro = for_a ? p.rb : p.ra;
+    for (std::size_t i = 0; i < ro; ++i) q.b[i] = other[i];
+    q.rb = ro;
+    const char* tgt = for_a ? p.a : p.b;
+    std::size_t rt = for_a ? p.ra : p.rb;
+    for (std::size_t i = 0; i < rt; ++i) q.c[i] = tgt[i];
+    q.rc = rt;
+    q.parsed = true;
+    return q;
+}
+} // namespace detail
+
+// ---- forward mode -------------------------------------------------------------------
+template <class N, class Tans> struct jvp_rule;
+
+template <class Op, class Y, class Tans, bool Smooth = Op::smooth_unary>
+struct map_jvp { using type = typename Op::template jvp<Y, Tans>; };
+template <class Op, class Y, class Tans>
+struct map_jvp<Op, Y, Tans, true> {
+    using type = mul_t<tl_at_t<0, Tans>, typename Op::template deriv<tl_at_t<0, typename Y::operands>, Y>>;
+};
+template <class Op, std::size_t I, class Y, class Ct, bool Smooth = Op::smooth_unary>
+struct map_vjp { using type = typename Op::template vjp<I, Y, Ct>; };
+template <class Op, std::size_t I, class Y, class Ct>
+struct map_vjp<Op, I, Y, Ct, true> {
+    using type = mul_t<Ct, typename Op::template deriv<tl_at_t<0, typename Y::operands>, Y>>;
+};
+
+template <class Op, class... A, class Tans>
+struct jvp_rule<map_node<Op, A...>, Tans> { using type = typename map_jvp<Op, map_node<Op, A...>, Tans>::type; };
+template <contract_spec S, class A, class B, bool K, class dA, class dB>
+struct jvp_rule<contract_node<S, A, B, K>, tlist<dA, dB>> {
+    using type = add_t<make_t<contract_node<S, dA, B, K>>, make_t<contract_node<S, A, dB, K>>>;
+};
+template <unsigned M, class A, class dA>
+struct jvp_rule<reduce_node<reduce_sum_op, M, A>, tlist<dA>> {
+    using type = make_t<reduce_node<reduce_sum_op, M, dA>>;
+};
+// max: the derivative is shared equally among tied maxima (TF's reduce_max gradient).
+template <unsigned M, class A>
+struct max_mask {
+    using N = reduce_node<reduce_max_op, M, A>;
+    using mask = map_node<op_eq, A, reshape_node<keepdims(A::shape, M), N>>;
+    using count = reduce_node<reduce_sum_op, M, mask>;
+};
+template <unsigned M, class A, class dA>
+struct jvp_rule<reduce_node<reduce_max_op, M, A>, tlist<dA>> {
+    using mm = max_mask<M, A>;
+    using type = div_t<make_t<reduce_node<reduce_sum_op, M, mul_t<typename mm::mask, dA>>>, typename mm::count>;
+};
+template <class A, class dA>
+struct jvp_rule<batch_sum_node<A>, tlist<dA>> { using type = make_t<batch_sum_node<dA>>; };
+template <dims S, class A, class dA>
+struct jvp_rule<reshape_node<S, A>, tlist<dA>> { using type = make_t<reshape_node<S, dA>>; };
+template <class A, class dA>
+struct jvp_rule<stop_gradient_node<A>, tlist<dA>> { using type = zero_node<A::shape, A::batched>; };
+template <dims P, class A, class dA>
+struct jvp_rule<transpose_node<P, A>, tlist<dA>> { using type = make_t<transpose_node<P, dA>>; };
+template <std::size_t X, std::size_t B, std::size_t E, class A, class dA>
+struct jvp_rule<slice_node<X, B, E, A>, tlist<dA>> { using type = make_t<slice_node<X, B, E, dA>>; };
+template <std::size_t X, std::size_t B, std::size_t E, class A, class dA>
+struct jvp_rule<pad_node<X, B, E, A>, tlist<dA>> { using type = make_t<pad_node<X, B, E, dA>>; };
+template <std::size_t X, class... A, class... dA>
+struct jvp_rule<concat_node<X, A...>, tlist<dA...>> { using type = make_t<concat_node<X, dA...>>; };
+template <class T, class I, class dT, class dI>
+struct jvp_rule<gather_node<T, I>, tlist<dT, dI>> { using type = make_t<gather_node<dT, I>>; };
+template <class I, class C, dims S, class dI, class dC>
+struct jvp_rule<scatter_add_node<I, C, S>, tlist<dI, dC>> { using type = make_t<scatter_add_node<I, dC, S>>; };
+
+// ---- reverse mode ---------------------------------------------------------------------
+template <class N, std::size_t I, class Ct> struct vjp_rule;
+
+template <class Op, class... A, std::size_t I, class Ct>
+struct vjp_rule<map_node<Op, A...>, I, Ct> {
+    using Arg = std::tuple_element_t<I, std::tuple<A...>>;
+    using type = unbroadcast_t<typename map_vjp<Op, I, map_node<Op, A...>, Ct>::type, Arg>;
+};
+template <contract_spec S, class A, class B, bool K, std::size_t I, class Ct>
+struct vjp_rule<contract_node<S, A, B, K>, I, Ct> {
+    using Arg = std::conditional_t<I == 0, A, B>;
+    using Other = std::conditional_t<I == 0, B, A>;
+    using type = make_t<contract_node<detail::transpose_spec(S, I == 0), Ct, Other, Arg::batched>>;
+};
+template <unsigned M, class A, std::size_t I, class Ct>
+struct vjp_rule<reduce_node<reduce_sum_op, M, A>, I, Ct> {
+    using type = detail::broadcast_to_t<make_t<reshape_node<keepdims(A::shape, M), Ct>>, A>;
+};
+template <unsigned M, class A, std::size_t I, class Ct>
+struct vjp_rule<reduce_node<reduce_max_op, M, A>, I, Ct> {
+    using mm = max_mask<M, A>;
+    using share = div_t<Ct, typename mm::count>;
+    using type = mul_t<make_t<reshape_node<keepdims(A::shape, M), share>>, typename mm::mask>;
+};
+template <class A, class Ct>
+struct vjp_rule<batch_sum_node<A>, 0, Ct> { using type = detail::broadcast_to_t<Ct, A>; };
+template <dims S, class A, class Ct>
+struct vjp_rule<reshape_node<S, A>, 0, Ct> { using type = make_t<reshape_node<A::shape, Ct>>; };
+template <class A, class Ct>
+struct vjp_rule<stop_gradient_node<A>, 0, Ct> { using type = zero_node<A::shape, A::batched>; };
+template <dims P, class A, class Ct>
+struct vjp_rule<transpose_node<P, A>, 0, Ct> { using type = make_t<transpose_node<inverse_permutation(P), Ct>>; };
+template <std::size_t X, std::size_t B, std::size_t E, class A, class Ct>
+struct vjp_rule<slice_node<X, B, E, A>, 0, Ct> {
+    using type = make_t<pad_node<X, B, A::shape.d[X] - E, Ct>>;
+};
+template <std::size_t X, std::size_t B, std::size_t E, class A, class Ct>
+struct vjp_rule<pad_node<X, B, E, A>, 0, Ct> {
+    using type = make_t<slice_node<X, B, B + A::shape.d[X], Ct>>;
+};
+template <std::size_t X, class... A, std::size_t I, class Ct>
+struct vjp_rule<concat_node<X, A...>, I, Ct> {
+    static constexpr std::size_t ext[] = {A::shape.d[X]...};
+    static constexpr std::size_t begin = [] { std::size_t b = 0; for (std::size_t i = 0; i < I; ++i) b += ext[i]; return b; }();
+    using Arg = std::tuple_element_t<I, std::tuple<A...>>;
+    using sliced = make_t<slice_node<X, begin, begin + ext[I], Ct>>;
+    // an unbatched operand of a batched concat receives the batch sum
+    using type = std::conditional_t<(Arg::batched || !Ct::batched), sliced, make_t<batch_sum_node<sliced>>>;
+};
+template <class T, class Ids, class Ct>
+struct vjp_rule<gather_node<T, Ids>, 0, Ct> { using type = make_t<scatter_add_node<Ids, Ct, T::shape>>; };
+template <class T, class Ids, class Ct>
+struct vjp_rule<gather_node<T, Ids>, 1, Ct> { using type = zero_node<Ids::shape, true>; };
+template <class Ids, class C, dims S, class Ct>
+struct vjp_rule<scatter_add_node<Ids, C, S>, 1, Ct> { using type = make_t<gather_node<Ct, Ids>>; };
+template <class Ids, class C, dims S, class Ct>
+struct vjp_rule<scatter_add_node<Ids, C, S>, 0, Ct> { using type = zero_node<Ids::shape, true>; };
+
+} // namespace ctrec::ad

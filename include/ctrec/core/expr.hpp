@@ -1,0 +1,375 @@
+#pragma once
+// Expression nodes. A node is an empty type: its per-example shape, whether it
+// varies across the batch ("batched"), its operands and its parameters are all
+// part of the type, so equal subexpressions are the same type (free CSE) and a
+// whole model is known to the compiler. Values live in buffers chosen by the
+// plan (plan.hpp); nodes never hold data.
+//
+// Every node publishes:
+//   node_kind   which primitive it is
+//   shape       per-example dims (the batch axis is implicit and runtime)
+//   batched     true if the value differs per example
+//   operands    tlist of operand node types
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+
+#include "ctrec/core/dims.hpp"
+#include "ctrec/core/fixed_string.hpp"
+#include "ctrec/core/tlist.hpp"
+
+namespace ctrec {
+
+enum class kind {
+    input,        // batched leaf bound at run time
+    param,        // unbatched leaf (parameters, or tangents of parameters)
+    index_input,  // batched int32 leaf (ids for gather)
+    constant,     // scalar literal
+    zero,         // symbolic zero produced by differentiation
+    map,          // elementwise op with broadcasting
+    contract,     // two-operand einsum-like contraction
+    reduce,       // sum / max over per-example axes
+    batch_sum,    // sum over the batch axis (parameter gradients)
+    reshape,      // same data, new shape (a view)
+    stop_gradient,// identity forward, zero derivative (a view)
+    transpose,
+    slice,
+    pad,          // zero padding along one axis (the transpose of slice)
+    concat,
+    gather,       // rows of a table picked by ids (embedding lookup)
+    scatter_add,  // transpose of gather: add rows into a table-shaped result
+};
+
+inline constexpr std::string_view kind_name(kind k) {
+    constexpr std::string_view names[] = {"input", "param", "index_input", "constant", "zero", "map",
+                                          "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
+                                          "transpose", "slice", "pad", "concat", "gather", "scatter_add"};
+    return names[static_cast<int>(k)];
+}
+
+template <class T>
+concept node = requires {
+    { T::node_kind } -> std::convertible_to<kind>;
+    { T::shape } -> std::convertible_to<dims>;
+    { T::batched } -> std::convertible_to<bool>;
+    typename T::operands;
+};
+
+// ---- readable shape diagnostics -------------------------------------------
+// When a check fails, the compiler prints the instantiation of this template,
+// whose arguments spell the operation and both shapes, e.g.
+//   incompatible_shapes<"matmul", shape<3, 4>, shape<5, 6>, false>
+template <fixed_string Op, class ShapeA, class ShapeB, bool Ok>
+struct incompatible_shapes {
+    static_assert(Ok, "ctrec: shape mismatch: the operation and both operand shapes are the "
+                      "template arguments of incompatible_shapes<...> above");
+    static constexpr bool value = Ok;
+};
+template <fixed_string Op, dims A, dims B, bool Ok>
+inline constexpr bool check_shapes = incompatible_shapes<Op, shape_of<A>, shape_of<B>, Ok>::value;
+
+// ---- leaves -----------------------------------------------------------------
+template <fixed_string Name, dims S>
+struct input_node {
+    static constexpr kind node_kind = kind::input;
+    static constexpr dims shape = S;
+    static constexpr bool batched = true;
+    static constexpr auto name = Name;
+    using operands = tlist<>;
+};
+
+template <fixed_string Name, dims S>
+struct param_node {
+    static constexpr kind node_kind = kind::param;
+    static constexpr dims shape = S;
+    static constexpr bool batched = false;
+    static constexpr auto name = Name;
+    using operands = tlist<>;
+};
+
+template <fixed_string Name, dims S>
+struct index_node {
+    static constexpr kind node_kind = kind::index_input;
+    static constexpr dims shape = S;
+    static constexpr bool batched = true;
+    static constexpr auto name = Name;
+    using operands = tlist<>;
+};
+
+template <double V>
+struct const_node {
+    static constexpr kind node_kind = kind::constant;
+    static constexpr dims shape = {};
+    static constexpr bool batched = false;
+    static constexpr double value = V;
+    using operands = tlist<>;
+};
+
+template <dims S, bool Batched>
+struct zero_node {
+    static constexpr kind node_kind = kind::zero;
+    static constexpr dims shape = S;
+    static constexpr bool batched = Batched;
+    using operands = tlist<>;
+};
+
+template <class T> inline constexpr bool is_zero_v = false;
+template <dims S, bool B> inline constexpr bool is_zero_v<zero_node<S, B>> = true;
+template <class T> inline constexpr bool is_leaf_v = T::operands::size == 0;
+
+// ---- elementwise map --------------------------------------------------------
+namespace detail {
+template <class... A>
+constexpr dims broadcast_all() {
+    dims r{};
+    ((r = broadcast(r, A::shape)), ...);
+    return r;
+}
+template <class Op, class... A>
+constexpr bool map_shapes_ok() {
+    dims r{};
+    bool ok = true;
+    ((ok = ok && can_broadcast(r, A::shape), r = broadcast(r, A::shape)), ...);
+    return ok;
+}
+} // namespace detail
+
+template <class Op, class... A>
+struct map_node {
+    static_assert(sizeof...(A) == Op::arity, "ctrec: wrong number of operands for an elementwise op");
+    static_assert(sizeof...(A) != 2 ||
+                      check_shapes<Op::name, std::tuple_element_t<0, std::tuple<A...>>::shape,
+                                   std::tuple_element_t<sizeof...(A) - 1, std::tuple<A...>>::shape,
+                                   detail::map_shapes_ok<Op, A...>()>,
+                  "ctrec: operands of an elementwise op must broadcast");
+    static_assert(detail::map_shapes_ok<Op, A...>(), "ctrec: operands of an elementwise op must broadcast");
+    static constexpr kind node_kind = kind::map;
+    static constexpr dims shape = detail::broadcast_all<A...>();
+    static constexpr bool batched = (A::batched || ...);
+    using op = Op;
+    using operands = tlist<A...>;
+};
+
+// ---- contraction --------------------------------------------------------------
+// Spec "ik,kj->ij" over per-example axes, one letter per axis. A letter in both
+// operands and not in the output is summed. The batch axis is implicit: when
+// KeepBatch is false and an operand is batched, the batch axis is summed too
+// (this is how parameter gradients x^T . dy are written).
+struct contract_spec {
+    char a[max_rank]{}, b[max_rank]{}, c[max_rank]{};
+    std::size_t ra = 0, rb = 0, rc = 0;
+    bool parsed = false;
+    constexpr bool operator==(const contract_spec&) const = default;
+};
+
+template <std::size_t N>
+constexpr contract_spec parse_contract(const fixed_string<N>& s) {
+    contract_spec p;
+    std::size_t i = 0;
+    auto is_letter = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'); };
+    while (i < s.size() && is_letter(s.v[i]) && p.ra < max_rank) p.a[p.ra++] = s.v[i++];
+    if (i >= s.size() || s.v[i] != ',') return p;
+    ++i;
+    while (i < s.size() && is_letter(s.v[i]) && p.rb < max_rank) p.b[p.rb++] = s.v[i++];
+    if (i + 1 >= s.size() || s.v[i] != '-' || s.v[i + 1] != '>') return p;
+    i += 2;
+    while (i < s.size() && is_letter(s.v[i]) && p.rc < max_rank) p.c[p.rc++] = s.v[i++];
+    p.parsed = i == s.size() || s.v[i] == '\0';
+    return p;
+}
+
+namespace detail {
+constexpr int find(const char* s, std::size_t n, char ch) {
+    for (std::size_t i = 0; i < n; ++i)
+        if (s[i] == ch) return static_cast<int>(i);
+    return -1;
+}
+// Checks ranks, repeated letters, equal extents and that output letters exist.
+constexpr bool contract_ok(contract_spec p, dims a, dims b) {
+    if (!p.parsed || p.ra != a.rank || p.rb != b.rank) return false;
+    for (std::size_t i = 0; i < p.ra; ++i) {
+        if (find(p.a, i, p.a[i]) >= 0) return false;
+        int j = find(p.b, p.rb, p.a[i]);
+        if (j >= 0 && b.d[j] != a.d[i]) return false;
+        if (j < 0 && find(p.c, p.rc, p.a[i]) < 0) return false;  // summed over one operand only
+    }
+    for (std::size_t i = 0; i < p.rb; ++i) {
+        if (find(p.b, i, p.b[i]) >= 0) return false;
+        if (find(p.a, p.ra, p.b[i]) < 0 && find(p.c, p.rc, p.b[i]) < 0) return false;
+    }
+    for (std::size_t i = 0; i < p.rc; ++i) {
+        if (find(p.c, i, p.c[i]) >= 0) return false;
+        if (find(p.a, p.ra, p.c[i]) < 0 && find(p.b, p.rb, p.c[i]) < 0) return false;
+    }
+    return true;
+}
+constexpr dims contract_dims(contract_spec p, dims a, dims b) {
+    dims o;
+    if (!contract_ok(p, a, b)) return o;
+    o.rank = p.rc;
+    for (std::size_t i = 0; i < p.rc; ++i) {
+        int j = find(p.a, p.ra, p.c[i]);
+        o.d[i] = j >= 0 ? a.d[j] : b.d[find(p.b, p.rb, p.c[i])];
+    }
+    return o;
+}
+} // namespace detail
+
+// The spec is a value (not the user's string), so the same contraction written
+// by a user and generated by differentiation is the same type.
+template <contract_spec Spec, class A, class B, bool KeepBatch = true>
+struct contract_node {
+    static_assert(check_shapes<"contract", A::shape, B::shape, detail::contract_ok(Spec, A::shape, B::shape)>,
+                  "ctrec: contraction spec does not fit the operand shapes");
+    static constexpr kind node_kind = kind::contract;
+    static constexpr contract_spec spec = Spec;
+    static constexpr dims shape = detail::contract_dims(Spec, A::shape, B::shape);
+    static constexpr bool batched = KeepBatch && (A::batched || B::batched);
+    static constexpr bool keep_batch = KeepBatch;
+    using operands = tlist<A, B>;
+};
+
+// ---- reductions ---------------------------------------------------------------
+struct reduce_sum_op { static constexpr std::string_view name = "sum"; };
+struct reduce_max_op { static constexpr std::string_view name = "max"; };
+
+template <class Op, unsigned Mask, class A>
+struct reduce_node {
+    static_assert(Mask >> A::shape.rank == 0, "ctrec: reduction axis out of range");
+    static constexpr kind node_kind = kind::reduce;
+    static constexpr dims shape = reduce_dims(A::shape, Mask);
+    static constexpr bool batched = A::batched;
+    static constexpr unsigned mask = Mask;
+    using op = Op;
+    using operands = tlist<A>;
+};
+
+template <class A>
+struct batch_sum_node {
+    static constexpr kind node_kind = kind::batch_sum;
+    static constexpr dims shape = A::shape;
+    static constexpr bool batched = false;
+    using operands = tlist<A>;
+};
+
+// ---- data movement --------------------------------------------------------------
+template <dims S, class A>
+struct reshape_node {
+    static_assert(check_shapes<"reshape", A::shape, S, S.size() == A::shape.size()>,
+                  "ctrec: reshape must keep the number of elements");
+    static constexpr kind node_kind = kind::reshape;
+    static constexpr dims shape = S;
+    static constexpr bool batched = A::batched;
+    using operands = tlist<A>;
+};
+
+template <class A>
+struct stop_gradient_node {
+    static constexpr kind node_kind = kind::stop_gradient;
+    static constexpr dims shape = A::shape;
+    static constexpr bool batched = A::batched;
+    using operands = tlist<A>;
+};
+
+template <dims Perm, class A>
+struct transpose_node {
+    static_assert(check_shapes<"transpose", A::shape, Perm, is_permutation(Perm, A::shape.rank)>,
+                  "ctrec: transpose needs a permutation of the operand's axes");
+    static constexpr kind node_kind = kind::transpose;
+    static constexpr dims shape = permute(A::shape, Perm);
+    static constexpr bool batched = A::batched;
+    static constexpr dims perm = Perm;
+    using operands = tlist<A>;
+};
+
+template <std::size_t Axis, std::size_t Begin, std::size_t End, class A>
+struct slice_node {
+    static_assert(check_shapes<"slice", A::shape, make_dims<Axis, Begin, End>(),
+                               (Axis < A::shape.rank && Begin < End && End <= A::shape.d[Axis])>,
+                  "ctrec: slice [Begin, End) must lie inside the axis");
+    static constexpr kind node_kind = kind::slice;
+    static constexpr dims shape = with_axis(A::shape, Axis, End - Begin);
+    static constexpr bool batched = A::batched;
+    static constexpr std::size_t axis = Axis, begin = Begin, end = End;
+    using operands = tlist<A>;
+};
+
+template <std::size_t Axis, std::size_t Before, std::size_t After, class A>
+struct pad_node {
+    static_assert(Axis < A::shape.rank, "ctrec: pad axis out of range");
+    static constexpr kind node_kind = kind::pad;
+    static constexpr dims shape = with_axis(A::shape, Axis, A::shape.d[Axis] + Before + After);
+    static constexpr bool batched = A::batched;
+    static constexpr std::size_t axis = Axis, before = Before, after = After;
+    using operands = tlist<A>;
+};
+
+namespace detail {
+template <std::size_t Axis, class... A>
+constexpr bool concat_ok() {
+    constexpr dims s[] = {A::shape...};
+    for (auto& x : s) {
+        if (x.rank != s[0].rank || Axis >= x.rank) return false;
+        for (std::size_t i = 0; i < x.rank; ++i)
+            if (i != Axis && x.d[i] != s[0].d[i]) return false;
+    }
+    return true;
+}
+template <std::size_t Axis, class... A>
+constexpr dims concat_shape() {
+    constexpr dims s[] = {A::shape...};
+    dims o = s[0];
+    if (Axis < o.rank) o.d[Axis] = (A::shape.d[Axis] + ...);
+    return o;
+}
+} // namespace detail
+
+template <std::size_t Axis, class... A>
+struct concat_node {
+    static_assert(sizeof...(A) >= 1, "ctrec: concat needs operands");
+    static_assert(check_shapes<"concat", std::tuple_element_t<0, std::tuple<A...>>::shape,
+                               std::tuple_element_t<sizeof...(A) - 1, std::tuple<A...>>::shape,
+                               detail::concat_ok<Axis, A...>()>,
+                  "ctrec: concat operands must agree on every axis but the concat axis");
+    static constexpr kind node_kind = kind::concat;
+    static constexpr dims shape = detail::concat_shape<Axis, A...>();
+    static constexpr bool batched = (A::batched || ...);
+    static constexpr std::size_t axis = Axis;
+    using operands = tlist<A...>;
+};
+
+// gather: Table (V, R...) unbatched, Ids (n...) int32 batched -> (n..., R...).
+template <class Table, class Ids>
+struct gather_node {
+    static_assert(Ids::node_kind == kind::index_input, "ctrec: gather ids must be an index input");
+    static_assert(!Table::batched && Table::shape.rank >= 1, "ctrec: gather table must be an unbatched tensor of rank >= 1");
+    static constexpr kind node_kind = kind::gather;
+    static constexpr dims shape = concat_dims(Ids::shape, drop_front(Table::shape, 1));
+    static constexpr bool batched = true;
+    static constexpr std::size_t rows = Table::shape.d[0];
+    static constexpr std::size_t row_size = drop_front(Table::shape, 1).size();
+    using operands = tlist<Table, Ids>;
+};
+
+// scatter_add: the transpose of gather. Sums rows of Ct (n..., R...) into a
+// (V, R...) table at the ids, over all examples (an unbatched result).
+template <class Ids, class Ct, dims TableShape>
+struct scatter_add_node {
+    static constexpr kind node_kind = kind::scatter_add;
+    static constexpr dims shape = TableShape;
+    static constexpr bool batched = false;
+    static constexpr std::size_t rows = TableShape.d[0];
+    static constexpr std::size_t row_size = drop_front(TableShape, 1).size();
+    using operands = tlist<Ids, Ct>;
+};
+
+// A node whose value is complete only after all batch tiles ran (it sums over
+// the batch): parameter gradients are such nodes.
+template <class N>
+constexpr bool reduces_batch() {
+    if constexpr (N::batched) return false;
+    else return []<class... O>(tlist<O...>) { return (O::batched || ... || false); }(typename N::operands{});
+}
+
+} // namespace ctrec

@@ -1,0 +1,235 @@
+#pragma once
+// The compile-time pass pipeline that turns a set of root expressions into an
+// execution plan. Each pass is a constexpr function over a flat array of node
+// records (never a recursive template), in this order:
+//   1. graph:      topological node list with CSE by type identity (graph.hpp)
+//   2. records:    kind, shape, batchedness, operands, roots
+//   3. staging:    pre (unbatched, computed once per call: hoisted), tile
+//                  (per batch tile), reducers (accumulate over tiles), post
+//   4. fusion:     elementwise nodes used once by an elementwise/reduction
+//                  consumer are inlined into its loop; a contraction used once
+//                  by an elementwise tree becomes that tree's GEMM epilogue
+//   5. buffers:    liveness-based offsets in one workspace (tile region shared
+//                  between dead buffers; unbatched values persistent)
+// Later rewrites (concat-split, hoisting, contraction ordering) are passes that
+// run on the expression before step 1 and need no change to the evaluators.
+#include <array>
+#include <cstddef>
+#include <string>
+
+#include "ctrec/core/contract_plan.hpp"
+#include "ctrec/core/graph.hpp"
+
+namespace ctrec {
+
+enum class stage { none, pre, tile, post };
+
+struct node_record {
+    kind k = kind::zero;
+    dims shape;
+    bool batched = false;
+    bool reducer = false;     // unbatched result summed over the batch
+    bool gemm_fusable = false;  // contraction whose GEMM can take an epilogue
+    std::size_t nops = 0;
+    std::size_t ops[16] = {};
+    int root = -1;            // index among the roots, or -1
+};
+
+template <class N, class Nodes>
+constexpr node_record make_record() {
+    node_record r;
+    r.k = N::node_kind;
+    r.shape = N::shape;
+    r.batched = N::batched;
+    r.reducer = reduces_batch<N>();
+    [&]<class... O>(tlist<O...>) {
+        static_assert(sizeof...(O) <= 16, "ctrec: at most 16 operands per node");
+        ((r.ops[r.nops++] = tl_index_v<O, Nodes>), ...);
+    }(typename N::operands{});
+    if constexpr (N::node_kind == kind::contract) {
+        constexpr contract_plan p = contract_plan_of<N>;
+        r.gemm_fusable = p.n_outer == 0 && !p.reduces_batch;
+    }
+    return r;
+}
+
+template <std::size_t N>
+struct plan_data {
+    node_record rec[N ? N : 1];
+    std::size_t uses[N ? N : 1] = {};
+    int consumer[N ? N : 1] = {};    // the single consumer when uses == 1
+    bool inlined[N ? N : 1] = {};    // evaluated inside its consumer's loop
+    int fused_contraction[N ? N : 1] = {};  // for a map step: the contraction in its epilogue, or -1
+    bool epilogue[N ? N : 1] = {};   // a contraction fused into a consumer's epilogue
+    int absorber[N ? N : 1] = {};    // step that evaluates this node (itself when it is a step)
+    bool alias[N ? N : 1] = {};      // reshape / stop_gradient: same buffer as the operand
+    bool step[N ? N : 1] = {};       // has a compute step (incl. root copies)
+    stage stg[N ? N : 1] = {};
+    bool post[N ? N : 1] = {};       // value known only after all tiles ran
+    std::size_t last_use[N ? N : 1] = {};
+    std::ptrdiff_t offset[N ? N : 1] = {};  // -1: not in the workspace
+    std::size_t tile_elems = 0;      // per-example elements of the tile region
+    std::size_t persistent = 0;      // elements of the unbatched region
+    bool batched_after_reduction = false;
+};
+
+namespace detail {
+constexpr bool is_leafish(kind k) {
+    return k == kind::input || k == kind::param || k == kind::index_input || k == kind::constant || k == kind::zero;
+}
+constexpr std::size_t align16(std::size_t x) { return (x + 15) / 16 * 16; }
+
+template <std::size_t N>
+constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
+    plan_data<N> p;
+    for (std::size_t i = 0; i < N; ++i) {
+        p.rec[i] = recs[i];
+        p.consumer[i] = -1;
+        p.fused_contraction[i] = -1;
+        p.absorber[i] = static_cast<int>(i);
+        p.offset[i] = -1;
+    }
+    // uses
+    for (std::size_t i = 0; i < N; ++i)
+        for (std::size_t j = 0; j < p.rec[i].nops; ++j) {
+            std::size_t o = p.rec[i].ops[j];
+            ++p.uses[o];
+            p.consumer[o] = static_cast<int>(i);
+        }
+    for (std::size_t i = 0; i < N; ++i)
+        if (p.rec[i].root >= 0) ++p.uses[i];
+    // staging
+    for (std::size_t i = 0; i < N; ++i) {
+        const auto& r = p.rec[i];
+        bool after = r.reducer;
+        for (std::size_t j = 0; j < r.nops; ++j) after |= p.post[r.ops[j]];
+        p.post[i] = !r.batched && after;
+        if (r.batched && after) p.batched_after_reduction = true;
+        p.stg[i] = is_leafish(r.k) ? stage::none : r.batched || r.reducer ? stage::tile : p.post[i] ? stage::post : stage::pre;
+        p.alias[i] = r.k == kind::reshape || r.k == kind::stop_gradient;
+    }
+    // fusion: inline single-use elementwise nodes into elementwise / reduction consumers
+    for (std::size_t i = 0; i < N; ++i) {
+        const auto& r = p.rec[i];
+        if (r.k != kind::map || r.root >= 0 || p.uses[i] != 1) continue;
+        const auto& c = p.rec[p.consumer[i]];
+        bool ok = (c.k == kind::map && c.shape == r.shape && c.batched == r.batched) ||
+                  (c.k == kind::reduce && c.batched == r.batched) ||
+                  (c.k == kind::batch_sum && r.batched);
+        p.inlined[i] = ok;
+    }
+    for (std::size_t i = N; i-- > 0;)  // consumers come later: resolve absorbers top-down
+        if (p.inlined[i]) p.absorber[i] = p.absorber[p.consumer[i]];
+    // contraction epilogues: a single-use contraction read only by an elementwise tree of its shape
+    for (std::size_t i = 0; i < N; ++i) {
+        const auto& r = p.rec[i];
+        if (r.k != kind::contract || !r.gemm_fusable || r.root >= 0 || p.uses[i] != 1) continue;
+        std::size_t c = static_cast<std::size_t>(p.consumer[i]);
+        if (p.rec[c].k != kind::map) continue;
+        std::size_t s = static_cast<std::size_t>(p.absorber[c]);
+        if (p.rec[s].k != kind::map || p.fused_contraction[s] >= 0) continue;
+        if (!(p.rec[s].shape == r.shape) || p.rec[s].batched != r.batched) continue;
+        p.fused_contraction[s] = static_cast<int>(i);
+        p.epilogue[i] = true;
+        p.absorber[i] = static_cast<int>(s);
+    }
+    for (std::size_t i = 0; i < N; ++i) {
+        const auto& r = p.rec[i];
+        bool computed = !is_leafish(r.k) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i];
+        p.step[i] = computed || r.root >= 0;
+    }
+    // liveness (time = node index of the reading step; aliases forward their readers)
+    for (std::size_t i = N; i-- > 0;) {
+        std::size_t last = i;
+        for (std::size_t c = i + 1; c < N; ++c)
+            for (std::size_t j = 0; j < p.rec[c].nops; ++j)
+                if (p.rec[c].ops[j] == i) {
+                    std::size_t t = p.alias[c] ? p.last_use[c] : static_cast<std::size_t>(p.absorber[c]);
+                    if (t > last) last = t;
+                }
+        p.last_use[i] = last;
+    }
+    // buffers: roots write to the caller's outputs; the rest get workspace
+    std::size_t live_off[N ? N : 1] = {}, live_end[N ? N : 1] = {}, live_size[N ? N : 1] = {};
+    std::size_t nlive = 0;
+    for (std::size_t i = 0; i < N; ++i) {
+        const auto& r = p.rec[i];
+        bool needs = !is_leafish(r.k) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i] && r.root < 0;
+        if (!needs) continue;
+        std::size_t sz = align16(r.shape.size());
+        if (!r.batched) {
+            p.offset[i] = static_cast<std::ptrdiff_t>(p.persistent);
+            p.persistent += sz;
+            continue;
+        }
+        // first fit among buffers still live at time i
+        std::size_t off = 0;
+        for (bool moved = true; moved;) {
+            moved = false;
+            for (std::size_t j = 0; j < nlive; ++j)
+                if (live_end[j] >= i && off < live_off[j] + live_size[j] && live_off[j] < off + sz) {
+                    off = live_off[j] + live_size[j];
+                    moved = true;
+                }
+        }
+        live_off[nlive] = off, live_size[nlive] = sz, live_end[nlive] = p.last_use[i], ++nlive;
+        p.offset[i] = static_cast<std::ptrdiff_t>(off);
+        if (off + sz > p.tile_elems) p.tile_elems = off + sz;
+    }
+    return p;
+}
+} // namespace detail
+
+template <class... Roots>
+struct plan {
+    using nodes = graph_t<Roots...>;
+    using roots = tlist<Roots...>;
+    static constexpr std::size_t size = nodes::size;
+    template <class N> static constexpr std::size_t id = tl_index_v<N, nodes>;
+
+    static constexpr std::array<node_record, size> records = []<class... N>(tlist<N...>) {
+        std::array<node_record, size> a{make_record<N, nodes>()...};
+        std::size_t r = 0;
+        ((a[tl_index_v<Roots, nodes>].root = a[tl_index_v<Roots, nodes>].root < 0 ? static_cast<int>(r) : a[tl_index_v<Roots, nodes>].root, ++r), ...);
+        return a;
+    }(nodes{});
+    static constexpr plan_data<size> data = detail::analyse(records);
+    static_assert(!data.batched_after_reduction,
+                  "ctrec: a batched value depends on a sum over the batch (batch statistics); "
+                  "evaluate the reduction in a separate program");
+
+    template <class N> static constexpr bool inlined = data.inlined[id<N>];
+    template <class N> static constexpr bool is_alias = data.alias[id<N>];
+    template <class N> static constexpr int fused_contraction = data.fused_contraction[id<N>];
+
+    // ---- plan inspection -------------------------------------------------------------
+    // Number of compute steps (each is one pass writing its output once).
+    static constexpr std::size_t steps = [] {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < size; ++i) n += data.step[i];
+        return n;
+    }();
+    // Nodes evaluated inside step s (the node itself, inlined nodes, a fused contraction).
+    static constexpr std::size_t fused_into(std::size_t s) {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < size; ++i)
+            if (static_cast<std::size_t>(data.absorber[i]) == s && !detail::is_leafish(data.rec[i].k) && !data.alias[i])
+                ++n;
+        return n;
+    }
+    static std::string describe() {
+        std::string s;
+        for (std::size_t i = 0; i < size; ++i) {
+            if (!data.step[i]) continue;
+            s += "step " + std::to_string(i) + ": " + std::string(kind_name(data.rec[i].k));
+            if (data.fused_contraction[i] >= 0) s += " +contract-epilogue";
+            s += " fuses " + std::to_string(fused_into(i)) + " node(s)";
+            s += data.stg[i] == stage::pre ? " [pre]" : data.stg[i] == stage::post ? " [post]" : data.rec[i].reducer ? " [tile, accumulate]" : " [tile]";
+            if (data.rec[i].root >= 0) s += " -> output " + std::to_string(data.rec[i].root);
+            s += "\n";
+        }
+        return s;
+    }
+};
+
+} // namespace ctrec

@@ -1,0 +1,7 @@
+#pragma once
+// ctrec: the whole library (core DSL, differentiation, CPU programs).
+#include "ctrec/core/dsl.hpp"
+#include "ctrec/ad/jvp.hpp"
+#include "ctrec/ad/vjp.hpp"
+#include "ctrec/ad/programs.hpp"
+#include "ctrec/program.hpp"

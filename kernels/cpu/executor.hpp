@@ -1,0 +1,362 @@
+#pragma once
+// CPU executor: runs a plan (core/plan.hpp) over a batch, tile by tile.
+// Each step is one loop nest: a fused elementwise tree evaluated in SIMD runs,
+// a GEMM (optionally with that tree as its epilogue), a reduction with its
+// operand tree fused in, or a data-movement loop. Nothing here allocates.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "ctrec/core/error.hpp"
+#include "ctrec/core/plan.hpp"
+#include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/simd.hpp"
+
+namespace ctrec::cpu {
+
+template <class T, class Plan>
+struct executor {
+    using nodes = typename Plan::nodes;
+    static constexpr const auto& D = Plan::data;
+    static constexpr std::size_t n = Plan::size;
+    using V = simd_t<T>;
+    static constexpr std::size_t W = V::size;
+
+    template <std::size_t I> using node_at = tl_at_t<I, nodes>;
+    template <class N> static constexpr std::size_t id = Plan::template id<N>;
+
+    struct context {
+        T* base[n ? n : 1];                     // element 0 of the node's value for example 0 of the tile
+        const std::int32_t* ibase[n ? n : 1];   // same, for index inputs
+        T* out[Plan::roots::size];              // caller's outputs (tile-relative for batched roots)
+        std::size_t nb = 0;                     // examples in this tile
+    };
+
+    template <class N>
+    static T* ptr(const context& c, std::size_t b) {
+        return c.base[id<N>] + (N::batched ? b * N::shape.size() : 0);
+    }
+
+    // ---- fused elementwise trees -----------------------------------------------------------
+    // value<Vt, N, S>: N's value at flat index i of example b, as a scalar (Vt = T) or as W
+    // consecutive elements (Vt = V). S is a contraction whose value is `acc` (GEMM epilogue).
+    template <class Vt, class N, class S>
+    static Vt value(const context& c, std::size_t b, std::size_t i, const Vt& acc) {
+        if constexpr (std::is_same_v<N, S>) {
+            return acc;
+        } else if constexpr (N::node_kind == kind::constant) {
+            return vmath<Vt>::splat(N::value);
+        } else if constexpr (N::node_kind == kind::zero) {
+            return vmath<Vt>::splat(0.0);
+        } else if constexpr (D.alias[id<N>]) {
+            return value<Vt, tl_at_t<0, typename N::operands>, S>(c, b, i, acc);
+        } else if constexpr (N::node_kind == kind::map && D.inlined[id<N>]) {
+            return apply<Vt, N, S>(c, b, i, acc);
+        } else {
+            const T* p = ptr<N>(c, b) + i;
+            if constexpr (std::is_same_v<Vt, T>) return *p;
+            else return Vt::load_unaligned(p);
+        }
+    }
+
+    // Applies N's op to its operands (N is a map node evaluated in this loop).
+    template <class Vt, class N, class S>
+    static Vt apply(const context& c, std::size_t b, std::size_t i, const Vt& acc) {
+        return [&]<class... O>(tlist<O...>) {
+            return N::op::apply(operand<Vt, O, N, S>(c, b, i, acc)...);
+        }(typename N::operands{});
+    }
+
+    template <class Vt, class O, class N, class S>
+    static Vt operand(const context& c, std::size_t b, std::size_t i, const Vt& acc) {
+        constexpr dims os = O::shape, ns = N::shape;
+        const std::size_t j = bcast_index<os, ns>(i);
+        if constexpr (!std::is_same_v<Vt, T> && bcast_constant(os, ns)) {
+            return Vt(value<T, O, void>(c, b, j, T(0)));  // one value for the whole run
+        } else {
+            return value<Vt, O, S>(c, b, j, acc);
+        }
+    }
+
+    // Length of the runs of N's flat index inside which every operand read by the
+    // tree rooted at N is contiguous or constant (SIMD steps stay inside runs).
+    template <class N>
+    static constexpr std::size_t tree_run() {
+        if constexpr (N::node_kind != kind::map) {
+            return N::shape.size();
+        } else {
+            return []<class... O>(tlist<O...>) {
+                std::size_t r = N::shape.size();
+                ((r = std::min(r, D.inlined[id<O>] ? tree_run<O>() : bcast_run(O::shape, N::shape))), ...);
+                return r;
+            }(typename N::operands{});
+        }
+    }
+    // The tree's value (N may be a step root or an operand tree of a reduction).
+    template <class Vt, class N, class S = void>
+    static Vt tree(const context& c, std::size_t b, std::size_t i, const Vt& acc = Vt(T(0))) {
+        if constexpr (N::node_kind == kind::map) return apply<Vt, N, S>(c, b, i, acc);
+        else return value<Vt, N, S>(c, b, i, acc);
+    }
+
+    // ---- steps ---------------------------------------------------------------------------
+    template <class N>
+    static std::size_t rows(const context& c) { return N::batched ? c.nb : 1; }
+
+    template <class N>
+    static void map_step(const context& c) {
+        constexpr int fc = D.fused_contraction[id<N>];
+        if constexpr (fc >= 0) {
+            using C = node_at<static_cast<std::size_t>(fc)>;
+            gemm_step<C>(c, ptr<N>(c, 0), epilogue<N, C>{c}, false);
+        } else {
+            constexpr std::size_t size = N::shape.size(), R = tree_run<N>();
+            for (std::size_t b = 0; b < rows<N>(c); ++b) {
+                T* dst = ptr<N>(c, b);
+                for (std::size_t r0 = 0; r0 < size; r0 += R) {
+                    std::size_t j = 0;
+                    if constexpr (R >= W)
+                        for (; j + W <= R; j += W) tree<V, N>(c, b, r0 + j).store_unaligned(dst + r0 + j);
+                    for (; j < R; ++j) dst[r0 + j] = tree<T, N>(c, b, r0 + j);
+                }
+            }
+        }
+    }
+
+    // The elementwise tree rooted at N, applied to each GEMM result of contraction C.
+    template <class N, class C>
+    struct epilogue {
+        const context& c;
+        static constexpr contract_plan P = contract_plan_of<C>;
+        static constexpr std::size_t size = N::shape.size();
+        static constexpr bool identity = false;
+        static constexpr bool vector_ok =
+            P.n.sc == 1 && P.m.sc == static_cast<std::ptrdiff_t>(P.n.extent) && tree_run<N>() % P.n.extent == 0;
+        template <class Vt>
+        Vt at(std::size_t m, std::size_t nn, Vt acc) const {
+            std::size_t flat = m * static_cast<std::size_t>(P.m.sc) + nn * static_cast<std::size_t>(P.n.sc);
+            return apply<Vt, N, C>(c, flat / size, flat % size, acc);
+        }
+        V vec(std::size_t m, std::size_t nn, V acc) const { return at<V>(m, nn, acc); }
+        T scalar(std::size_t m, std::size_t nn, T acc) const { return at<T>(m, nn, acc); }
+    };
+
+    template <class C, class Epi = no_epilogue>
+    static void gemm_step(const context& c, T* dst, const Epi& epi = {}, bool accumulate = false) {
+        constexpr contract_plan P = contract_plan_of<C>;
+        using A = tl_at_t<0, typename C::operands>;
+        using B = tl_at_t<1, typename C::operands>;
+        const T* a = c.base[id<A>];
+        const T* b = c.base[id<B>];
+        if constexpr (P.swap) std::swap(a, b);
+        const std::size_t nb = c.nb;
+        auto ext = [nb](const gemm_dim& d) { return d.extent * (d.times_batch ? nb : 1); };
+        gemm_args g{ext(P.m), ext(P.n), ext(P.k), P.m.sa, P.k.sa, P.k.sb, P.n.sb, P.m.sc, P.n.sc};
+        if (g.M == 0 || g.N == 0) return;
+        outer_loops<P, 0>(a, b, dst, g, epi, accumulate || P.reduces_batch, nb);
+    }
+
+    template <contract_plan P, std::size_t L, class Epi>
+    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, const Epi& epi, bool acc,
+                            std::size_t nb) {
+        if constexpr (L == P.n_outer) {
+            gemm(a, b, dst, g, acc, epi);
+        } else {
+            constexpr gemm_dim d = P.outer[L];
+            const std::size_t e = d.extent * (d.times_batch ? nb : 1);
+            for (std::size_t t = 0; t < e; ++t) {
+                std::ptrdiff_t s = static_cast<std::ptrdiff_t>(t);
+                outer_loops<P, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, epi,
+                                      acc || (P.outer_is_k[L] && t > 0), nb);
+            }
+        }
+    }
+
+    template <class N>
+    static void reduce_step(const context& c) {
+        using A = tl_at_t<0, typename N::operands>;
+        constexpr bool is_max = std::is_same_v<typename N::op, reduce_max_op>;
+        constexpr T init = is_max ? -std::numeric_limits<T>::infinity() : T(0);
+        constexpr dims as = A::shape;
+        constexpr unsigned mask = N::mask;
+        // reduced axes form a suffix: each output element reduces a contiguous segment
+        constexpr std::size_t suffix = [] {
+            std::size_t k = 0;
+            while (k < as.rank && (mask >> (as.rank - 1 - k) & 1u)) ++k;
+            return mask == (all_axes(as.rank) & ~all_axes(as.rank - k)) ? k : std::size_t(-1);
+        }();
+        auto combine = [](auto x, auto y) {
+            if constexpr (is_max) return vmath<decltype(x)>::max(x, y);
+            else return x + y;
+        };
+        for (std::size_t b = 0; b < rows<N>(c); ++b) {
+            T* dst = ptr<N>(c, b);
+            if constexpr (suffix != std::size_t(-1)) {
+                constexpr std::size_t L = [] { std::size_t l = 1; for (std::size_t k = 0; k < suffix; ++k) l *= A::shape.d[A::shape.rank - 1 - k]; return l; }();
+                constexpr std::size_t O = as.size() / L;
+                constexpr bool vec = L >= W && tree_run<A>() % L == 0;
+                for (std::size_t o = 0; o < O; ++o) {
+                    T s = init;
+                    std::size_t j = 0;
+                    if constexpr (vec) {
+                        V va(init);
+                        for (; j + W <= L; j += W) va = combine(va, tree<V, A>(c, b, o * L + j));
+                        alignas(64) T lanes[W];
+                        va.store_aligned(lanes);
+                        for (std::size_t l = 0; l < W; ++l) s = combine(s, lanes[l]);
+                    }
+                    for (; j < L; ++j) s = combine(s, tree<T, A>(c, b, o * L + j));
+                    dst[o] = s;
+                }
+            } else {
+                constexpr dims os = N::shape;
+                for (std::size_t o = 0; o < os.size(); ++o) dst[o] = init;
+                for (std::size_t i = 0; i < as.size(); ++i) {
+                    std::size_t o = 0, k = 0;
+                    for (std::size_t ax = 0; ax < as.rank; ++ax) {
+                        std::size_t coord = i / as.stride(ax) % as.d[ax];
+                        if (!(mask >> ax & 1u)) o += coord * os.stride(k++);
+                    }
+                    dst[o] = combine(dst[o], tree<T, A>(c, b, i));
+                }
+            }
+        }
+    }
+
+    template <class N>
+    static void batch_sum_step(const context& c) {
+        using A = tl_at_t<0, typename N::operands>;
+        constexpr std::size_t size = N::shape.size(), R = tree_run<A>();
+        T* dst = ptr<N>(c, 0);
+        for (std::size_t b = 0; b < c.nb; ++b)
+            for (std::size_t r0 = 0; r0 < size; r0 += R) {
+                std::size_t j = 0;
+                if constexpr (R >= W)
+                    for (; j + W <= R; j += W)
+                        (V::load_unaligned(dst + r0 + j) + tree<V, A>(c, b, r0 + j)).store_unaligned(dst + r0 + j);
+                for (; j < R; ++j) dst[r0 + j] += tree<T, A>(c, b, r0 + j);
+            }
+    }
+
+    // Data movement: out[o] = operand value at the mapped index (or 0).
+    template <class N>
+    static void movement_step(const context& c) {
+        using A = tl_at_t<0, typename N::operands>;
+        constexpr dims os = N::shape, as = A::shape;
+        for (std::size_t b = 0; b < rows<N>(c); ++b) {
+            T* dst = ptr<N>(c, b);
+            if constexpr (N::node_kind == kind::transpose) {
+                for (std::size_t o = 0; o < os.size(); ++o) {
+                    std::size_t i = 0;
+                    for (std::size_t ax = 0; ax < os.rank; ++ax)
+                        i += (o / os.stride(ax) % os.d[ax]) * as.stride(N::perm.d[ax]);
+                    dst[o] = value<T, A, void>(c, b, i, T(0));
+                }
+            } else if constexpr (N::node_kind == kind::slice || N::node_kind == kind::pad) {
+                constexpr std::size_t ax = N::axis;
+                constexpr std::size_t outer = os.size() / (os.d[ax] * os.stride(ax)), inner = os.stride(ax);
+                for (std::size_t u = 0; u < outer; ++u)
+                    for (std::size_t x = 0; x < os.d[ax]; ++x)
+                        for (std::size_t v = 0; v < inner; ++v) {
+                            T& d = dst[(u * os.d[ax] + x) * inner + v];
+                            if constexpr (N::node_kind == kind::slice) {
+                                d = value<T, A, void>(c, b, (u * as.d[ax] + x + N::begin) * inner + v, T(0));
+                            } else {
+                                bool in = x >= N::before && x < N::before + as.d[ax];
+                                d = in ? value<T, A, void>(c, b, (u * as.d[ax] + x - N::before) * inner + v, T(0)) : T(0);
+                            }
+                        }
+            } else if constexpr (N::node_kind == kind::concat) {
+                constexpr std::size_t ax = N::axis;
+                constexpr std::size_t outer = os.size() / (os.d[ax] * os.stride(ax)), inner = os.stride(ax);
+                std::size_t at = 0;
+                [&]<class... O>(tlist<O...>) {
+                    ((copy_part<O>(c, b, dst, outer, inner, os.d[ax], at), at += O::shape.d[ax]), ...);
+                }(typename N::operands{});
+            }
+        }
+    }
+    template <class O>
+    static void copy_part(const context& c, std::size_t b, T* dst, std::size_t outer, std::size_t inner,
+                          std::size_t out_ax, std::size_t at) {
+        const std::size_t len = O::shape.size() / outer;  // elements of one outer slab of the operand
+        for (std::size_t u = 0; u < outer; ++u)
+            for (std::size_t j = 0; j < len; ++j)
+                dst[(u * out_ax + at) * inner + j] = value<T, O, void>(c, b, u * len + j, T(0));
+    }
+
+    template <class N>
+    static void gather_step(const context& c) {
+        using Table = tl_at_t<0, typename N::operands>;
+        using Ids = tl_at_t<1, typename N::operands>;
+        constexpr std::size_t np = Ids::shape.size(), rs = N::row_size;
+        for (std::size_t b = 0; b < c.nb; ++b) {
+            const std::int32_t* idv = c.ibase[id<Ids>] + b * np;
+            T* dst = ptr<N>(c, b);
+            for (std::size_t p = 0; p < np; ++p) {
+                const std::size_t row = static_cast<std::size_t>(idv[p]);  // validated before the run
+                for (std::size_t r = 0; r < rs; ++r) dst[p * rs + r] = value<T, Table, void>(c, 0, row * rs + r, T(0));
+            }
+        }
+    }
+
+    template <class N>
+    static void scatter_step(const context& c) {
+        using Ids = tl_at_t<0, typename N::operands>;
+        using Ct = tl_at_t<1, typename N::operands>;
+        constexpr std::size_t np = Ids::shape.size(), rs = N::row_size;
+        T* dst = ptr<N>(c, 0);
+        for (std::size_t b = 0; b < c.nb; ++b) {
+            const std::int32_t* idv = c.ibase[id<Ids>] + b * np;
+            for (std::size_t p = 0; p < np; ++p) {
+                const std::size_t row = static_cast<std::size_t>(idv[p]);
+                for (std::size_t r = 0; r < rs; ++r) dst[row * rs + r] += value<T, Ct, void>(c, b, p * rs + r, T(0));
+            }
+        }
+    }
+
+    // A root that no step computes (a leaf, a view, a zero): copied to the output.
+    template <class N>
+    static void copy_root_step(const context& c) {
+        constexpr std::size_t size = N::shape.size();
+        for (std::size_t b = 0; b < rows<N>(c); ++b) {
+            T* dst = c.out[D.rec[id<N>].root] + b * (N::batched ? size : 0);
+            for (std::size_t i = 0; i < size; ++i) dst[i] = value<T, N, void>(c, b, i, T(0));
+        }
+    }
+
+    template <std::size_t I>
+    static void run_step(const context& c) {
+        using N = node_at<I>;
+        constexpr kind k = N::node_kind;
+        if constexpr (ctrec::detail::is_leafish(k) || D.alias[I]) copy_root_step<N>(c);
+        else if constexpr (k == kind::map) map_step<N>(c);
+        else if constexpr (k == kind::contract) gemm_step<N>(c, ptr<N>(c, 0));
+        else if constexpr (k == kind::reduce) reduce_step<N>(c);
+        else if constexpr (k == kind::batch_sum) batch_sum_step<N>(c);
+        else if constexpr (k == kind::gather) gather_step<N>(c);
+        else if constexpr (k == kind::scatter_add) scatter_step<N>(c);
+        else movement_step<N>(c);
+    }
+
+    // A root with no step of its own (leaf/view) runs with the stage of its data.
+    static constexpr stage stage_of(std::size_t i) {
+        if (D.stg[i] != stage::none && !D.alias[i]) return D.stg[i];
+        if (D.rec[i].batched) return stage::tile;
+        return D.post[i] ? stage::post : stage::pre;
+    }
+    template <std::size_t I, stage S>
+    static void maybe_step(const context& c) {
+        if constexpr (D.step[I] && stage_of(I) == S) run_step<I>(c);
+    }
+    // Runs every step of one stage, in topological order (reducers run in the
+    // tile stage and accumulate).
+    template <stage S>
+    static void run_stage(const context& c) {
+        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_step<I, S>(c), ...); }(std::make_index_sequence<n>{});
+    }
+};
+
+} // namespace ctrec::cpu

@@ -1,0 +1,193 @@
+#pragma once
+// Strided GEMM micro-kernels over xsimd batches:
+//   C[m, n] = (C[m, n] if accumulate) + sum_k A[m*sam + k*sak] * B[k*sbk + n*sbn]
+// then `epi` (a fused elementwise epilogue) on each result before the store.
+//   vec-N  (sbn == 1, scn == 1): register-blocked MR x NV vectors, A broadcast,
+//          B rows streamed; the main kernel (x.W, x^T.dy).
+//   dot    (sak == 1, sbk == 1): blocked dot products along contiguous k (dy.W^T).
+//   scalar fallback for any other strides.
+// Epilogue contract: Epi::identity, Epi::vector_ok, epi.vec(m, n, V), epi.scalar(m, n, T).
+#include <cstddef>
+#include <cstring>
+
+#include "kernels/cpu/simd.hpp"
+
+namespace ctrec::cpu {
+
+struct gemm_args {
+    std::size_t M, N, K;
+    std::ptrdiff_t sam, sak, sbk, sbn, scm, scn;
+};
+
+struct no_epilogue {
+    static constexpr bool identity = true;
+    static constexpr bool vector_ok = true;
+    template <class V> V vec(std::size_t, std::size_t, V v) const { return v; }
+    template <class T> T scalar(std::size_t, std::size_t, T v) const { return v; }
+};
+
+namespace detail {
+
+template <class T>
+struct blocking {
+    using V = simd_t<T>;
+    // 32 vector registers on AVX-512 (and NEON): 6x4 accumulators; 16 elsewhere: 4x3.
+    static constexpr bool wide = sizeof(V) >= 64;
+    static constexpr int MR = wide ? 6 : 4;
+    static constexpr int NV = wide ? 4 : 3;
+};
+
+template <class T, class Epi>
+inline void finish_vec(T* cp, std::size_t m, std::size_t n, simd_t<T> v, bool acc, const Epi& epi) {
+    using V = simd_t<T>;
+    if (acc) v += V::load_unaligned(cp);
+    if constexpr (!Epi::identity) {
+        if constexpr (Epi::vector_ok) {
+            v = epi.vec(m, n, v);
+        } else {
+            alignas(64) T lanes[V::size];
+            v.store_aligned(lanes);
+            for (std::size_t l = 0; l < V::size; ++l) lanes[l] = epi.scalar(m, n + l, lanes[l]);
+            v = V::load_aligned(lanes);
+        }
+    }
+    v.store_unaligned(cp);
+}
+
+template <int MR, int NV, class T, class Epi>
+inline void kernel_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, std::size_t n0, bool acc,
+                     const Epi& epi) {
+    using V = simd_t<T>;
+    constexpr std::size_t W = V::size;
+    V c[MR][NV];
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NV; ++v) c[r][v] = V(T(0));
+    const T* a = A + static_cast<std::ptrdiff_t>(m0) * g.sam;
+    const T* b = B + n0;
+    for (std::size_t k = 0; k < g.K; ++k) {
+        V bv[NV];
+        const T* bk = b + static_cast<std::ptrdiff_t>(k) * g.sbk;
+        for (int v = 0; v < NV; ++v) bv[v] = V::load_unaligned(bk + v * W);
+        const T* ak = a + static_cast<std::ptrdiff_t>(k) * g.sak;
+        for (int r = 0; r < MR; ++r) {
+            V av(ak[r * g.sam]);
+            for (int v = 0; v < NV; ++v) c[r][v] = xsimd::fma(av, bv[v], c[r][v]);
+        }
+    }
+    for (int r = 0; r < MR; ++r)
+        for (int v = 0; v < NV; ++v)
+            finish_vec(C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n0 + v * W, m0 + r, n0 + v * W, c[r][v], acc,
+                       epi);
+}
+
+template <int MR, class T, class Epi>
+inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, bool acc, const Epi& epi) {
+    using V = simd_t<T>;
+    constexpr std::size_t W = V::size;
+    constexpr int NV = blocking<T>::NV;
+    std::size_t n = 0;
+    for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi);
+    for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi);
+    for (; n < g.N; ++n)  // fewer than W columns left
+        for (int r = 0; r < MR; ++r) {
+            T s = 0;
+            for (std::size_t k = 0; k < g.K; ++k)
+                s += A[static_cast<std::ptrdiff_t>(m0 + r) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
+                     B[static_cast<std::ptrdiff_t>(k) * g.sbk + n];
+            T* cp = C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n;
+            if (acc) s += *cp;
+            *cp = Epi::identity ? s : epi.scalar(m0 + r, n, s);
+        }
+}
+
+template <class T, class Epi>
+inline void gemm_vec_n(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+    constexpr int MR = blocking<T>::MR;
+    std::size_t m = 0;
+    for (; m + MR <= g.M; m += MR) rows_n<MR>(A, B, C, g, m, acc, epi);
+    switch (g.M - m) {
+        case 5: if constexpr (MR > 5) rows_n<5>(A, B, C, g, m, acc, epi); break;
+        case 4: if constexpr (MR > 4) rows_n<4>(A, B, C, g, m, acc, epi); break;
+        case 3: rows_n<3>(A, B, C, g, m, acc, epi); break;
+        case 2: rows_n<2>(A, B, C, g, m, acc, epi); break;
+        case 1: rows_n<1>(A, B, C, g, m, acc, epi); break;
+        default: break;
+    }
+}
+
+// Dot-product form: both operands contiguous along k.
+template <class T, class Epi>
+inline void gemm_dot(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+    using V = simd_t<T>;
+    constexpr std::size_t W = V::size;
+    constexpr std::size_t NB = 4;
+    const std::size_t kv = g.K - g.K % W;
+    for (std::size_t m = 0; m < g.M; ++m) {
+        const T* a = A + static_cast<std::ptrdiff_t>(m) * g.sam;
+        std::size_t n = 0;
+        auto store = [&](std::size_t nn, T s) {
+            T* cp = C + static_cast<std::ptrdiff_t>(m) * g.scm + static_cast<std::ptrdiff_t>(nn) * g.scn;
+            if (acc) s += *cp;
+            *cp = Epi::identity ? s : epi.scalar(m, nn, s);
+        };
+        for (; n + NB <= g.N; n += NB) {
+            V s[NB];
+            const T* b[NB];
+            for (std::size_t j = 0; j < NB; ++j) s[j] = V(T(0)), b[j] = B + static_cast<std::ptrdiff_t>(n + j) * g.sbn;
+            for (std::size_t k = 0; k < kv; k += W) {
+                V av = V::load_unaligned(a + k);
+                for (std::size_t j = 0; j < NB; ++j) s[j] = xsimd::fma(av, V::load_unaligned(b[j] + k), s[j]);
+            }
+            for (std::size_t j = 0; j < NB; ++j) {
+                T t = xsimd::hadd(s[j]);
+                for (std::size_t k = kv; k < g.K; ++k) t += a[k] * b[j][k];
+                store(n + j, t);
+            }
+        }
+        for (; n < g.N; ++n) {
+            const T* b = B + static_cast<std::ptrdiff_t>(n) * g.sbn;
+            V s(T(0));
+            for (std::size_t k = 0; k < kv; k += W) s = xsimd::fma(V::load_unaligned(a + k), V::load_unaligned(b + k), s);
+            T t = xsimd::hadd(s);
+            for (std::size_t k = kv; k < g.K; ++k) t += a[k] * b[k];
+            store(n, t);
+        }
+    }
+}
+
+template <class T, class Epi>
+inline void gemm_scalar(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+    for (std::size_t m = 0; m < g.M; ++m)
+        for (std::size_t n = 0; n < g.N; ++n) {
+            T s = 0;
+            for (std::size_t k = 0; k < g.K; ++k)
+                s += A[static_cast<std::ptrdiff_t>(m) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
+                     B[static_cast<std::ptrdiff_t>(k) * g.sbk + static_cast<std::ptrdiff_t>(n) * g.sbn];
+            T* cp = C + static_cast<std::ptrdiff_t>(m) * g.scm + static_cast<std::ptrdiff_t>(n) * g.scn;
+            if (acc) s += *cp;
+            *cp = Epi::identity ? s : epi.scalar(m, n, s);
+        }
+}
+
+} // namespace detail
+
+enum class gemm_kernel { vec_n, dot, scalar };
+
+template <class T>
+constexpr gemm_kernel choose_gemm(const gemm_args& g) {
+    constexpr std::size_t W = simd_t<T>::size;
+    if (g.sbn == 1 && g.scn == 1 && g.N >= W) return gemm_kernel::vec_n;
+    if (g.sak == 1 && g.sbk == 1 && g.K >= W) return gemm_kernel::dot;
+    return gemm_kernel::scalar;
+}
+
+template <class T, class Epi = no_epilogue>
+inline void gemm(const T* A, const T* B, T* C, const gemm_args& g, bool accumulate, const Epi& epi = {}) {
+    switch (choose_gemm<T>(g)) {
+        case gemm_kernel::vec_n: detail::gemm_vec_n(A, B, C, g, accumulate, epi); break;
+        case gemm_kernel::dot: detail::gemm_dot(A, B, C, g, accumulate, epi); break;
+        default: detail::gemm_scalar(A, B, C, g, accumulate, epi); break;
+    }
+}
+
+} // namespace ctrec::cpu
