@@ -5,3 +5,4 @@
 #include "ctrec/ad/vjp.hpp"
 #include "ctrec/ad/programs.hpp"
 #include "ctrec/program.hpp"
+#include "ctrec/core/activations.hpp"

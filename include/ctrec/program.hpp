@@ -17,7 +17,7 @@
 #include "ctrec/core/error.hpp"
 #include "ctrec/core/plan.hpp"
 #include "ctrec/core/storage.hpp"
-#include "kernels/cpu/executor.hpp"
+#include "cpu/executor.hpp"
 
 namespace ctrec {
 

@@ -11,8 +11,8 @@
 
 #include "ctrec/core/error.hpp"
 #include "ctrec/core/plan.hpp"
-#include "kernels/cpu/gemm.hpp"
-#include "kernels/cpu/simd.hpp"
+#include "cpu/gemm.hpp"
+#include "cpu/simd.hpp"
 
 namespace ctrec::cpu {
 
@@ -174,6 +174,14 @@ struct executor {
         }
     }
 
+    // Size of the contiguous segment each output element reduces, when the
+    // reduced axes are a suffix of the operand's axes; 0 otherwise.
+    static constexpr std::size_t suffix_segment(dims as, unsigned mask) {
+        std::size_t k = 0, len = 1;
+        while (k < as.rank && (mask >> (as.rank - 1 - k) & 1u)) len *= as.d[as.rank - 1 - k], ++k;
+        return mask == (all_axes(as.rank) & ~all_axes(as.rank - k)) ? len : 0;
+    }
+
     template <class N>
     static void reduce_step(const context& c) {
         using A = tl_at_t<0, typename N::operands>;
@@ -182,19 +190,14 @@ struct executor {
         constexpr dims as = A::shape;
         constexpr unsigned mask = N::mask;
         // reduced axes form a suffix: each output element reduces a contiguous segment
-        constexpr std::size_t suffix = [] {
-            std::size_t k = 0;
-            while (k < as.rank && (mask >> (as.rank - 1 - k) & 1u)) ++k;
-            return mask == (all_axes(as.rank) & ~all_axes(as.rank - k)) ? k : std::size_t(-1);
-        }();
+        constexpr std::size_t L = suffix_segment(as, mask);
         auto combine = [](auto x, auto y) {
             if constexpr (is_max) return vmath<decltype(x)>::max(x, y);
             else return x + y;
         };
         for (std::size_t b = 0; b < rows<N>(c); ++b) {
             T* dst = ptr<N>(c, b);
-            if constexpr (suffix != std::size_t(-1)) {
-                constexpr std::size_t L = [] { std::size_t l = 1; for (std::size_t k = 0; k < suffix; ++k) l *= A::shape.d[A::shape.rank - 1 - k]; return l; }();
+            if constexpr (L != 0) {
                 constexpr std::size_t O = as.size() / L;
                 constexpr bool vec = L >= W && tree_run<A>() % L == 0;
                 for (std::size_t o = 0; o < O; ++o) {

@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstring>
 
-#include "kernels/cpu/simd.hpp"
+#include "cpu/simd.hpp"
 
 namespace ctrec::cpu {
 
