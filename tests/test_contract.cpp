@@ -1,0 +1,152 @@
+// Contractions: every GEMM path (vector along N, dot products along K, scalar
+// fallback, per-example groups, batch as M / as K), fused epilogues, against
+// naive loops; derivatives of both operands.
+#include "support.hpp"
+
+using namespace ctrec;
+using test::leaf_value;
+
+namespace {
+// y[b, n] = sum_k x[b, k] W[k, n] (+ c[n]) via matmul, for several K, N and batch sizes
+template <std::size_t K, std::size_t N>
+void vec_mat(std::size_t batch) {
+    constexpr auto x = input<"x", K>;
+    constexpr auto W = param<"W", K, N>;
+    using E = std::remove_cvref_t<decltype(matmul(x, W))>;
+    std::vector<double> want(batch * N);
+    for (std::size_t b = 0; b < batch; ++b)
+        for (std::size_t n = 0; n < N; ++n) {
+            double s = 0;
+            for (std::size_t k = 0; k < K; ++k) s += leaf_value("x", b * K + k) * leaf_value("W", k * N + n);
+            want[b * N + n] = s;
+        }
+    test::check_close(test::run<double, E>(batch), want, 1e-12);
+    test::check_close(test::run<float, E>(batch), want, 1e-5);
+}
+} // namespace
+
+TEST_CASE("matmul (K) x (K, N) over many shapes and batch sizes") {
+    for (std::size_t batch : {1, 2, 5, 7, 13, 64, 70, 131}) {
+        CAPTURE(batch);
+        vec_mat<7, 5>(batch);     // below one SIMD vector: dot / scalar paths
+        vec_mat<33, 40>(batch);   // vector blocks plus a column tail
+        vec_mat<64, 1>(batch);    // N = 1: dot products
+        vec_mat<20, 129>(batch);  // several register blocks plus a scalar tail
+    }
+    constexpr auto x = input<"x", 9>;
+    constexpr auto W = param<"W", 9, 21>;
+    test::check_ad<std::remove_cvref_t<decltype(matmul(x, W))>>(5);
+}
+
+TEST_CASE("per-example matrices, batched x batched, and general einsum specs") {
+    constexpr std::size_t B = 4;
+    SUBCASE("(M, K) x (K, N) parameter") {
+        constexpr auto X = input<"X", 3, 5>;
+        constexpr auto W = param<"W", 5, 18>;
+        using E = std::remove_cvref_t<decltype(matmul(X, W))>;
+        std::vector<double> want;
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t m = 0; m < 3; ++m)
+                for (std::size_t n = 0; n < 18; ++n) {
+                    double s = 0;
+                    for (std::size_t k = 0; k < 5; ++k) s += leaf_value("X", b * 15 + m * 5 + k) * leaf_value("W", k * 18 + n);
+                    want.push_back(s);
+                }
+        test::check_forward<E>(B, want);
+        test::check_ad<E>(B);
+    }
+    SUBCASE("X . X^T of one batched operand (a value used twice)") {
+        constexpr auto X = input<"X", 4, 6>;
+        using E = std::remove_cvref_t<decltype(einsum<"ik,jk->ij">(X, X))>;
+        std::vector<double> want;
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t i = 0; i < 4; ++i)
+                for (std::size_t j = 0; j < 4; ++j) {
+                    double s = 0;
+                    for (std::size_t k = 0; k < 6; ++k) s += leaf_value("X", b * 24 + i * 6 + k) * leaf_value("X", b * 24 + j * 6 + k);
+                    want.push_back(s);
+                }
+        test::check_forward<E>(B, want);
+        test::check_ad<E>(B);
+    }
+    SUBCASE("batched matmul with a per-example group axis") {
+        constexpr auto P = input<"P", 2, 3, 4>;
+        constexpr auto Q = input<"Q", 2, 4, 17>;
+        using E = std::remove_cvref_t<decltype(matmul(P, Q))>;
+        std::vector<double> want;
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t g = 0; g < 2; ++g)
+                for (std::size_t i = 0; i < 3; ++i)
+                    for (std::size_t j = 0; j < 17; ++j) {
+                        double s = 0;
+                        for (std::size_t k = 0; k < 4; ++k)
+                            s += leaf_value("P", b * 24 + g * 12 + i * 4 + k) * leaf_value("Q", b * 136 + g * 68 + k * 17 + j);
+                        want.push_back(s);
+                    }
+        test::check_forward<E>(B, want);
+        test::check_ad<E>(B);
+    }
+    SUBCASE("transposed operand layout ki,kj->ji and outer products") {
+        constexpr auto A = input<"A", 5, 3>;
+        constexpr auto W = param<"W", 5, 2>;
+        using E = std::remove_cvref_t<decltype(einsum<"ki,kj->ji">(A, W))>;
+        std::vector<double> want;
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t j = 0; j < 2; ++j)
+                for (std::size_t i = 0; i < 3; ++i) {
+                    double s = 0;
+                    for (std::size_t k = 0; k < 5; ++k) s += leaf_value("A", b * 15 + k * 3 + i) * leaf_value("W", k * 2 + j);
+                    want.push_back(s);
+                }
+        test::check_forward<E>(B, want);
+        test::check_ad<E>(B);
+        constexpr auto u = input<"u", 3>;
+        constexpr auto v = param<"v", 20>;
+        using O = std::remove_cvref_t<decltype(outer(u, v))>;
+        std::vector<double> wo;
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t i = 0; i < 3; ++i)
+                for (std::size_t j = 0; j < 20; ++j) wo.push_back(leaf_value("u", b * 3 + i) * leaf_value("v", j));
+        test::check_forward<O>(B, wo);
+        test::check_ad<O>(B);
+    }
+    SUBCASE("parameter x parameter contraction is hoisted out of the batch loop") {
+        constexpr auto x = input<"x", 4>;
+        constexpr auto U = param<"U", 4, 3>;
+        constexpr auto V = param<"V", 3, 16>;
+        using E = std::remove_cvref_t<decltype(matmul(x, matmul(U, V)))>;
+        std::vector<double> want;
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t n = 0; n < 16; ++n) {
+                double s = 0;
+                for (std::size_t k = 0; k < 4; ++k)
+                    for (std::size_t r = 0; r < 3; ++r)
+                        s += leaf_value("x", b * 4 + k) * leaf_value("U", k * 3 + r) * leaf_value("V", r * 16 + n);
+                want.push_back(s);
+            }
+        test::check_forward<E>(B, want);
+        test::check_ad<E>(B);
+        CHECK(program<float, E>::describe().find("[pre]") != std::string::npos);
+    }
+}
+
+TEST_CASE("a dense layer with bias and activation fused into the GEMM epilogue") {
+    constexpr auto x = input<"x", 24>;
+    constexpr auto W = param<"W", 24, 40>;
+    constexpr auto b = param<"b", 40>;
+    constexpr auto s = input<"s", 40>;
+    using E = std::remove_cvref_t<decltype(tanh(matmul(x, W) + b) * s)>;
+    for (std::size_t batch : {1, 6, 67}) {
+        std::vector<double> want;
+        for (std::size_t e = 0; e < batch; ++e)
+            for (std::size_t n = 0; n < 40; ++n) {
+                double a = leaf_value("b", n);
+                for (std::size_t k = 0; k < 24; ++k) a += leaf_value("x", e * 24 + k) * leaf_value("W", k * 40 + n);
+                want.push_back(std::tanh(a) * leaf_value("s", e * 40 + n));
+            }
+        test::check_forward<E>(batch, want);
+    }
+    test::check_ad<E>(3);
+    using M = program<float, E>;
+    CHECK(M::plan_type::steps == 1);
+}
