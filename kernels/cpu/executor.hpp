@@ -94,11 +94,21 @@ struct executor {
             }(typename N::operands{});
         }
     }
-    // The tree's value (N may be a step root or an operand tree of a reduction).
-    template <class Vt, class N, class S = void>
-    static Vt tree(const context& c, std::size_t b, std::size_t i, const Vt& acc = Vt(T(0))) {
-        if constexpr (N::node_kind == kind::map) return apply<Vt, N, S>(c, b, i, acc);
-        else return value<Vt, N, S>(c, b, i, acc);
+    // Run length for an operand tree of a reduction (a loaded operand is one run).
+    template <class A>
+    static constexpr std::size_t operand_run() {
+        if constexpr (A::node_kind == kind::map && D.inlined[id<A>]) return tree_run<A>();
+        else return A::shape.size();
+    }
+    // Value of the map node a step computes (its root), from its operands.
+    template <class Vt, class N>
+    static Vt root(const context& c, std::size_t b, std::size_t i) {
+        return apply<Vt, N, void>(c, b, i, Vt(T(0)));
+    }
+    // Value of an operand tree of a reduction: computed in place if inlined, else loaded.
+    template <class Vt, class N>
+    static Vt tree(const context& c, std::size_t b, std::size_t i) {
+        return value<Vt, N, void>(c, b, i, Vt(T(0)));
     }
 
     // ---- steps ---------------------------------------------------------------------------
@@ -118,8 +128,8 @@ struct executor {
                 for (std::size_t r0 = 0; r0 < size; r0 += R) {
                     std::size_t j = 0;
                     if constexpr (R >= W)
-                        for (; j + W <= R; j += W) tree<V, N>(c, b, r0 + j).store_unaligned(dst + r0 + j);
-                    for (; j < R; ++j) dst[r0 + j] = tree<T, N>(c, b, r0 + j);
+                        for (; j + W <= R; j += W) root<V, N>(c, b, r0 + j).store_unaligned(dst + r0 + j);
+                    for (; j < R; ++j) dst[r0 + j] = root<T, N>(c, b, r0 + j);
                 }
             }
         }
@@ -199,7 +209,7 @@ struct executor {
             T* dst = ptr<N>(c, b);
             if constexpr (L != 0) {
                 constexpr std::size_t O = as.size() / L;
-                constexpr bool vec = L >= W && tree_run<A>() % L == 0;
+                constexpr bool vec = L >= W && operand_run<A>() % L == 0;
                 for (std::size_t o = 0; o < O; ++o) {
                     T s = init;
                     std::size_t j = 0;
@@ -231,7 +241,7 @@ struct executor {
     template <class N>
     static void batch_sum_step(const context& c) {
         using A = tl_at_t<0, typename N::operands>;
-        constexpr std::size_t size = N::shape.size(), R = tree_run<A>();
+        constexpr std::size_t size = N::shape.size(), R = operand_run<A>();
         T* dst = ptr<N>(c, 0);
         for (std::size_t b = 0; b < c.nb; ++b)
             for (std::size_t r0 = 0; r0 < size; r0 += R) {
