@@ -39,9 +39,22 @@ struct executor {
         return c.base[id<N>] + (N::batched ? b * N::shape.size() : 0);
     }
 
-    // ---- fused elementwise trees -----------------------------------------------------------
-    // value<Vt, N, S>: N's value at flat index i of example b, as a scalar (Vt = T) or as W
-    // consecutive elements (Vt = V). S is a contraction whose value is `acc` (GEMM epilogue).
+    // ---- fused elementwise work -----------------------------------------------------------
+    // joined_t<S>: the elementwise nodes evaluated inside the loop of step S, in
+    // topological order (S itself last when it is a map). Each is computed once
+    // per element into a local array, so values shared inside the loop are not
+    // recomputed; everything else is loaded.
+    template <std::size_t S>
+    struct in_step {
+        template <class N>
+        struct pred : std::bool_constant<N::node_kind == kind::map && D.absorber[id<N>] == static_cast<int>(S) &&
+                                         (D.inlined[id<N>] || id<N> == S)> {};
+    };
+    template <std::size_t S> using joined_t = tl_filter_t<in_step<S>::template pred, nodes>;
+
+    // value<Vt, N, S>: a value the loop reads from outside: N at flat index i of example b,
+    // as a scalar (Vt = T) or W consecutive elements (Vt = V). S is a contraction
+    // whose value is `acc` (GEMM epilogue).
     template <class Vt, class N, class S>
     static Vt value(const context& c, std::size_t b, std::size_t i, const Vt& acc) {
         if constexpr (std::is_same_v<N, S>) {
@@ -52,63 +65,72 @@ struct executor {
             return vmath<Vt>::splat(0.0);
         } else if constexpr (D.alias[id<N>]) {
             return value<Vt, tl_at_t<0, typename N::operands>, S>(c, b, i, acc);
-        } else if constexpr (N::node_kind == kind::map && D.inlined[id<N>]) {
-            return apply<Vt, N, S>(c, b, i, acc);
         } else {
+            static_assert(!D.inlined[id<N>], "ctrec internal: a joined node is read outside its loop");
             const T* p = ptr<N>(c, b) + i;
             if constexpr (std::is_same_v<Vt, T>) return *p;
             else return Vt::load_unaligned(p);
         }
     }
 
-    // Applies N's op to its operands (N is a map node evaluated in this loop).
-    template <class Vt, class N, class S>
-    static Vt apply(const context& c, std::size_t b, std::size_t i, const Vt& acc) {
-        return [&]<class... O>(tlist<O...>) {
-            return N::op::apply(operand<Vt, O, N, S>(c, b, i, acc)...);
-        }(typename N::operands{});
-    }
-
-    template <class Vt, class O, class N, class S>
-    static Vt operand(const context& c, std::size_t b, std::size_t i, const Vt& acc) {
-        constexpr dims os = O::shape, ns = N::shape;
-        const std::size_t j = bcast_index<os, ns>(i);
-        if constexpr (!std::is_same_v<Vt, T> && bcast_constant(os, ns)) {
-            return Vt(value<T, O, void>(c, b, j, T(0)));  // one value for the whole run
+    // Operand O of joined node N: from the loop's array, or read (broadcast as needed).
+    template <class Vt, class O, class N, class L, class S>
+    static Vt operand(const context& c, std::size_t b, std::size_t i, const Vt& acc, const Vt* v) {
+        if constexpr (tl_contains_v<O, L>) {
+            return v[tl_index_v<O, L>];  // same shape as N by construction
         } else {
-            return value<Vt, O, S>(c, b, j, acc);
+            constexpr dims os = O::shape, ns = N::shape;
+            const std::size_t j = bcast_index<os, ns>(i);
+            if constexpr (!std::is_same_v<Vt, T> && bcast_constant(os, ns)) return Vt(value<T, O, void>(c, b, j, T(0)));
+            else return value<Vt, O, S>(c, b, j, acc);
         }
     }
 
-    // Length of the runs of N's flat index inside which every operand read by the
-    // tree rooted at N is contiguous or constant (SIMD steps stay inside runs).
-    template <class N>
+    // Evaluates the joined nodes of step Step at (b, i); returns the last one.
+    template <class Vt, std::size_t Step, class S = void>
+    static Vt joined(const context& c, std::size_t b, std::size_t i, const Vt& acc = Vt(T(0))) {
+        using L = joined_t<Step>;
+        Vt v[L::size];
+        [&]<std::size_t... K>(std::index_sequence<K...>) {
+            ((v[K] = [&]<class N>(N*) {
+                 return [&]<class... O>(tlist<O...>) {
+                     return N::op::apply(operand<Vt, O, N, L, S>(c, b, i, acc, v)...);
+                 }(typename N::operands{});
+             }(static_cast<tl_at_t<K, L>*>(nullptr))),
+             ...);
+        }(std::make_index_sequence<L::size>{});
+        return v[L::size - 1];
+    }
+
+    // Run length over the loop's flat index inside which every value read from
+    // outside is contiguous or constant (SIMD steps stay inside runs).
+    template <class N, class L, class... O>
+    static constexpr std::size_t node_run(tlist<O...>) {
+        std::size_t r = N::shape.size();
+        ((r = tl_contains_v<O, L> ? r : std::min(r, bcast_run(O::shape, N::shape))), ...);
+        return r;
+    }
+    template <class L, class... N>
+    static constexpr std::size_t list_run(tlist<N...>) {
+        std::size_t r = static_cast<std::size_t>(-1);
+        ((r = std::min(r, node_run<N, L>(typename N::operands{}))), ...);
+        return r;
+    }
+    template <std::size_t Step>
     static constexpr std::size_t tree_run() {
-        if constexpr (N::node_kind != kind::map) {
-            return N::shape.size();
-        } else {
-            return []<class... O>(tlist<O...>) {
-                std::size_t r = N::shape.size();
-                ((r = std::min(r, D.inlined[id<O>] ? tree_run<O>() : bcast_run(O::shape, N::shape))), ...);
-                return r;
-            }(typename N::operands{});
-        }
+        return list_run<joined_t<Step>>(joined_t<Step>{});
     }
-    // Run length for an operand tree of a reduction (a loaded operand is one run).
-    template <class A>
-    static constexpr std::size_t operand_run() {
-        if constexpr (A::node_kind == kind::map && D.inlined[id<A>]) return tree_run<A>();
-        else return A::shape.size();
-    }
-    // Value of the map node a step computes (its root), from its operands.
-    template <class Vt, class N>
-    static Vt root(const context& c, std::size_t b, std::size_t i) {
-        return apply<Vt, N, void>(c, b, i, Vt(T(0)));
-    }
-    // Value of an operand tree of a reduction: computed in place if inlined, else loaded.
-    template <class Vt, class N>
+
+    // The operand A of reduction step Step: computed in the loop if joined, else loaded.
+    template <class Vt, std::size_t Step, class A>
     static Vt tree(const context& c, std::size_t b, std::size_t i) {
-        return value<Vt, N, void>(c, b, i, Vt(T(0)));
+        if constexpr (A::node_kind == kind::map && D.inlined[id<A>]) return joined<Vt, Step>(c, b, i);
+        else return value<Vt, A, void>(c, b, i, Vt(T(0)));
+    }
+    template <std::size_t Step, class A>
+    static constexpr std::size_t operand_run() {
+        if constexpr (A::node_kind == kind::map && D.inlined[id<A>]) return tree_run<Step>();
+        else return A::shape.size();
     }
 
     // ---- steps ---------------------------------------------------------------------------
@@ -122,14 +144,14 @@ struct executor {
             using C = node_at<static_cast<std::size_t>(fc)>;
             gemm_step<C>(c, ptr<N>(c, 0), epilogue<N, C>{c}, false);
         } else {
-            constexpr std::size_t size = N::shape.size(), R = tree_run<N>();
+            constexpr std::size_t size = N::shape.size(), R = tree_run<id<N>>();
             for (std::size_t b = 0; b < rows<N>(c); ++b) {
                 T* dst = ptr<N>(c, b);
                 for (std::size_t r0 = 0; r0 < size; r0 += R) {
                     std::size_t j = 0;
                     if constexpr (R >= W)
-                        for (; j + W <= R; j += W) root<V, N>(c, b, r0 + j).store_unaligned(dst + r0 + j);
-                    for (; j < R; ++j) dst[r0 + j] = root<T, N>(c, b, r0 + j);
+                        for (; j + W <= R; j += W) joined<V, id<N>>(c, b, r0 + j).store_unaligned(dst + r0 + j);
+                    for (; j < R; ++j) dst[r0 + j] = joined<T, id<N>>(c, b, r0 + j);
                 }
             }
         }
@@ -143,11 +165,11 @@ struct executor {
         static constexpr std::size_t size = N::shape.size();
         static constexpr bool identity = false;
         static constexpr bool vector_ok =
-            P.n.sc == 1 && P.m.sc == static_cast<std::ptrdiff_t>(P.n.extent) && tree_run<N>() % P.n.extent == 0;
+            P.n.sc == 1 && P.m.sc == static_cast<std::ptrdiff_t>(P.n.extent) && tree_run<id<N>>() % P.n.extent == 0;
         template <class Vt>
         Vt at(std::size_t m, std::size_t nn, Vt acc) const {
             std::size_t flat = m * static_cast<std::size_t>(P.m.sc) + nn * static_cast<std::size_t>(P.n.sc);
-            return apply<Vt, N, C>(c, flat / size, flat % size, acc);
+            return joined<Vt, id<N>, C>(c, flat / size, flat % size, acc);
         }
         V vec(std::size_t m, std::size_t nn, V acc) const { return at<V>(m, nn, acc); }
         T scalar(std::size_t m, std::size_t nn, T acc) const { return at<T>(m, nn, acc); }
@@ -209,18 +231,18 @@ struct executor {
             T* dst = ptr<N>(c, b);
             if constexpr (L != 0) {
                 constexpr std::size_t O = as.size() / L;
-                constexpr bool vec = L >= W && operand_run<A>() % L == 0;
+                constexpr bool vec = L >= W && operand_run<id<N>, A>() % L == 0;
                 for (std::size_t o = 0; o < O; ++o) {
                     T s = init;
                     std::size_t j = 0;
                     if constexpr (vec) {
                         V va(init);
-                        for (; j + W <= L; j += W) va = combine(va, tree<V, A>(c, b, o * L + j));
+                        for (; j + W <= L; j += W) va = combine(va, tree<V, id<N>, A>(c, b, o * L + j));
                         alignas(64) T lanes[W];
                         va.store_aligned(lanes);
                         for (std::size_t l = 0; l < W; ++l) s = combine(s, lanes[l]);
                     }
-                    for (; j < L; ++j) s = combine(s, tree<T, A>(c, b, o * L + j));
+                    for (; j < L; ++j) s = combine(s, tree<T, id<N>, A>(c, b, o * L + j));
                     dst[o] = s;
                 }
             } else {
@@ -232,7 +254,7 @@ struct executor {
                         std::size_t coord = i / as.stride(ax) % as.d[ax];
                         if (!(mask >> ax & 1u)) o += coord * os.stride(k++);
                     }
-                    dst[o] = combine(dst[o], tree<T, A>(c, b, i));
+                    dst[o] = combine(dst[o], tree<T, id<N>, A>(c, b, i));
                 }
             }
         }
@@ -241,15 +263,15 @@ struct executor {
     template <class N>
     static void batch_sum_step(const context& c) {
         using A = tl_at_t<0, typename N::operands>;
-        constexpr std::size_t size = N::shape.size(), R = operand_run<A>();
+        constexpr std::size_t size = N::shape.size(), R = operand_run<id<N>, A>();
         T* dst = ptr<N>(c, 0);
         for (std::size_t b = 0; b < c.nb; ++b)
             for (std::size_t r0 = 0; r0 < size; r0 += R) {
                 std::size_t j = 0;
                 if constexpr (R >= W)
                     for (; j + W <= R; j += W)
-                        (V::load_unaligned(dst + r0 + j) + tree<V, A>(c, b, r0 + j)).store_unaligned(dst + r0 + j);
-                for (; j < R; ++j) dst[r0 + j] += tree<T, A>(c, b, r0 + j);
+                        (V::load_unaligned(dst + r0 + j) + tree<V, id<N>, A>(c, b, r0 + j)).store_unaligned(dst + r0 + j);
+                for (; j < R; ++j) dst[r0 + j] += tree<T, id<N>, A>(c, b, r0 + j);
             }
     }
 

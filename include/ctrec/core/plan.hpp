@@ -57,7 +57,6 @@ template <std::size_t N>
 struct plan_data {
     node_record rec[N ? N : 1];
     std::size_t uses[N ? N : 1] = {};
-    int consumer[N ? N : 1] = {};    // the single consumer when uses == 1
     bool inlined[N ? N : 1] = {};    // evaluated inside its consumer's loop
     int fused_contraction[N ? N : 1] = {};  // for a map step: the contraction in its epilogue, or -1
     bool epilogue[N ? N : 1] = {};   // a contraction fused into a consumer's epilogue
@@ -84,7 +83,6 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
     plan_data<N> p;
     for (std::size_t i = 0; i < N; ++i) {
         p.rec[i] = recs[i];
-        p.consumer[i] = -1;
         p.fused_contraction[i] = -1;
         p.absorber[i] = static_cast<int>(i);
         p.offset[i] = -1;
@@ -94,7 +92,6 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
         for (std::size_t j = 0; j < p.rec[i].nops; ++j) {
             std::size_t o = p.rec[i].ops[j];
             ++p.uses[o];
-            p.consumer[o] = static_cast<int>(i);
         }
     for (std::size_t i = 0; i < N; ++i)
         if (p.rec[i].root >= 0) ++p.uses[i];
@@ -108,25 +105,47 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
         p.stg[i] = is_leafish(r.k) ? stage::none : r.batched || r.reducer ? stage::tile : p.post[i] ? stage::post : stage::pre;
         p.alias[i] = r.k == kind::reshape || r.k == kind::stop_gradient;
     }
-    // fusion: inline single-use elementwise nodes into elementwise / reduction consumers
-    for (std::size_t i = 0; i < N; ++i) {
+    // fusion: an elementwise node joins its consumers' loop when every consumer
+    // is evaluated by the same step (an elementwise node of its shape, or a
+    // reduction / batch sum of it). Visiting consumers first (descending order)
+    // lets whole DAGs of elementwise work, shared values included, join one loop,
+    // where each value is computed once per element.
+    auto joins = [&](std::size_t i, std::size_t c) {
         const auto& r = p.rec[i];
-        if (r.k != kind::map || r.root >= 0 || p.uses[i] != 1) continue;
-        const auto& c = p.rec[p.consumer[i]];
-        bool ok = (c.k == kind::map && c.shape == r.shape && c.batched == r.batched) ||
-                  (c.k == kind::reduce && c.batched == r.batched) ||
-                  (c.k == kind::batch_sum && r.batched);
-        p.inlined[i] = ok;
+        const auto& k = p.rec[c];
+        return (k.k == kind::map && k.shape == r.shape && k.batched == r.batched) ||
+               (k.k == kind::reduce && k.batched == r.batched) || (k.k == kind::batch_sum && r.batched);
+    };
+    for (std::size_t i = N; i-- > 0;) {
+        const auto& r = p.rec[i];
+        if (r.k != kind::map || r.root >= 0 || p.uses[i] == 0) continue;
+        int step = -1;
+        bool ok = true;
+        for (std::size_t c = i + 1; c < N && ok; ++c)
+            for (std::size_t j = 0; j < p.rec[c].nops && ok; ++j)
+                if (p.rec[c].ops[j] == i) {
+                    ok = joins(i, c) && (step < 0 || step == p.absorber[c]);
+                    step = p.absorber[c];
+                }
+        if (ok && step >= 0) {
+            p.inlined[i] = true;
+            p.absorber[i] = step;
+        }
     }
-    for (std::size_t i = N; i-- > 0;)  // consumers come later: resolve absorbers top-down
-        if (p.inlined[i]) p.absorber[i] = p.absorber[p.consumer[i]];
-    // contraction epilogues: a single-use contraction read only by an elementwise tree of its shape
+    // contraction epilogues: a contraction read only by one elementwise step of its shape
     for (std::size_t i = 0; i < N; ++i) {
         const auto& r = p.rec[i];
-        if (r.k != kind::contract || !r.gemm_fusable || r.root >= 0 || p.uses[i] != 1) continue;
-        std::size_t c = static_cast<std::size_t>(p.consumer[i]);
-        if (p.rec[c].k != kind::map) continue;
-        std::size_t s = static_cast<std::size_t>(p.absorber[c]);
+        if (r.k != kind::contract || !r.gemm_fusable || r.root >= 0 || p.uses[i] == 0) continue;
+        int step = -1;
+        bool ok = true;
+        for (std::size_t c = i + 1; c < N && ok; ++c)
+            for (std::size_t j = 0; j < p.rec[c].nops && ok; ++j)
+                if (p.rec[c].ops[j] == i) {
+                    ok = p.rec[c].k == kind::map && (step < 0 || step == p.absorber[c]);
+                    step = p.absorber[c];
+                }
+        if (!ok || step < 0) continue;
+        std::size_t s = static_cast<std::size_t>(step);
         if (p.rec[s].k != kind::map || p.fused_contraction[s] >= 0) continue;
         if (!(p.rec[s].shape == r.shape) || p.rec[s].batched != r.batched) continue;
         p.fused_contraction[s] = static_cast<int>(i);
