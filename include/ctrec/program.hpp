@@ -61,10 +61,11 @@ public:
     static constexpr std::size_t n_ids = index_leaves::size;
     static constexpr std::size_t n_outputs = sizeof...(Roots);
 
-    // Examples per tile: the tile region of the workspace stays within ~256 KiB (L2).
+    // Examples per tile: up to 64 (enough rows for the GEMM register blocks to reuse
+    // each weight many times) while the tile region stays within ~1 MiB (L2).
     static constexpr std::size_t tile = [] {
         std::size_t e = plan_type::data.tile_elems * sizeof(T);
-        std::size_t t = e ? (256 * 1024) / e : 64;
+        std::size_t t = e ? (1024 * 1024) / e : 64;
         t = t > 64 ? 64 : t < 1 ? 1 : t;
         return t >= 8 ? t / 8 * 8 : t;
     }();

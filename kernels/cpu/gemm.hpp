@@ -115,43 +115,60 @@ inline void gemm_vec_n(const T* A, const T* B, T* C, const gemm_args& g, bool ac
     }
 }
 
-// Dot-product form: both operands contiguous along k.
-template <class T, class Epi>
-inline void gemm_dot(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+// Dot-product form: both operands contiguous along k (e.g. dy . W^T). Blocks of
+// MB rows x NB columns keep MB*NB vector accumulators; the A rows stay in L1
+// while the B rows stream, and each result is one horizontal sum.
+template <std::size_t MB, std::size_t NB, class T, class Epi>
+inline void dot_block(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, std::size_t n0, bool acc,
+                      const Epi& epi) {
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
-    constexpr std::size_t NB = 4;
     const std::size_t kv = g.K - g.K % W;
-    for (std::size_t m = 0; m < g.M; ++m) {
-        const T* a = A + static_cast<std::ptrdiff_t>(m) * g.sam;
-        std::size_t n = 0;
-        auto store = [&](std::size_t nn, T s) {
-            T* cp = C + static_cast<std::ptrdiff_t>(m) * g.scm + static_cast<std::ptrdiff_t>(nn) * g.scn;
-            if (acc) s += *cp;
-            *cp = Epi::identity ? s : epi.scalar(m, nn, s);
-        };
-        for (; n + NB <= g.N; n += NB) {
-            V s[NB];
-            const T* b[NB];
-            for (std::size_t j = 0; j < NB; ++j) s[j] = V(T(0)), b[j] = B + static_cast<std::ptrdiff_t>(n + j) * g.sbn;
-            for (std::size_t k = 0; k < kv; k += W) {
-                V av = V::load_unaligned(a + k);
-                for (std::size_t j = 0; j < NB; ++j) s[j] = xsimd::fma(av, V::load_unaligned(b[j] + k), s[j]);
-            }
-            for (std::size_t j = 0; j < NB; ++j) {
-                T t = xsimd::hadd(s[j]);
-                for (std::size_t k = kv; k < g.K; ++k) t += a[k] * b[j][k];
-                store(n + j, t);
-            }
+    V s[MB][NB];
+    const T* a[MB];
+    const T* b[NB];
+    for (std::size_t r = 0; r < MB; ++r) a[r] = A + static_cast<std::ptrdiff_t>(m0 + r) * g.sam;
+    for (std::size_t j = 0; j < NB; ++j) b[j] = B + static_cast<std::ptrdiff_t>(n0 + j) * g.sbn;
+    for (std::size_t r = 0; r < MB; ++r)
+        for (std::size_t j = 0; j < NB; ++j) s[r][j] = V(T(0));
+    for (std::size_t k = 0; k < kv; k += W) {
+        V bv[NB];
+        for (std::size_t j = 0; j < NB; ++j) bv[j] = V::load_unaligned(b[j] + k);
+        for (std::size_t r = 0; r < MB; ++r) {
+            V av = V::load_unaligned(a[r] + k);
+            for (std::size_t j = 0; j < NB; ++j) s[r][j] = xsimd::fma(av, bv[j], s[r][j]);
         }
-        for (; n < g.N; ++n) {
-            const T* b = B + static_cast<std::ptrdiff_t>(n) * g.sbn;
-            V s(T(0));
-            for (std::size_t k = 0; k < kv; k += W) s = xsimd::fma(V::load_unaligned(a + k), V::load_unaligned(b + k), s);
-            T t = xsimd::hadd(s);
-            for (std::size_t k = kv; k < g.K; ++k) t += a[k] * b[k];
-            store(n, t);
+    }
+    for (std::size_t r = 0; r < MB; ++r)
+        for (std::size_t j = 0; j < NB; ++j) {
+            T t = xsimd::hadd(s[r][j]);
+            for (std::size_t k = kv; k < g.K; ++k) t += a[r][k] * b[j][k];
+            T* cp = C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + static_cast<std::ptrdiff_t>(n0 + j) * g.scn;
+            if (acc) t += *cp;
+            *cp = Epi::identity ? t : epi.scalar(m0 + r, n0 + j, t);
         }
+}
+
+template <std::size_t MB, class T, class Epi>
+inline void dot_rows(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, bool acc, const Epi& epi) {
+    constexpr std::size_t NB = 4;
+    std::size_t n = 0;
+    for (; n + NB <= g.N; n += NB) dot_block<MB, NB>(A, B, C, g, m0, n, acc, epi);
+    for (; n < g.N; ++n) dot_block<MB, 1>(A, B, C, g, m0, n, acc, epi);
+}
+
+template <class T, class Epi>
+inline void gemm_dot(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+    constexpr std::size_t MB = blocking<T>::wide ? 6 : 3;  // MB x 4 accumulators fit the register file
+    std::size_t m = 0;
+    for (; m + MB <= g.M; m += MB) dot_rows<MB>(A, B, C, g, m, acc, epi);
+    switch (g.M - m) {
+        case 5: if constexpr (MB > 5) dot_rows<5>(A, B, C, g, m, acc, epi); break;
+        case 4: if constexpr (MB > 4) dot_rows<4>(A, B, C, g, m, acc, epi); break;
+        case 3: if constexpr (MB > 3) dot_rows<3>(A, B, C, g, m, acc, epi); break;
+        case 2: dot_rows<2>(A, B, C, g, m, acc, epi); break;
+        case 1: dot_rows<1>(A, B, C, g, m, acc, epi); break;
+        default: break;
     }
 }
 

@@ -119,6 +119,20 @@ constexpr contract_plan plan_contraction(contract_spec s, dims a, dims b, bool a
     p.m = detail::merge_group(m, nm, p, false);
     p.n = detail::merge_group(n, nn, p, false);
     p.k = detail::merge_group(k, nk, p, true);
+    // Orientation: the fast kernel streams N contiguously through B and C. When
+    // that holds for M instead (e.g. the parameter gradient x^T . dy written as
+    // (k, n) with n from dy), compute the transposed product: swap A/B and M/N.
+    const bool n_fast = p.n.sb == 1 && p.n.sc == 1;
+    const bool m_fast = p.m.sa == 1 && p.m.sc == 1 && !p.m.times_batch;
+    if (!n_fast && m_fast) {
+        p.swap = !p.swap;
+        auto flip = [](gemm_dim& d) { auto t = d.sa; d.sa = d.sb; d.sb = t; };
+        gemm_dim t = p.m;
+        p.m = p.n;
+        p.n = t;
+        flip(p.m), flip(p.n), flip(p.k);
+        for (std::size_t i = 0; i < p.n_outer; ++i) flip(p.outer[i]);
+    }
     return p;
 }
 
