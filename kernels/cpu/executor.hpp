@@ -86,19 +86,23 @@ struct executor {
         }
     }
 
+    // Plain function templates, not nested generic lambdas: GCC 12.2 at -O3 with
+    // AVX-512 miscompiled the lambda form of this loop body (wrong per-example
+    // offsets in a fused gradient loop; test_structure's l2_normalize case).
+    template <class Vt, class N, class L, class S, class... O>
+    static Vt eval_node(const context& c, std::size_t b, std::size_t i, const Vt& acc, const Vt* v, tlist<O...>) {
+        return N::op::apply(operand<Vt, O, N, L, S>(c, b, i, acc, v)...);
+    }
+    template <class Vt, class L, class S, std::size_t... K>
+    static void eval_all(const context& c, std::size_t b, std::size_t i, const Vt& acc, Vt* v, std::index_sequence<K...>) {
+        ((v[K] = eval_node<Vt, tl_at_t<K, L>, L, S>(c, b, i, acc, v, typename tl_at_t<K, L>::operands{})), ...);
+    }
     // Evaluates the joined nodes of step Step at (b, i); returns the last one.
     template <class Vt, std::size_t Step, class S = void>
     static Vt joined(const context& c, std::size_t b, std::size_t i, const Vt& acc = Vt(T(0))) {
         using L = joined_t<Step>;
         Vt v[L::size];
-        [&]<std::size_t... K>(std::index_sequence<K...>) {
-            ((v[K] = [&]<class N>(N*) {
-                 return [&]<class... O>(tlist<O...>) {
-                     return N::op::apply(operand<Vt, O, N, L, S>(c, b, i, acc, v)...);
-                 }(typename N::operands{});
-             }(static_cast<tl_at_t<K, L>*>(nullptr))),
-             ...);
-        }(std::make_index_sequence<L::size>{});
+        eval_all<Vt, L, S>(c, b, i, acc, v, std::make_index_sequence<L::size>{});
         return v[L::size - 1];
     }
 
