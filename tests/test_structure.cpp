@@ -182,3 +182,24 @@ TEST_CASE("batch_sum reduces over the batch into an unbatched output") {
         test::check_close(test::run<double, E>(batch), want, 1e-12);
     }
 }
+
+TEST_CASE("batch statistics: values that depend on sums over the batch take extra passes") {
+    constexpr auto v = input<"v", 5>;
+    constexpr auto m = batch_mean(v);
+    constexpr auto var = batch_mean((v - m) * (v - m));
+    using E = std::remove_cvref_t<decltype((v - m) * rsqrt(var + lit<1e-3>))>;
+    using P = plan<E>;
+    CHECK(P::data.passes == 3);
+    for (std::size_t batch : {1, 4, 150}) {
+        std::vector<double> mean(5, 0.0), vr(5, 0.0), want;
+        for (std::size_t b = 0; b < batch; ++b)
+            for (std::size_t i = 0; i < 5; ++i) mean[i] += leaf_value("v", b * 5 + i) / batch;
+        for (std::size_t b = 0; b < batch; ++b)
+            for (std::size_t i = 0; i < 5; ++i) vr[i] += std::pow(leaf_value("v", b * 5 + i) - mean[i], 2) / batch;
+        for (std::size_t b = 0; b < batch; ++b)
+            for (std::size_t i = 0; i < 5; ++i) want.push_back((leaf_value("v", b * 5 + i) - mean[i]) / std::sqrt(vr[i] + 1e-3));
+        test::check_forward<E>(batch, want);
+    }
+    // the gradient flows through the batch statistics (more passes, same machinery)
+    test::check_ad<E>(6);
+}

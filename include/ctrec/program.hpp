@@ -178,19 +178,22 @@ public:
     static void run(const parameters& p, workspace& ws, std::size_t batch, const io& b) {
         validate(b, batch);
         typename exec::context c{};
+        c.batch = static_cast<double>(batch);
         for (std::size_t r = 0; r < n_outputs; ++r) c.out[r] = b.out[r];
-        bind(c, p, ws, b, 0);
-        c.nb = 1;
-        exec::template run_stage<stage::pre>(c);
-        zero_reducers(c);
-        for (std::size_t b0 = 0; b0 < batch; b0 += tile) {
-            c.nb = batch - b0 < tile ? batch - b0 : tile;
-            bind(c, p, ws, b, b0);
-            exec::template run_stage<stage::tile>(c);
+        for (int q = 0; q < D.passes; ++q) {
+            c.nb = 1;
+            bind(c, p, ws, b, 0);
+            exec::with_pass(q, [&](auto Q) { exec::template run_unbatched<decltype(Q)::value>(c); });
+            zero_reducers(c, q);
+            for (std::size_t b0 = 0; b0 < batch; b0 += tile) {
+                c.nb = batch - b0 < tile ? batch - b0 : tile;
+                bind(c, p, ws, b, b0);
+                exec::with_pass(q, [&](auto Q) { exec::template run_pass<decltype(Q)::value>(c); });
+            }
         }
         c.nb = 1;
         bind(c, p, ws, b, 0);
-        exec::template run_stage<stage::post>(c);
+        exec::with_pass(D.passes, [&](auto Q) { exec::template run_unbatched<decltype(Q)::value>(c); });
         copy_duplicate_roots(b, batch);
     }
 
@@ -256,9 +259,9 @@ private:
         if constexpr (root >= 0 && N::batched) c.out[root] = b.out[root] + b0 * size;
     }
 
-    static void zero_reducers(typename exec::context& c) {
+    static void zero_reducers(typename exec::context& c, int pass) {
         for (std::size_t i = 0; i < plan_type::size; ++i)
-            if (D.rec[i].reducer && D.step[i]) std::fill_n(c.base[i], D.rec[i].shape.size(), T(0));
+            if (D.rec[i].reducer && D.step[i] && D.pass[i] == pass) std::fill_n(c.base[i], D.rec[i].shape.size(), T(0));
     }
 
     static void copy_duplicate_roots(const io& b, std::size_t batch) {

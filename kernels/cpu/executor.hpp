@@ -32,6 +32,7 @@ struct executor {
         const std::int32_t* ibase[n ? n : 1];   // same, for index inputs
         T* out[Plan::roots::size];              // caller's outputs (tile-relative for batched roots)
         std::size_t nb = 0;                     // examples in this tile
+        double batch = 0;                       // examples in this call
     };
 
     template <class N>
@@ -63,6 +64,8 @@ struct executor {
             return vmath<Vt>::splat(N::value);
         } else if constexpr (N::node_kind == kind::zero) {
             return vmath<Vt>::splat(0.0);
+        } else if constexpr (N::node_kind == kind::batch_size) {
+            return vmath<Vt>::splat(c.batch);
         } else if constexpr (D.alias[id<N>]) {
             return value<Vt, tl_at_t<0, typename N::operands>, S>(c, b, i, acc);
         } else {
@@ -380,21 +383,34 @@ struct executor {
         else movement_step<N>(c);
     }
 
-    // A root with no step of its own (leaf/view) runs with the stage of its data.
-    static constexpr stage stage_of(std::size_t i) {
-        if (D.stg[i] != stage::none && !D.alias[i]) return D.stg[i];
-        if (D.rec[i].batched) return stage::tile;
-        return D.post[i] ? stage::post : stage::pre;
+    // Unbatched steps that become computable before pass A (A = passes: after the last).
+    template <std::size_t I, int A>
+    static void maybe_unbatched(const context& c) {
+        if constexpr (D.step[I] && !D.rec[I].batched && !D.rec[I].reducer && D.avail[I] == A) run_step<I>(c);
     }
-    template <std::size_t I, stage S>
-    static void maybe_step(const context& c) {
-        if constexpr (D.step[I] && stage_of(I) == S) run_step<I>(c);
+    template <int A>
+    static void run_unbatched(const context& c) {
+        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_unbatched<I, A>(c), ...); }(std::make_index_sequence<n>{});
     }
-    // Runs every step of one stage, in topological order (reducers run in the
-    // tile stage and accumulate).
-    template <stage S>
-    static void run_stage(const context& c) {
-        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_step<I, S>(c), ...); }(std::make_index_sequence<n>{});
+    // Tile steps of pass Q, in topological order (reducers accumulate).
+    template <std::size_t I, int Q>
+    static void maybe_tile(const context& c) {
+        if constexpr (D.step[I] && Q < 4 && D.needed[Q < 4 ? Q : 0][I]) run_step<I>(c);
+    }
+    template <int Q>
+    static void run_pass(const context& c) {
+        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_tile<I, Q>(c), ...); }(std::make_index_sequence<n>{});
+    }
+    // Runtime pass index -> compile-time instantiation (at most 4 passes).
+    template <class F>
+    static void with_pass(int q, F&& f) {
+        switch (q) {
+            case 0: f(std::integral_constant<int, 0>{}); break;
+            case 1: f(std::integral_constant<int, 1>{}); break;
+            case 2: f(std::integral_constant<int, 2>{}); break;
+            case 3: f(std::integral_constant<int, 3>{}); break;
+            default: f(std::integral_constant<int, 4>{}); break;
+        }
     }
 };
 

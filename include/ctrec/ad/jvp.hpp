@@ -20,6 +20,8 @@ template <double V>
 struct tangent<const_node<V>> { using type = zero_node<dims{}, false>; };
 template <dims S, bool B>
 struct tangent<zero_node<S, B>> { using type = zero_node<S, B>; };
+template <>
+struct tangent<batch_size_node> { using type = zero_node<dims{}, false>; };
 
 template <class L> struct tangents_of;
 template <class... O> struct tangents_of<tlist<O...>> { using type = tlist<tangent_t<O>...>; };

@@ -105,6 +105,11 @@ constexpr auto mean(A a) {
 }
 // Sum over the batch axis: an unbatched result (e.g. a batch-summed loss).
 template <node A> constexpr auto batch_sum(A) { return batch_sum_node<A>{}; }
+// The number of examples in the current call.
+inline constexpr batch_size_node batch_size{};
+// Mean over the batch (batch statistics); values computed from it are evaluated in a
+// second pass over the batch.
+template <node A> constexpr auto batch_mean(A a) { return batch_sum(a) / batch_size; }
 
 // ---- shape ops ----------------------------------------------------------------------
 template <std::size_t... D, node A>

@@ -39,12 +39,14 @@ enum class kind {
     concat,
     gather,       // rows of a table picked by ids (embedding lookup)
     scatter_add,  // transpose of gather: add rows into a table-shaped result
+    batch_size,   // the number of examples in this call, as a scalar
 };
 
 inline constexpr std::string_view kind_name(kind k) {
     constexpr std::string_view names[] = {"input", "param", "index_input", "constant", "zero", "map",
                                           "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
-                                          "transpose", "slice", "pad", "concat", "gather", "scatter_add"};
+                                          "transpose", "slice", "pad", "concat", "gather", "scatter_add",
+                                          "batch_size"};
     return names[static_cast<int>(k)];
 }
 
@@ -103,6 +105,14 @@ struct const_node {
     static constexpr dims shape = {};
     static constexpr bool batched = false;
     static constexpr double value = V;
+    using operands = tlist<>;
+};
+
+// The runtime batch size B as an unbatched scalar (batch means: batch_sum(x) / B).
+struct batch_size_node {
+    static constexpr kind node_kind = kind::batch_size;
+    static constexpr dims shape = {};
+    static constexpr bool batched = false;
     using operands = tlist<>;
 };
 

@@ -4,8 +4,13 @@
 // records (never a recursive template), in this order:
 //   1. graph:      topological node list with CSE by type identity (graph.hpp)
 //   2. records:    kind, shape, batchedness, operands, roots
-//   3. staging:    pre (unbatched, computed once per call: hoisted), tile
-//                  (per batch tile), reducers (accumulate over tiles), post
+//   3. staging:    batch passes. Pass 0 computes what needs no sum over the
+//                  batch; a reducer (unbatched value summed over the batch,
+//                  e.g. a parameter gradient or a batch statistic) accumulates
+//                  during a pass and can be read from the next pass on; batched
+//                  values are recomputed in later passes where needed (never
+//                  stored for the whole batch). Unbatched values that depend on
+//                  no batched one are computed once, before pass 0 (hoisting).
 //   4. fusion:     elementwise nodes used once by an elementwise/reduction
 //                  consumer are inlined into its loop; a contraction used once
 //                  by an elementwise tree becomes that tree's GEMM epilogue
@@ -13,6 +18,7 @@
 //                  between dead buffers; unbatched values persistent)
 // Later rewrites (concat-split, hoisting, contraction ordering) are passes that
 // run on the expression before step 1 and need no change to the evaluators.
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <string>
@@ -65,16 +71,21 @@ struct plan_data {
     bool step[N ? N : 1] = {};       // has a compute step (incl. root copies)
     stage stg[N ? N : 1] = {};
     bool post[N ? N : 1] = {};       // value known only after all tiles ran
+    int pass[N ? N : 1] = {};        // batched: pass computing it first; reducer: pass accumulating it
+    int avail[N ? N : 1] = {};       // first pass that may read the value (unbatched nodes)
+    bool needed[4][N ? N : 1] = {};  // tile step runs in pass q
+    int passes = 1;
     std::size_t last_use[N ? N : 1] = {};
     std::ptrdiff_t offset[N ? N : 1] = {};  // -1: not in the workspace
     std::size_t tile_elems = 0;      // per-example elements of the tile region
     std::size_t persistent = 0;      // elements of the unbatched region
-    bool batched_after_reduction = false;
+    bool too_many_passes = false;
 };
 
 namespace detail {
 constexpr bool is_leafish(kind k) {
-    return k == kind::input || k == kind::param || k == kind::index_input || k == kind::constant || k == kind::zero;
+    return k == kind::input || k == kind::param || k == kind::index_input || k == kind::constant || k == kind::zero ||
+           k == kind::batch_size;
 }
 constexpr std::size_t align16(std::size_t x) { return (x + 15) / 16 * 16; }
 
@@ -95,16 +106,35 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
         }
     for (std::size_t i = 0; i < N; ++i)
         if (p.rec[i].root >= 0) ++p.uses[i];
-    // staging
+    // staging: passes over the batch
     for (std::size_t i = 0; i < N; ++i) {
         const auto& r = p.rec[i];
+        int q = 0;
         bool after = r.reducer;
-        for (std::size_t j = 0; j < r.nops; ++j) after |= p.post[r.ops[j]];
+        for (std::size_t j = 0; j < r.nops; ++j) {
+            std::size_t o = r.ops[j];
+            q = std::max(q, p.rec[o].batched ? p.pass[o] : p.avail[o]);
+            after |= p.post[o];
+        }
+        p.pass[i] = q;
+        p.avail[i] = r.reducer ? q + 1 : r.batched ? q : q;
         p.post[i] = !r.batched && after;
-        if (r.batched && after) p.batched_after_reduction = true;
+        if ((r.batched || r.reducer) && q + 1 > p.passes) p.passes = q + 1;
         p.stg[i] = is_leafish(r.k) ? stage::none : r.batched || r.reducer ? stage::tile : p.post[i] ? stage::post : stage::pre;
         p.alias[i] = r.k == kind::reshape || r.k == kind::stop_gradient;
     }
+    if (p.passes > 4) p.too_many_passes = true;
+    for (int q = 0; q < p.passes && q < 4; ++q)
+        for (std::size_t i = N; i-- > 0;) {
+            const auto& r = p.rec[i];
+            if (!r.batched && !r.reducer) continue;
+            bool need = r.reducer ? p.pass[i] == q : (r.root >= 0 && p.pass[i] == q);
+            if (!r.reducer && p.pass[i] <= q)
+                for (std::size_t c = i + 1; c < N && !need; ++c)
+                    for (std::size_t j = 0; j < p.rec[c].nops; ++j)
+                        if (p.rec[c].ops[j] == i && p.needed[q][c]) need = true;
+            p.needed[q][i] = need;
+        }
     // fusion: an elementwise node joins its consumers' loop when every consumer
     // is evaluated by the same step (an elementwise node of its shape, or a
     // reduction / batch sum of it). Visiting consumers first (descending order)
@@ -213,9 +243,8 @@ struct plan {
         return a;
     }(nodes{});
     static constexpr plan_data<size> data = detail::analyse(records);
-    static_assert(!data.batched_after_reduction,
-                  "ctrec: a batched value depends on a sum over the batch (batch statistics); "
-                  "evaluate the reduction in a separate program");
+    static_assert(!data.too_many_passes,
+                  "ctrec: more than 4 nested sums over the batch (batch statistics of batch statistics)");
 
     template <class N> static constexpr bool inlined = data.inlined[id<N>];
     template <class N> static constexpr bool is_alias = data.alias[id<N>];
@@ -243,7 +272,14 @@ struct plan {
             s += "step " + std::to_string(i) + ": " + std::string(kind_name(data.rec[i].k));
             if (data.fused_contraction[i] >= 0) s += " +contract-epilogue";
             s += " fuses " + std::to_string(fused_into(i)) + " node(s)";
-            s += data.stg[i] == stage::pre ? " [pre]" : data.stg[i] == stage::post ? " [post]" : data.rec[i].reducer ? " [tile, accumulate]" : " [tile]";
+            if (data.rec[i].batched || data.rec[i].reducer) {
+                s += data.rec[i].reducer ? " [tile, accumulate, pass " : " [tile, pass";
+                for (int q = 0; q < data.passes; ++q)
+                    if (data.needed[q][i]) s += " " + std::to_string(q);
+                s += "]";
+            } else {
+                s += data.avail[i] == 0 ? " [pre]" : " [after pass " + std::to_string(data.avail[i] - 1) + "]";
+            }
             if (data.rec[i].root >= 0) s += " -> output " + std::to_string(data.rec[i].root);
             s += "\n";
         }
