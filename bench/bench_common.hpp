@@ -1,0 +1,173 @@
+#pragma once
+// Shared pieces of the ctrec benchmarks: single-thread environment, the FP32 FMA
+// peak kernels (also used by bench_roofline), and latency percentiles.
+#include <dlfcn.h>
+#include <immintrin.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+namespace bench {
+
+// ---- one thread everywhere ----------------------------------------------------------------
+// OpenBLAS and libgomp read OPENBLAS_NUM_THREADS / OMP_NUM_THREADS when they are loaded,
+// i.e. before main() runs in a binary linked against LibTorch. So: set them, and if they
+// were not already set when the process started, re-execute the binary once so that every
+// library sees them from its start.
+//
+// OpenBLAS's core: Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) does not know recent CPUs (e.g.
+// Intel family 6 model 207, Emerald Rapids) and then falls back to its SSE3 "Prescott"
+// kernels, ~4-5x slower than its AVX-512 ones: LibTorch's matrix products would be measured
+// on the wrong kernels. When the loaded OpenBLAS reports such a fallback core and the CPU has
+// AVX-512 (AVX2), OPENBLAS_CORETYPE=SKYLAKEX (HASWELL) is set for the re-executed process.
+// An OPENBLAS_CORETYPE already in the environment is left alone;
+// CTREC_BENCH_KEEP_OPENBLAS_CORE=1 disables the override.
+inline const char* openblas_core() {
+    using fn = char* (*)();
+    auto f = reinterpret_cast<fn>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+    return f ? f() : nullptr;
+}
+
+inline void force_single_thread(int argc, char** argv) {
+    (void)argc;
+    const char* vars[] = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"};
+    bool changed = false;
+    for (const char* v : vars) {
+        const char* cur = std::getenv(v);
+        if (!cur || std::strcmp(cur, "1") != 0) {
+            setenv(v, "1", 1);
+            changed = true;
+        }
+    }
+    if (const char* core = openblas_core();
+        core && !std::getenv("OPENBLAS_CORETYPE") && !std::getenv("CTREC_BENCH_KEEP_OPENBLAS_CORE")) {
+        const bool fallback = !std::strcmp(core, "Prescott") || !std::strcmp(core, "Core2") ||
+                              !std::strcmp(core, "Nehalem") || !std::strcmp(core, "Katmai") ||
+                              !std::strcmp(core, "Atom") || !std::strcmp(core, "Unknown");
+        const char* better = nullptr;
+        if (fallback && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+            better = "SKYLAKEX";
+        else if (fallback && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            better = "HASWELL";
+        if (better) {
+            setenv("OPENBLAS_CORETYPE", better, 1);
+            setenv("CTREC_BENCH_OPENBLAS_DETECTED", core, 1);
+            changed = true;
+        }
+    }
+    if (changed && !std::getenv("CTREC_BENCH_REEXEC")) {
+        setenv("CTREC_BENCH_REEXEC", "1", 1);
+        execv("/proc/self/exe", argv);  // returns only on failure: carry on with setenv alone
+    }
+}
+
+// ---- FP32 FMA peak -----------------------------------------------------------------------
+// acc = acc * a + b on NACC independent vector accumulators: enough independent chains to
+// cover FMA latency (4 cycles) x FMA ports (2). The values converge (|a| < 1), so no
+// overflow or denormals. FLOPs = iters * NACC * lanes * 2.
+#if defined(__AVX512F__)
+template <int NACC>
+[[gnu::noinline]] float fma_chain_avx512(std::size_t iters) {
+    __m512 acc[NACC];
+    for (int j = 0; j < NACC; ++j) acc[j] = _mm512_set1_ps(float(j));
+    __m512 a = _mm512_set1_ps(0.9999999f), b = _mm512_set1_ps(1e-7f);
+    // keep a and b opaque so the chain cannot be folded
+    asm volatile("" : "+v"(a), "+v"(b));
+    for (std::size_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 32
+        for (int j = 0; j < NACC; ++j) acc[j] = _mm512_fmadd_ps(acc[j], a, b);
+    }
+    __m512 s = acc[0];
+    for (int j = 1; j < NACC; ++j) s = _mm512_add_ps(s, acc[j]);
+    return _mm512_reduce_add_ps(s);
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+template <int NACC>
+[[gnu::noinline]] float fma_chain_avx2(std::size_t iters) {
+    __m256 acc[NACC];
+    for (int j = 0; j < NACC; ++j) acc[j] = _mm256_set1_ps(float(j));
+    __m256 a = _mm256_set1_ps(0.9999999f), b = _mm256_set1_ps(1e-7f);
+    asm volatile("" : "+x"(a), "+x"(b));
+    for (std::size_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 32
+        for (int j = 0; j < NACC; ++j) acc[j] = _mm256_fmadd_ps(acc[j], a, b);
+    }
+    __m256 s = acc[0];
+    for (int j = 1; j < NACC; ++j) s = _mm256_add_ps(s, acc[j]);
+    alignas(32) float l[8];
+    _mm256_store_ps(l, s);
+    float t = 0;
+    for (float v : l) t += v;
+    return t;
+}
+#endif
+
+// The same chain on xsimd's default batch (the vector type ctrec's kernels use).
+template <int NACC>
+[[gnu::noinline]] float fma_chain_xsimd(std::size_t iters) {
+    using V = xsimd::batch<float>;
+    V acc[NACC];
+    for (int j = 0; j < NACC; ++j) acc[j] = V(float(j));
+    typename V::register_type ra = V(0.9999999f), rb = V(1e-7f);
+    asm volatile("" : "+v"(ra), "+v"(rb));  // opaque constants: the chain cannot be folded
+    const V a(ra), b(rb);
+    for (std::size_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 32
+        for (int j = 0; j < NACC; ++j) acc[j] = xsimd::fma(acc[j], a, b);
+    }
+    V s = acc[0];
+    for (int j = 1; j < NACC; ++j) s += acc[j];
+    return xsimd::hadd(s);
+}
+
+inline constexpr std::size_t xsimd_lanes = xsimd::batch<float>::size;
+
+// Quick in-process peak (FLOP/s): best of many short runs of the widest FMA chain.
+inline double measure_fma_peak(double seconds = 0.15) {
+    using clk = std::chrono::steady_clock;
+#if defined(__AVX512F__)
+    constexpr int nacc = 24;
+    constexpr std::size_t lanes = 16;
+    auto kern = [](std::size_t n) { return fma_chain_avx512<nacc>(n); };
+#elif defined(__AVX2__) && defined(__FMA__)
+    constexpr int nacc = 12;
+    constexpr std::size_t lanes = 8;
+    auto kern = [](std::size_t n) { return fma_chain_avx2<nacc>(n); };
+#else
+    constexpr int nacc = 16;
+    constexpr std::size_t lanes = xsimd_lanes;
+    auto kern = [](std::size_t n) { return fma_chain_xsimd<nacc>(n); };
+#endif
+    const std::size_t chunk = 1 << 15;
+    double best = 0;
+    volatile float sink = 0;
+    auto t_end = clk::now() + std::chrono::duration<double>(seconds);
+    while (clk::now() < t_end) {
+        auto t0 = clk::now();
+        sink = sink + kern(chunk);
+        double dt = std::chrono::duration<double>(clk::now() - t0).count();
+        best = std::max(best, double(chunk) * nacc * lanes * 2.0 / dt);
+    }
+    return best;
+}
+
+// ---- latency percentiles ------------------------------------------------------------------
+inline double percentile(std::vector<double>& v, double q) {
+    if (v.empty()) return 0;
+    std::size_t k = static_cast<std::size_t>(q * double(v.size() - 1) + 0.5);
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return v[k];
+}
+
+}  // namespace bench

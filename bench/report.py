@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Runs the ctrec benchmarks (or reads their JSON) and prints a comparison table.
+
+    python3 bench/report.py                        # build-bench/, runs roofline + W1
+    python3 bench/report.py --build build-bench --repetitions 5 --min-time 0.2
+    python3 bench/report.py --json w1.json --json roofline.json   # no run, read files
+    python3 bench/report.py --save-json out/       # keep the raw JSON of this run
+
+Times are per-iteration medians: for each benchmark, the median over repetitions of the
+per-iteration median latency of one run (counter p50_us); p99 is the median over
+repetitions of the per-run 99th percentile. GFLOP/s and the fraction of peak are computed
+from that median time with the FLOP counts of bench/ROOFLINE.md (W1: 0.59 MFLOP per example
+forward; forward+backward and JVP: 3x), against the FP32 peak the benchmark measured at its
+start (or --peak-gflops). Benchmarks run one at a time (the machine has 2 cores).
+
+Standard library only.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+FLOP_PER_EXAMPLE = {  # GEMM FLOPs (multiply-add = 2)
+    ("W1", "fwd"): 590080.0,
+    ("W1", "fwdbwd"): 3 * 590080.0,
+    ("W1", "jvp"): 3 * 590080.0,
+}
+IMPLS = ("ctrec", "eigen", "torch")
+MODES = ("fwd", "fwdbwd", "jvp")
+
+
+def run_bench(binary, args, taskset):
+    cmd = [binary, "--benchmark_format=json"] + args
+    if taskset is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(taskset)] + cmd
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    # stderr (the verification lines) goes straight to the terminal
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, check=False)
+    if res.returncode != 0:
+        sys.exit(f"report.py: {binary} exited with status {res.returncode}")
+    return json.loads(res.stdout.decode())
+
+
+def by_run(doc):
+    """{run_name: {aggregate or 'iteration': [entries]}}"""
+    out = {}
+    for b in doc.get("benchmarks", []):
+        name = b.get("run_name", b["name"])
+        kind = b.get("aggregate_name", "iteration") if b.get("run_type") == "aggregate" else "iteration"
+        out.setdefault(name, {}).setdefault(kind, []).append(b)
+    return out
+
+
+def counter(entries, key):
+    vals = [e[key] for e in entries if key in e]
+    return statistics.median(vals) if vals else None
+
+
+def pick(runs, name, key):
+    """Median over repetitions of `key`: the 'median' aggregate if present, else the runs."""
+    r = runs.get(name)
+    if not r:
+        return None
+    if "median" in r:
+        return counter(r["median"], key)
+    return counter(r.get("iteration", []), key)
+
+
+def to_us(entry_value, unit):
+    return entry_value * {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[unit]
+
+
+def w1_rows(doc):
+    runs = by_run(doc)
+    rows = {}
+    for name, r in runs.items():
+        parts = name.split("/")
+        if len(parts) < 4 or parts[2] not in IMPLS:
+            continue
+        wl, mode, impl, B = parts[0], parts[1], parts[2], int(parts[3])
+        entries = r.get("median") or r.get("iteration")
+        unit = entries[0].get("time_unit", "ns")
+        p50 = pick(runs, name, "p50_us")
+        if p50 is None:  # no latency counters: fall back to the mean time per iteration
+            p50 = to_us(pick(runs, name, "real_time"), unit)
+        rows.setdefault((wl, mode, B), {})[impl] = {
+            "p50": p50,
+            "p99": pick(runs, name, "p99_us"),
+            "mean": to_us(pick(runs, name, "real_time"), unit),
+        }
+    return rows
+
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    return f"{v:,.1f}" if v < 1e4 else f"{v:,.0f}"
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def print_roofline(doc):
+    runs = by_run(doc)
+    fma = []
+    bw = []
+    for name in runs:
+        if name.startswith("BM_fma"):
+            fma.append((name, pick(runs, name, "FLOPS")))
+        elif name.startswith("BM_read/"):
+            bw.append((int(name.split("/")[1]), pick(runs, name, "bytes_per_second")))
+    print("Roofline (bench_roofline, one core)")
+    for name, f in fma:
+        print(f"  {name:<22} {f / 1e9:8.1f} GFLOP/s")
+    for kib, b in sorted(bw):
+        size = f"{kib} KiB" if kib < 4096 else f"{kib // 1024} MiB"
+        print(f"  read {size:>10}      {b / 1e9:8.1f} GB/s")
+    print()
+    return max((f for _, f in fma), default=None)
+
+
+def print_w1(doc, peak_override):
+    ctx = doc.get("context", {})
+    peak = peak_override * 1e9 if peak_override else float(ctx.get("fp32_peak_gflops", "nan")) * 1e9
+    print("W1 MLP 256-512-256-128-1, float32, one thread")
+    print(f"  FP32 peak for the fractions: {peak / 1e9:.1f} GFLOP/s "
+          f"({'--peak-gflops' if peak_override else ctx.get('peak_source', '?')})")
+    for key in ("verify", "verify_worst_diff", "openblas_core", "torch_threads", "xsimd_arch"):
+        if key in ctx:
+            print(f"  {key}: {ctx[key]}")
+    print(f"  host: {ctx.get('host_name', '?')}, {ctx.get('num_cpus', '?')} CPUs @ {ctx.get('mhz_per_cpu', '?')} MHz, "
+          f"load avg at start {ctx.get('load_avg', '?')}")
+    rows = w1_rows(doc)
+    hdr = ("workload", "B", "ctrec us", "p99 us", "Eigen us", "Torch us", "Eigen/ctrec", "Torch/ctrec",
+           "ctrec GF/s", "ctrec %pk", "Eigen %pk", "Torch %pk")
+    table = []
+    order = sorted(rows, key=lambda k: (k[0], MODES.index(k[1]) if k[1] in MODES else 9, k[2]))
+    for wl, mode, B in order:
+        r = rows[(wl, mode, B)]
+        c, e, t = (r.get(i, {}).get("p50") for i in IMPLS)
+        flop = FLOP_PER_EXAMPLE.get((wl, mode), float("nan")) * B
+
+        def pk(v):
+            return f"{100 * flop / (v * 1e-6) / peak:.1f}%" if v else "-"
+
+        table.append((f"{wl} {mode}", str(B), fmt_us(c), fmt_us(r.get("ctrec", {}).get("p99")), fmt_us(e), fmt_us(t),
+                      fmt_ratio(e, c), fmt_ratio(t, c), f"{flop / (c * 1e-6) / 1e9:.1f}" if c else "-",
+                      pk(c), pk(e), pk(t)))
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(hdr)]
+    line = "  ".join(h.rjust(w) if i > 0 else h.ljust(w) for i, (h, w) in enumerate(zip(hdr, widths)))
+    print()
+    print(line)
+    print("-" * len(line))
+    for row in table:
+        print("  ".join(v.rjust(w) if i > 0 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
+    print()
+    print("  times: median per-iteration latency (median over repetitions); ratios > 1x: ctrec faster")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build-bench", help="meson build directory (default build-bench)")
+    ap.add_argument("--json", action="append", default=[], help="read this benchmark JSON instead of running")
+    ap.add_argument("--min-time", default="0.2", help="--benchmark_min_time (seconds, default 0.2)")
+    ap.add_argument("--repetitions", type=int, default=5, help="--benchmark_repetitions (default 5)")
+    ap.add_argument("--filter", default=None, help="--benchmark_filter for bench_w1_mlp")
+    ap.add_argument("--peak-gflops", type=float, default=None,
+                    help="FP32 peak for the fractions (default: the benchmark's own measurement)")
+    ap.add_argument("--skip-roofline", action="store_true", help="do not run bench_roofline")
+    ap.add_argument("--taskset", default=None, help="pin the benchmarks to this CPU (taskset -c)")
+    ap.add_argument("--save-json", default=None, help="directory to write the raw JSON into")
+    a = ap.parse_args()
+
+    docs = []
+    if a.json:
+        for path in a.json:
+            with open(path) as f:
+                docs.append(json.load(f))
+    else:
+        bdir = os.path.join(a.build, "bench")
+        common = [f"--benchmark_min_time={a.min_time}", f"--benchmark_repetitions={a.repetitions}",
+                  "--benchmark_report_aggregates_only=true"]
+        load = os.getloadavg()[0]
+        if load > 0.5:
+            print(f"report.py: warning: load average {load:.2f} before the run; other work on this machine "
+                  "makes the numbers noisy", file=sys.stderr)
+        if not a.skip_roofline:
+            docs.append(("roofline", run_bench(os.path.join(bdir, "bench_roofline"), common, a.taskset)))
+        w1_args = list(common)
+        if a.peak_gflops:
+            w1_args.append(f"--peak_gflops={a.peak_gflops}")
+        if a.filter:
+            w1_args.append(f"--benchmark_filter={a.filter}")
+        docs.append(("w1_mlp", run_bench(os.path.join(bdir, "bench_w1_mlp"), w1_args, a.taskset)))
+        if a.save_json:
+            os.makedirs(a.save_json, exist_ok=True)
+            for name, d in docs:
+                with open(os.path.join(a.save_json, f"{name}.json"), "w") as f:
+                    json.dump(d, f, indent=1)
+        docs = [d for _, d in docs]
+
+    for d in docs:
+        names = [b.get("run_name", b["name"]) for b in d.get("benchmarks", [])]
+        if any(n.startswith("BM_fma") or n.startswith("BM_read") for n in names):
+            print_roofline(d)
+    for d in docs:
+        names = [b.get("run_name", b["name"]) for b in d.get("benchmarks", [])]
+        if any(n.startswith("W1/") for n in names):
+            print_w1(d, a.peak_gflops)
+
+
+if __name__ == "__main__":
+    main()
