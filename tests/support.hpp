@@ -43,7 +43,7 @@ std::vector<T> run(std::size_t batch, value_fn f = leaf_value, std::size_t id_ro
     std::vector<std::vector<std::int32_t>> ids(M::n_ids);
     typename M::io io;
     [&]<class... L>(ctrec::tlist<L...>) {
-        std::size_t k = 0;
+        [[maybe_unused]] std::size_t k = 0;
         (([&] {
              in[k].resize(batch * L::shape.size());
              for (std::size_t i = 0; i < in[k].size(); ++i) in[k][i] = static_cast<T>(f(L::name.view(), i));
@@ -60,7 +60,7 @@ std::vector<T> run(std::size_t batch, value_fn f = leaf_value, std::size_t id_ro
          ...);
     }(typename M::param_leaves{});
     [&]<class... L>(ctrec::tlist<L...>) {
-        std::size_t k = 0;
+        [[maybe_unused]] std::size_t k = 0;
         (([&] {
              ids[k].resize(batch * L::shape.size());
              for (std::size_t i = 0; i < ids[k].size(); ++i) ids[k][i] = id_value(L::name.view(), i, id_rows);
