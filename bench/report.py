@@ -116,7 +116,7 @@ def print_roofline(doc):
         elif name.startswith("BM_read/"):
             bw.append((int(name.split("/")[1]), pick(runs, name, "bytes_per_second")))
     print("Roofline (bench_roofline, one core)")
-    for name, f in fma:
+    for name, f in sorted(fma, key=lambda t: (t[0].split("/")[0], int(t[0].split("/")[1]) if t[0].count("/") else 0)):
         print(f"  {name:<22} {f / 1e9:8.1f} GFLOP/s")
     for kib, b in sorted(bw):
         size = f"{kib} KiB" if kib < 4096 else f"{kib // 1024} MiB"
@@ -174,6 +174,8 @@ def main():
                     help="FP32 peak for the fractions (default: the benchmark's own measurement)")
     ap.add_argument("--skip-roofline", action="store_true", help="do not run bench_roofline")
     ap.add_argument("--taskset", default=None, help="pin the benchmarks to this CPU (taskset -c)")
+    ap.add_argument("--no-interleave", action="store_true",
+                    help="run the repetitions of each benchmark back to back (default: random interleaving)")
     ap.add_argument("--save-json", default=None, help="directory to write the raw JSON into")
     a = ap.parse_args()
 
@@ -186,6 +188,10 @@ def main():
         bdir = os.path.join(a.build, "bench")
         common = [f"--benchmark_min_time={a.min_time}", f"--benchmark_repetitions={a.repetitions}",
                   "--benchmark_report_aggregates_only=true"]
+        if a.repetitions > 1 and not a.no_interleave:
+            # repetitions of different benchmarks interleaved in random order: background load
+            # on this shared 2-core machine then hits every implementation alike
+            common.append("--benchmark_enable_random_interleaving=true")
         load = os.getloadavg()[0]
         if load > 0.5:
             print(f"report.py: warning: load average {load:.2f} before the run; other work on this machine "
