@@ -84,7 +84,8 @@ template <int MR, class T, class Epi>
 inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, bool acc, const Epi& epi) {
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
-    constexpr int NV = blocking<T>::NV;
+    // one row (B = 1, weight streaming): a long contiguous run of each weight row per k
+    constexpr int NV = MR == 1 ? (blocking<T>::wide ? 16 : 8) : blocking<T>::NV;
     std::size_t n = 0;
     for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi);
     for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi);

@@ -197,7 +197,7 @@ struct op_max {
     static constexpr bool smooth_unary = false;
     static constexpr fixed_string name = "maximum";
     static constexpr std::size_t arity = 2;
-    static constexpr bool zero_if(const bool* z) { return false; }
+    static constexpr bool zero_if(const bool*) { return false; }
     template <class V> static V apply(V a, V b) { return vmath<V>::max(a, b); }
     template <class Y> using first = map_t<op_ge, detail::arg0<Y>, detail::arg1<Y>>;
     template <class Y, class Tans> using jvp = where_t<first<Y>, detail::tan0<Tans>, detail::tan1<Tans>>;
@@ -208,7 +208,7 @@ struct op_min {
     static constexpr bool smooth_unary = false;
     static constexpr fixed_string name = "minimum";
     static constexpr std::size_t arity = 2;
-    static constexpr bool zero_if(const bool* z) { return false; }
+    static constexpr bool zero_if(const bool*) { return false; }
     template <class V> static V apply(V a, V b) { return vmath<V>::min(a, b); }
     template <class Y> using first = map_t<op_ge, detail::arg1<Y>, detail::arg0<Y>>;
     template <class Y, class Tans> using jvp = where_t<first<Y>, detail::tan0<Tans>, detail::tan1<Tans>>;
