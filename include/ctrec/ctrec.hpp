@@ -6,3 +6,5 @@
 #include "ctrec/ad/programs.hpp"
 #include "ctrec/program.hpp"
 #include "ctrec/core/activations.hpp"
+#include "ctrec/layers/initializers.hpp"
+#include "ctrec/layers/regularizers.hpp"
