@@ -175,3 +175,21 @@ TEST_CASE("threads share one parameter set, each with its own workspace") {
     for (auto& t : th) t.join();
     for (auto& o : outs) CHECK(o == ref);
 }
+
+TEST_CASE("dy . W^T reads W through a transpose hoisted out of the batch loop") {
+    using G = grad_program<float, Chain5>;
+    const std::string d = G::describe();
+    CHECK(d.find("transpose fuses 1 node(s) [pre]") != std::string::npos);
+    // and every per-example contraction of the gradient program streams along N
+    bool all_stream = true;
+    [&]<class... N>(tlist<N...>) {
+        (([&] {
+             if constexpr (N::node_kind == kind::contract && N::batched) {
+                 constexpr contract_plan cp = contract_plan_of<N>;
+                 all_stream = all_stream && cp.n.sb == 1 && cp.n.sc == 1;
+             }
+         }()),
+         ...);
+    }(G::nodes{});
+    CHECK(all_stream);
+}

@@ -289,7 +289,15 @@ struct executor {
         constexpr dims os = N::shape, as = A::shape;
         for (std::size_t b = 0; b < rows<N>(c); ++b) {
             T* dst = ptr<N>(c, b);
-            if constexpr (N::node_kind == kind::transpose) {
+            if constexpr (N::node_kind == kind::transpose && as.rank == 2) {
+                // matrix transpose in 16 x 16 blocks (both sides stay in cache)
+                constexpr std::size_t R = as.d[0], C = as.d[1], BS = 16;
+                for (std::size_t i0 = 0; i0 < R; i0 += BS)
+                    for (std::size_t j0 = 0; j0 < C; j0 += BS)
+                        for (std::size_t i = i0; i < std::min(R, i0 + BS); ++i)
+                            for (std::size_t j = j0; j < std::min(C, j0 + BS); ++j)
+                                dst[j * R + i] = value<T, A, void>(c, b, i * C + j, T(0));
+            } else if constexpr (N::node_kind == kind::transpose) {
                 for (std::size_t o = 0; o < os.size(); ++o) {
                     std::size_t i = 0;
                     for (std::size_t ax = 0; ax < os.rank; ++ax)

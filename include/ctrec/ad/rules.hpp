@@ -4,6 +4,7 @@
 //   jvp_rule<N, Tangents>::type     tangent of N from its operands' tangents
 //   vjp_rule<N, I, Ct>::type        cotangent contribution of N to operand I,
 //                                   already shaped (and batch-summed) like it
+#include "ctrec/core/contract_plan.hpp"
 #include "ctrec/core/ops.hpp"
 
 namespace ctrec::ad {
@@ -103,11 +104,36 @@ struct vjp_rule<map_node<Op, A...>, I, Ct> {
     using Arg = std::tuple_element_t<I, std::tuple<A...>>;
     using type = unbroadcast_t<typename map_vjp<Op, I, map_node<Op, A...>, Ct>::type, Arg>;
 };
+namespace detail {
+constexpr contract_spec swap_b_letters(contract_spec s) {  // B (rank 2) read through transpose<1, 0>
+    char t = s.b[0];
+    s.b[0] = s.b[1];
+    s.b[1] = t;
+    return s;
+}
+constexpr bool n_streams(const contract_plan& p) { return p.n.sb == 1 && p.n.sc == 1; }
+// The transposed contraction of a VJP. When the other operand is an unbatched matrix
+// that the GEMM would read across its rows (dy . W^T: dot products), read it through a
+// transpose instead: the transpose is unbatched, so it is computed once per call
+// (hoisted out of the batch loop) and the product runs on the streaming kernel.
+template <contract_spec Q, class Ct, class Other, bool Keep,
+          bool Try = !Other::batched && Other::shape.rank == 2 && !is_zero_v<Ct>>
+struct vjp_contraction { using type = make_t<contract_node<Q, Ct, Other, Keep>>; };
+template <contract_spec Q, class Ct, class Other, bool Keep>
+struct vjp_contraction<Q, Ct, Other, Keep, true> {
+    using plain = contract_node<Q, Ct, Other, Keep>;
+    using Tr = transpose_node<make_dims<1, 0>(), Other>;
+    using alt = contract_node<swap_b_letters(Q), Ct, Tr, Keep>;
+    static constexpr bool use_alt = !n_streams(contract_plan_of<plain>) && n_streams(contract_plan_of<alt>);
+    using type = std::conditional_t<use_alt, alt, plain>;
+};
+} // namespace detail
+
 template <contract_spec S, class A, class B, bool K, std::size_t I, class Ct>
 struct vjp_rule<contract_node<S, A, B, K>, I, Ct> {
     using Arg = std::conditional_t<I == 0, A, B>;
     using Other = std::conditional_t<I == 0, B, A>;
-    using type = make_t<contract_node<detail::transpose_spec(S, I == 0), Ct, Other, Arg::batched>>;
+    using type = typename detail::vjp_contraction<detail::transpose_spec(S, I == 0), Ct, Other, Arg::batched>::type;
 };
 template <unsigned M, class A, std::size_t I, class Ct>
 struct vjp_rule<reduce_node<reduce_sum_op, M, A>, I, Ct> {
