@@ -65,7 +65,8 @@ TEST_CASE("equal subexpressions are one node; parameter-only work is hoisted out
     constexpr auto scaled = matmul(x, W * lit<2.0>);
     using P = plan<std::remove_cvref_t<decltype(scaled)>>;
     constexpr std::size_t wid = P::id<std::remove_cvref_t<decltype(W * lit<2.0>)>>;
-    CHECK(P::data.stg[wid] == stage::pre);
+    CHECK(!P::data.rec[wid].batched);
+    CHECK(P::data.avail[wid] == 0);  // computed before the first pass over the batch
 }
 
 TEST_CASE("dead intermediate buffers are reused") {

@@ -28,8 +28,6 @@
 
 namespace ctrec {
 
-enum class stage { none, pre, tile, post };
-
 struct node_record {
     kind k = kind::zero;
     dims shape;
@@ -69,8 +67,6 @@ struct plan_data {
     int absorber[N ? N : 1] = {};    // step that evaluates this node (itself when it is a step)
     bool alias[N ? N : 1] = {};      // reshape / stop_gradient: same buffer as the operand
     bool step[N ? N : 1] = {};       // has a compute step (incl. root copies)
-    stage stg[N ? N : 1] = {};
-    bool post[N ? N : 1] = {};       // value known only after all tiles ran
     int pass[N ? N : 1] = {};        // batched: pass computing it first; reducer: pass accumulating it
     int avail[N ? N : 1] = {};       // first pass that may read the value (unbatched nodes)
     bool needed[4][N ? N : 1] = {};  // tile step runs in pass q
@@ -110,17 +106,13 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
     for (std::size_t i = 0; i < N; ++i) {
         const auto& r = p.rec[i];
         int q = 0;
-        bool after = r.reducer;
         for (std::size_t j = 0; j < r.nops; ++j) {
             std::size_t o = r.ops[j];
             q = std::max(q, p.rec[o].batched ? p.pass[o] : p.avail[o]);
-            after |= p.post[o];
         }
         p.pass[i] = q;
         p.avail[i] = r.reducer ? q + 1 : r.batched ? q : q;
-        p.post[i] = !r.batched && after;
         if ((r.batched || r.reducer) && q + 1 > p.passes) p.passes = q + 1;
-        p.stg[i] = is_leafish(r.k) ? stage::none : r.batched || r.reducer ? stage::tile : p.post[i] ? stage::post : stage::pre;
         p.alias[i] = r.k == kind::reshape || r.k == kind::stop_gradient;
     }
     if (p.passes > 4) p.too_many_passes = true;

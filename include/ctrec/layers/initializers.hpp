@@ -217,6 +217,17 @@ struct Constant {
 };
 
 // ---- plain distributions -----------------------------------------------------------------
+namespace detail {
+// RandomNormal and TruncatedNormal: the same checks, then (truncated) normal draws.
+template <class T>
+void fill_checked_normal(std::span<T> out, const dims& shape, std::uint64_t seed, std::string_view name, double mean,
+                         double stddev, bool truncated) {
+    check_out(out, shape, name);
+    require(std::isfinite(mean), name, "mean must be finite, got " + num(mean));
+    require(std::isfinite(stddev) && stddev >= 0, name, "stddev must be finite and >= 0, got " + num(stddev));
+    fill_normal(out, mean, stddev, seed, truncated);
+}
+} // namespace detail
 // TF does not validate stddev or the uniform bounds; ctrec rejects what cannot be meant:
 // a negative or non-finite stddev / mean, and minval > maxval (minval == maxval gives
 // the constant minval, as in TF).
@@ -226,11 +237,7 @@ struct RandomNormal {
     double stddev = 0.05;
     template <class T>
     void operator()(std::span<T> out, const dims& shape, std::uint64_t seed) const {
-        detail::check_out(out, shape, name);
-        detail::require(std::isfinite(mean), name, "mean must be finite, got " + detail::num(mean));
-        detail::require(std::isfinite(stddev) && stddev >= 0, name,
-                        "stddev must be finite and >= 0, got " + detail::num(stddev));
-        detail::fill_normal(out, mean, stddev, seed, false);
+        detail::fill_checked_normal(out, shape, seed, name, mean, stddev, false);
     }
 };
 
@@ -242,11 +249,7 @@ struct TruncatedNormal {
     double stddev = 0.05;
     template <class T>
     void operator()(std::span<T> out, const dims& shape, std::uint64_t seed) const {
-        detail::check_out(out, shape, name);
-        detail::require(std::isfinite(mean), name, "mean must be finite, got " + detail::num(mean));
-        detail::require(std::isfinite(stddev) && stddev >= 0, name,
-                        "stddev must be finite and >= 0, got " + detail::num(stddev));
-        detail::fill_normal(out, mean, stddev, seed, true);
+        detail::fill_checked_normal(out, shape, seed, name, mean, stddev, true);
     }
 };
 
