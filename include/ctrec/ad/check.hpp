@@ -62,6 +62,8 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     using params = typename F::param_leaves;
     using idl = typename F::index_leaves;
     constexpr std::size_t out_size = Root::shape.size();
+    // an unbatched (scalar loss) root has one value per call, and its seed is 1
+    const std::size_t out_count = Root::batched ? batch * out_size : out_size;
 
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<double> uni(-1.0, 1.0);
@@ -88,11 +90,11 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
           ++i),
          ...);
     }(idl{});
-    std::vector<double> ct(batch * out_size);
-    for (auto& v : ct) v = uni(rng);
+    std::vector<double> ct(out_count);
+    for (auto& v : ct) v = Root::batched ? uni(rng) : 1.0;
 
     typename F::workspace fws;
-    std::vector<double> y(batch * out_size);
+    std::vector<double> y(out_count);
     auto bind_common = [&](auto& io) {
         [&]<class... L>(tlist<L...>) {
             std::size_t i = 0;
@@ -192,7 +194,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
           ++i),
          ...);
     }(params{});
-    std::vector<double> jv(batch * out_size), jy(batch * out_size);
+    std::vector<double> jv(out_count), jy(out_count);
     {
         typename J::io io;
         typename J::workspace jws;

@@ -3,8 +3,10 @@
 // together with it (forward values are shared with the derivative graph).
 //
 // grad_program<T, Root>: outputs 0 = Root, then dRoot/dLeaf for every input and
-//   parameter leaf (in graph order), seeded by the input "cotangent" (shape of
-//   Root, per example). Parameter gradients are summed over the batch.
+//   parameter leaf (in graph order). A per-example Root is seeded by the input
+//   "cotangent" (shape of Root, per example) and parameter gradients are summed
+//   over the batch; an unbatched scalar Root (e.g. batch_mean(loss) + penalty) is
+//   seeded by 1, so the outputs are its plain gradients.
 // jvp_program<T, Root>: outputs 0 = Root, 1 = its directional derivative along
 //   the tangent leaves "d.<name>" (inputs: per example; parameters: unbatched).
 #include "ctrec/ad/jvp.hpp"
@@ -19,7 +21,8 @@ template <class T, class... R> struct program_of<T, tlist<R...>> { using type = 
 
 template <class Root>
 struct grad_roots {
-    static_assert(Root::batched, "ctrec: grad_program needs a per-example (batched) root");
+    static_assert(Root::batched || Root::shape.size() == 1,
+                  "ctrec: grad_program needs a per-example root or an unbatched scalar (a loss)");
     using G = graph_t<Root>;
     using leaves = tl_concat_t<tl_filter_t<is_input_leaf, G>, tl_filter_t<is_param_leaf, G>>;
     template <class L> using grad = ad::cotangent_t<G, L>;

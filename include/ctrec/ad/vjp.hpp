@@ -8,8 +8,10 @@
 
 namespace ctrec::ad {
 
+// A per-example root is seeded by the input "cotangent" (its shape, per example); an
+// unbatched scalar root (a training loss: batch mean plus penalties) by the constant 1.
 template <class Root>
-using seed_t = input_node<"cotangent", Root::shape>;
+using seed_t = std::conditional_t<Root::batched, input_node<"cotangent", Root::shape>, const_node<1.0>>;
 
 template <class G, class N> struct cotangent;
 template <class G, class N> using cotangent_t = typename cotangent<G, N>::type;
