@@ -177,10 +177,12 @@ TEST_CASE("threads share one parameter set, each with its own workspace") {
     for (auto& o : outs) CHECK(o == ref);
 }
 
-TEST_CASE("dy . W^T reads W through a transpose hoisted out of the batch loop") {
+TEST_CASE("dy . W^T reads W through a transpose hoisted out of the batch loop and the call") {
     using G = grad_program<float, Chain5>;
     const std::string d = G::describe();
-    CHECK(d.find("transpose fuses 1 node(s) [pre]") != std::string::npos);
+    // W^T reads only parameters: a derived parameter, computed when W changes
+    CHECK(d.find("transpose fuses 1 node(s) [derived: on parameter change]") != std::string::npos);
+    CHECK(G::plan_type::derived_steps == 1);
     // and every per-example contraction of the gradient program streams along N
     bool all_stream = true;
     [&]<class... N>(tlist<N...>) {

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "ctrec/core/error.hpp"
 #include "ctrec/core/plan.hpp"
@@ -118,9 +119,13 @@ public:
 
         parameters() : buf_(offsets[n_params]) {}
 
+        // Non-const access marks the parameters changed: derived values (e.g. a folded
+        // kernel norm) must be recomputed by prepare() before run() on const parameters
+        // (run() on non-const parameters always recomputes them).
         template <fixed_string Name>
         std::span<T> get() {
             constexpr std::size_t i = param_index<Name>;
+            fresh_ = false;
             return {buf_.data() + offsets[i], sizes[i]};
         }
         template <fixed_string Name>
@@ -128,13 +133,22 @@ public:
             constexpr std::size_t i = param_index<Name>;
             return {buf_.data() + offsets[i], sizes[i]};
         }
+        // Position of the parameter called name, or count when there is none.
+        static constexpr std::size_t position(std::string_view name) {
+            std::size_t i = 0;
+            while (i < n_params && names[i] != name) ++i;
+            return i;
+        }
         // Runtime lookup by name (weight files): throws ctrec::error for unknown names.
         std::size_t index_of(std::string_view name) const {
             for (std::size_t i = 0; i < n_params; ++i)
                 if (names[i] == name) return i;
             throw error("ctrec: the model has no parameter named '" + std::string(name) + "'");
         }
-        std::span<T> get(std::size_t i) { return {buf_.data() + offsets[i], sizes[i]}; }
+        std::span<T> get(std::size_t i) {
+            fresh_ = false;
+            return {buf_.data() + offsets[i], sizes[i]};
+        }
         std::span<const T> get(std::size_t i) const { return {buf_.data() + offsets[i], sizes[i]}; }
         // Copies values into a parameter after checking the name and the size.
         void set(std::string_view name, std::span<const T> v) {
@@ -145,10 +159,43 @@ public:
             std::copy(v.begin(), v.end(), get(i).begin());
         }
         const T* data() const { return buf_.data(); }
-        T* data() { return buf_.data(); }
+        T* data() {
+            fresh_ = false;
+            return buf_.data();
+        }
+
+        // Computes the derived parameters (the plan's steps that read only parameters:
+        // normalised kernels, hoisted transposes) into this object. Call it after loading
+        // or changing weights and before sharing the parameters between threads; run()
+        // on const parameters refuses stale ones.
+        void prepare() {
+            if constexpr (plan_type::derived_steps > 0) {
+                typename exec::context c{};
+                c.nb = 1;
+                c.batch = 1;
+                [&]<class... N>(tlist<N...>) { (bind_derived<N>(c), ...); }(nodes{});
+                exec::run_derived(c);
+            }
+            fresh_ = true;
+        }
+        bool prepared() const { return plan_type::derived_steps == 0 || fresh_; }
+        const T* derived_data() const { return derived_.data(); }
 
     private:
+        template <class N>
+        void bind_derived(typename exec::context& c) {
+            constexpr std::size_t i = plan_type::template id<N>;
+            if constexpr (N::node_kind == kind::param)
+                c.base[i] = buf_.data() + offsets[tl_index_v<N, param_leaves>];
+            else if constexpr (D.alias[i])
+                c.base[i] = c.base[plan_type::template id<tl_at_t<0, typename N::operands>>];
+            else if constexpr (D.derived[i])
+                c.base[i] = derived_.data() + D.offset[i];
+        }
+
         aligned_buffer<T> buf_;
+        aligned_buffer<T> derived_{plan_type::data.derived_elems ? plan_type::data.derived_elems : 1};
+        bool fresh_ = false;
     };
 
     // ---- per-thread scratch ---------------------------------------------------------------
@@ -175,7 +222,11 @@ public:
         io& output(T* p) { out[R] = p; return *this; }
     };
 
+    // Scoring with shared, read-only parameters: they must be prepared (see prepare()).
     static void run(const parameters& p, workspace& ws, std::size_t batch, const io& b) {
+        if (!p.prepared())
+            throw error("ctrec: parameters changed since prepare(); call prepare() after loading or updating "
+                        "weights (run() on non-const parameters does it automatically)");
         validate(b, batch);
         typename exec::context c{};
         c.batch = static_cast<double>(batch);
@@ -195,6 +246,15 @@ public:
         bind(c, p, ws, b, 0);
         exec::with_pass(D.passes, [&](auto Q) { exec::template run_unbatched<decltype(Q)::value>(c); });
         copy_duplicate_roots(b, batch);
+    }
+
+    // Single-owner use (training loops, tests): weights may have been written through a
+    // span kept from get(), so derived parameters are always recomputed first (what a
+    // training step needs anyway). Score through a const reference after prepare() to
+    // reuse them across calls.
+    static void run(parameters& p, workspace& ws, std::size_t batch, const io& b) {
+        p.prepare();
+        run(std::as_const(p), ws, batch, b);
     }
 
     static std::string describe() { return plan_type::describe(); }
@@ -249,6 +309,8 @@ private:
             c.ibase[i] = b.ids[tl_index_v<N, index_leaves>] + b0 * size;
         } else if constexpr (D.alias[i]) {
             c.base[i] = c.base[plan_type::template id<tl_at_t<0, typename N::operands>>];
+        } else if constexpr (D.derived[i]) {
+            c.base[i] = const_cast<T*>(p.derived_data()) + D.offset[i];
         } else if constexpr (root >= 0 && D.step[i]) {
             c.base[i] = b.out[root] + (N::batched ? b0 * size : 0);
             c.out[root] = c.base[i];

@@ -14,8 +14,12 @@
 //   4. fusion:     elementwise nodes used once by an elementwise/reduction
 //                  consumer are inlined into its loop; a contraction used once
 //                  by an elementwise tree becomes that tree's GEMM epilogue
-//   5. buffers:    liveness-based offsets in one workspace (tile region shared
-//                  between dead buffers; unbatched values persistent)
+//   5. derived:    steps that read only parameters (an effective kernel, a
+//                  hoisted transpose) are cached with the parameters and rerun
+//                  only when they change (parameters::prepare)
+//   6. buffers:    liveness-based offsets in one workspace (tile region shared
+//                  between dead buffers; unbatched values persistent); derived
+//                  values in the parameters' derived block
 // Later rewrites (concat-split, hoisting, contraction ordering) are passes that
 // run on the expression before step 1 and need no change to the evaluators.
 #include <algorithm>
@@ -75,6 +79,9 @@ struct plan_data {
     std::ptrdiff_t offset[N ? N : 1] = {};  // -1: not in the workspace
     std::size_t tile_elems = 0;      // per-example elements of the tile region
     std::size_t persistent = 0;      // elements of the unbatched region
+    bool param_only[N ? N : 1] = {}; // depends on parameters and constants only
+    bool derived[N ? N : 1] = {};    // a param-only step: cached with the parameters
+    std::size_t derived_elems = 0;   // elements of the derived-parameter region
     bool too_many_passes = false;
 };
 
@@ -179,6 +186,21 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
         bool computed = !is_leafish(r.k) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i];
         p.step[i] = computed || r.root >= 0;
     }
+    // derived parameters: steps that read only parameters and constants (an effective
+    // kernel, a hoisted transpose) depend on no call, so they are computed when the
+    // parameters change (parameters::prepare) and kept next to them, not once per call.
+    for (std::size_t i = 0; i < N; ++i) {
+        const auto& r = p.rec[i];
+        if (r.k == kind::param || r.k == kind::constant || r.k == kind::zero) {
+            p.param_only[i] = true;
+            continue;
+        }
+        if (is_leafish(r.k) || r.batched || r.reducer) continue;
+        bool only = true;
+        for (std::size_t j = 0; j < r.nops; ++j) only = only && p.param_only[r.ops[j]];
+        p.param_only[i] = only;
+        p.derived[i] = only && p.step[i] && r.root < 0 && !p.alias[i];
+    }
     // liveness (time = node index of the reading step; aliases forward their readers)
     for (std::size_t i = N; i-- > 0;) {
         std::size_t last = i;
@@ -198,6 +220,11 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
         bool needs = !is_leafish(r.k) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i] && r.root < 0;
         if (!needs) continue;
         std::size_t sz = align16(r.shape.size());
+        if (p.derived[i]) {
+            p.offset[i] = static_cast<std::ptrdiff_t>(p.derived_elems);
+            p.derived_elems += sz;
+            continue;
+        }
         if (!r.batched) {
             p.offset[i] = static_cast<std::ptrdiff_t>(p.persistent);
             p.persistent += sz;
@@ -241,6 +268,12 @@ struct plan {
     template <class N> static constexpr bool inlined = data.inlined[id<N>];
     template <class N> static constexpr bool is_alias = data.alias[id<N>];
     template <class N> static constexpr int fused_contraction = data.fused_contraction[id<N>];
+    template <class N> static constexpr bool derived = data.derived[id<N>];
+    static constexpr std::size_t derived_steps = [] {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < size; ++i) n += data.derived[i];
+        return n;
+    }();
 
     // ---- plan inspection -------------------------------------------------------------
     // Number of compute steps (each is one pass writing its output once).
@@ -269,6 +302,8 @@ struct plan {
                 for (int q = 0; q < data.passes; ++q)
                     if (data.needed[q][i]) s += " " + std::to_string(q);
                 s += "]";
+            } else if (data.derived[i]) {
+                s += " [derived: on parameter change]";
             } else {
                 s += data.avail[i] == 0 ? " [pre]" : " [after pass " + std::to_string(data.avail[i] - 1) + "]";
             }
