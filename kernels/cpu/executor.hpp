@@ -394,7 +394,16 @@ struct executor {
     // Unbatched steps that become computable before pass A (A = passes: after the last).
     template <std::size_t I, int A>
     static void maybe_unbatched(const context& c) {
-        if constexpr (D.step[I] && !D.rec[I].batched && !D.rec[I].reducer && D.avail[I] == A) run_step<I>(c);
+        if constexpr (D.step[I] && !D.derived[I] && !D.rec[I].batched && !D.rec[I].reducer && D.avail[I] == A)
+            run_step<I>(c);
+    }
+    // Derived parameters (steps that read only parameters), run when they change.
+    template <std::size_t I>
+    static void maybe_derived(const context& c) {
+        if constexpr (D.derived[I]) run_step<I>(c);
+    }
+    static void run_derived(const context& c) {
+        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_derived<I>(c), ...); }(std::make_index_sequence<n>{});
     }
     template <int A>
     static void run_unbatched(const context& c) {
