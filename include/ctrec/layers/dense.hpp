@@ -95,7 +95,7 @@ constexpr auto dense(X x) {
 
     constexpr auto pen = [&] {
         constexpr auto pk = penalty<C.kernel_regularizer>(param_node<kernel_name, kshape>{});
-        if constexpr (C.use_bias) return add_t<decltype(pk), decltype(penalty<C.bias_regularizer>(bias))>{};
+        if constexpr (C.use_bias) return add_t<std::remove_cvref_t<decltype(pk)>, decltype(penalty<C.bias_regularizer>(bias))>{};
         else return pk;
     }();
 
@@ -117,11 +117,12 @@ constexpr auto dense(X x) {
         constexpr double d = C.inactive_relu_monitor_decay;
         constexpr auto next = lit<1.0 - d> * m + lit<d> * stat;
         using monitor_init = tlist<param_init<scoped<Scope, "inactive_relu_count_moving_avg">(), ushape, init::Zeros{}>>;
-        return result<decltype(y), decltype(pen),
-                      tlist<state_update<scoped<Scope, "inactive_relu_count_moving_avg">(), decltype(next)>>,
+        return result<std::remove_cvref_t<decltype(y)>, std::remove_cvref_t<decltype(pen)>,
+                      tlist<state_update<scoped<Scope, "inactive_relu_count_moving_avg">(), std::remove_cvref_t<decltype(next)>>>,
                       tl_concat_t<kernel_init, norm_init, bias_init, monitor_init>>{};
     } else {
-        return result<decltype(y), decltype(pen), tlist<>, tl_concat_t<kernel_init, norm_init, bias_init>>{};
+        return result<std::remove_cvref_t<decltype(y)>, std::remove_cvref_t<decltype(pen)>, tlist<>,
+                      tl_concat_t<kernel_init, norm_init, bias_init>>{};
     }
 }
 

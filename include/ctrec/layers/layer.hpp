@@ -193,7 +193,7 @@ constexpr auto apply_activation(X x) {
 template <fixed_string Name, node Value>
 struct state_update {
     static constexpr auto name = Name;
-    using value = Value;
+    using value = std::remove_cvref_t<Value>;
 };
 // How variable Name (of shape S) starts: from an initializer spec ...
 template <fixed_string Name, dims S, init::spec Spec>
@@ -227,6 +227,6 @@ constexpr auto then(result<O1, P1, U1, I1>, result<O2, P2, U2, I2>) {
 }
 // Wraps a plain expression (no variables) as a result.
 template <node X>
-constexpr auto as_result(X) { return result<X>{}; }
+constexpr auto as_result(X) { return result<std::remove_cvref_t<X>>{}; }
 
 } // namespace ctrec::layers
