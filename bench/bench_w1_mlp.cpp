@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
+#include "ctrec/layers/mlp.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
 #include <ATen/Parallel.h>
@@ -43,13 +44,19 @@ namespace {
 namespace w1 {
 using namespace ctrec;
 constexpr auto x = input<"x", 256>;
-constexpr auto h1 = act::relu(matmul(x, param<"W1", 256, 512>) + param<"b1", 512>);
-constexpr auto h2 = act::relu(matmul(h1, param<"W2", 512, 256>) + param<"b2", 256>);
-constexpr auto h3 = act::relu(matmul(h2, param<"W3", 256, 128>) + param<"b3", 128>);
-constexpr auto y = sigmoid(matmul(h3, param<"W4", 128, 1>) + param<"b4", 1>);
+// W1 from the MLP layer: relu between the layers, none on the last (the MLP default), and a
+// sigmoid on top. Weight norm off, so the baselines compute the same function.
+constexpr layers::mlp_config<4> cfg{.output_dims = {512, 256, 128, 1}, .use_weight_norm = false};
+constexpr auto tower = layers::mlp<"mlp", cfg, layers::mode::predict>(x);
+constexpr auto y = sigmoid(tower.out);
+// The same tower with Monolith's default weight norm (learnable per-unit scale): its
+// effective kernels are derived parameters, folded once by prepare(), so scoring costs the same.
+constexpr auto tower_wn = layers::mlp<"mlp", layers::mlp_config<4>{.output_dims = {512, 256, 128, 1}}, layers::mode::predict>(x);
+constexpr auto y_wn = sigmoid(tower_wn.out);
 }  // namespace w1
 
 using M = ctrec::program<float, decltype(w1::y)>;
+using MWN = ctrec::program<float, decltype(w1::y_wn)>;
 using G = ctrec::grad_program<float, decltype(w1::y)>;
 using J = ctrec::jvp_program<float, decltype(w1::y)>;
 
@@ -127,15 +134,31 @@ void timed(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f)
 }
 
 // ============================================ ctrec ============================================
-template <class P>
-void load_params(P& p, bool tangents) {
+template <class Params>
+void load_params(Params& p, bool tangents) {
+    using P = Params;
     const Data& d = data();
-    p.set("W1", d.W1), p.set("b1", d.b1), p.set("W2", d.W2), p.set("b2", d.b2);
-    p.set("W3", d.W3), p.set("b3", d.b3), p.set("W4", d.W4), p.set("b4", d.b4);
+    p.set("mlp/dense_0/kernel", d.W1), p.set("mlp/dense_0/bias", d.b1), p.set("mlp/dense_1/kernel", d.W2), p.set("mlp/dense_1/bias", d.b2);
+    p.set("mlp/dense_2/kernel", d.W3), p.set("mlp/dense_2/bias", d.b3), p.set("mlp/dense_3/kernel", d.W4), p.set("mlp/dense_3/bias", d.b4);
     if (tangents) {
-        p.set("d.W1", d.dW1), p.set("d.b1", d.db1), p.set("d.W2", d.dW2), p.set("d.b2", d.db2);
-        p.set("d.W3", d.dW3), p.set("d.b3", d.db3), p.set("d.W4", d.dW4), p.set("d.b4", d.db4);
+        p.set("d.mlp/dense_0/kernel", d.dW1), p.set("d.mlp/dense_0/bias", d.db1), p.set("d.mlp/dense_1/kernel", d.dW2), p.set("d.mlp/dense_1/bias", d.db2);
+        p.set("d.mlp/dense_2/kernel", d.dW3), p.set("d.mlp/dense_2/bias", d.db3), p.set("d.mlp/dense_3/kernel", d.dW4), p.set("d.mlp/dense_3/bias", d.db4);
     }
+    // weight-normalised tower: per-unit norms = the kernel's column norms, so W_eff = W
+    auto norms = [&](std::string_view kernel, std::string_view norm) {
+        if (P::position(norm) == P::count) return;
+        auto k = p.get(p.index_of(kernel));
+        auto g = p.get(p.index_of(norm));
+        for (std::size_t j = 0; j < g.size(); ++j) {
+            double s = 0;
+            for (std::size_t i = 0; i < k.size() / g.size(); ++i) s += double(k[i * g.size() + j]) * k[i * g.size() + j];
+            g[j] = float(std::sqrt(s));
+        }
+    };
+    norms("mlp/dense_0/kernel", "mlp/dense_0/trainable_kernel_norm");
+    norms("mlp/dense_1/kernel", "mlp/dense_1/trainable_kernel_norm");
+    norms("mlp/dense_2/kernel", "mlp/dense_2/trainable_kernel_norm");
+    norms("mlp/dense_3/kernel", "mlp/dense_3/trainable_kernel_norm");
 }
 
 struct CtrecGrad {  // every output of the grad program, bound
@@ -149,14 +172,14 @@ struct CtrecGrad {  // every output of the grad program, bound
         io.input<"x">(data().X.data()).input<"cotangent">(data().cot.data());
         io.output<0>(y.data())
             .output<G::grad<"x">>(dx.data())
-            .output<G::grad<"W1">>(dW1.data())
-            .output<G::grad<"b1">>(db1.data())
-            .output<G::grad<"W2">>(dW2.data())
-            .output<G::grad<"b2">>(db2.data())
-            .output<G::grad<"W3">>(dW3.data())
-            .output<G::grad<"b3">>(db3.data())
-            .output<G::grad<"W4">>(dW4.data())
-            .output<G::grad<"b4">>(db4.data());
+            .output<G::grad<"mlp/dense_0/kernel">>(dW1.data())
+            .output<G::grad<"mlp/dense_0/bias">>(db1.data())
+            .output<G::grad<"mlp/dense_1/kernel">>(dW2.data())
+            .output<G::grad<"mlp/dense_1/bias">>(db2.data())
+            .output<G::grad<"mlp/dense_2/kernel">>(dW3.data())
+            .output<G::grad<"mlp/dense_2/bias">>(db3.data())
+            .output<G::grad<"mlp/dense_3/kernel">>(dW4.data())
+            .output<G::grad<"mlp/dense_3/bias">>(db4.data());
     }
     void run(std::size_t B) { G::run(p, ws, B, io); }
 };
@@ -173,20 +196,27 @@ struct CtrecJvp {
     void run(std::size_t B) { J::run(p, ws, B, io); }
 };
 
-void BM_ctrec_fwd(benchmark::State& st) {
+// Scoring: parameters prepared once and read through a const reference, as in serving.
+template <class P>
+void ctrec_fwd(benchmark::State& st) {
     const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto p = std::make_unique<M::parameters>();
+    auto p = std::make_unique<typename P::parameters>();
     load_params(*p, false);
-    auto ws = std::make_unique<M::workspace>();
+    p->prepare();
+    const typename P::parameters& cp = *p;
+    auto ws = std::make_unique<typename P::workspace>();
     avec y(B);
-    M::io io;
-    io.input<"x">(data().X.data()).output<0>(y.data());
+    typename P::io io;
+    io.template input<"x">(data().X.data()).template output<0>(y.data());
     timed(st, kFlopFwd * double(B), B, [&] {
-        M::run(*p, *ws, B, io);
+        P::run(cp, *ws, B, io);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
     });
 }
+void BM_ctrec_fwd(benchmark::State& st) { ctrec_fwd<M>(st); }
+// weight-normalised tower (kernel norms set to the column norms: the same function as W1)
+void BM_ctrec_wn_fwd(benchmark::State& st) { ctrec_fwd<MWN>(st); }
 void BM_ctrec_fwdbwd(benchmark::State& st) {
     const std::size_t B = static_cast<std::size_t>(st.range(0));
     auto g = std::make_unique<CtrecGrad>(B);
@@ -463,6 +493,16 @@ std::vector<Check> verify() {
         M::io io1;
         io1.input<"x">(d.X.data()).output<0>(y1.data());
         M::run(p, ws, 1, io1);
+        // the weight-normalised tower, scored from prepared const parameters
+        MWN::parameters pw;
+        load_params(pw, false);
+        pw.prepare();
+        MWN::workspace wsw;
+        avec yw(kMaxB);
+        MWN::io iow;
+        iow.input<"x">(d.X.data()).output<0>(yw.data());
+        MWN::run(std::as_const(pw), wsw, kMaxB, iow);
+        out.push_back({"fwd y  weight-norm tower vs plain (B=1024)", max_abs_diff(yw.data(), y.data(), kMaxB), 1e-5});
         EigenMLP e(kMaxB);
         e.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1024)", max_abs_diff(y.data(), e.Y.data(), kMaxB), 1e-5});
@@ -527,6 +567,7 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W1/fwd/ctrec", BM_ctrec_fwd, B);
+        reg("W1/fwd/ctrec_wn", BM_ctrec_wn_fwd, B);
         reg("W1/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W1/fwd/torch", BM_torch_fwd, B);

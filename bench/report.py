@@ -78,7 +78,7 @@ def w1_rows(doc):
     rows = {}
     for name, r in runs.items():
         parts = name.split("/")
-        if len(parts) < 4 or parts[2] not in IMPLS:
+        if len(parts) < 4 or parts[2] not in IMPLS + ("ctrec_wn",):
             continue
         wl, mode, impl, B = parts[0], parts[1], parts[2], int(parts[3])
         entries = r.get("median") or r.get("iteration")
@@ -161,6 +161,11 @@ def print_w1(doc, peak_override):
         print("  ".join(v.rjust(w) if i > 0 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
     print()
     print("  times: median per-iteration latency (median over repetitions); ratios > 1x: ctrec faster")
+    wn = [(k, rows[k]["ctrec_wn"]["p50"], rows[k].get("ctrec", {}).get("p50")) for k in order if "ctrec_wn" in rows[k]]
+    if wn:
+        print("  MLP with Monolith's default weight norm (effective kernels folded by prepare()):")
+        for (wl, mode, B), v, c in wn:
+            print(f"    {wl} {mode} B={B}: {fmt_us(v)} us (plain tower {fmt_us(c)} us)")
 
 
 def main():
