@@ -235,9 +235,10 @@ public:
             c.nb = 1;
             bind(c, p, ws, b, 0);
             exec::with_pass(q, [&](auto Q) { exec::template run_unbatched<decltype(Q)::value>(c); });
-            zero_reducers(c, q);
+            zero_reducers(c, q, batch);
             for (std::size_t b0 = 0; b0 < batch; b0 += tile) {
                 c.nb = batch - b0 < tile ? batch - b0 : tile;
+                c.first_tile = b0 == 0;
                 bind(c, p, ws, b, b0);
                 exec::with_pass(q, [&](auto Q) { exec::template run_pass<decltype(Q)::value>(c); });
             }
@@ -321,9 +322,12 @@ private:
         if constexpr (root >= 0 && N::batched) c.out[root] = b.out[root] + b0 * size;
     }
 
-    static void zero_reducers(typename exec::context& c, int pass) {
+    // Batch sums start at zero; a contraction over the batch overwrites on its first tile
+    // instead (when there is one).
+    static void zero_reducers(typename exec::context& c, int pass, std::size_t batch) {
         for (std::size_t i = 0; i < plan_type::size; ++i)
-            if (D.rec[i].reducer && D.step[i] && D.pass[i] == pass) std::fill_n(c.base[i], D.rec[i].shape.size(), T(0));
+            if (D.rec[i].reducer && D.step[i] && D.pass[i] == pass && !(D.rec[i].k == kind::contract && batch > 0))
+                std::fill_n(c.base[i], D.rec[i].shape.size(), T(0));
     }
 
     static void copy_duplicate_roots(const io& b, std::size_t batch) {

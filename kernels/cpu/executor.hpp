@@ -33,6 +33,7 @@ struct executor {
         T* out[Plan::roots::size];              // caller's outputs (tile-relative for batched roots)
         std::size_t nb = 0;                     // examples in this tile
         double batch = 0;                       // examples in this call
+        bool first_tile = true;                 // batch-summed contractions overwrite instead of adding
     };
 
     template <class N>
@@ -194,7 +195,9 @@ struct executor {
         auto ext = [nb](const gemm_dim& d) { return d.extent * (d.times_batch ? nb : 1); };
         gemm_args g{ext(P.m), ext(P.n), ext(P.k), P.m.sa, P.k.sa, P.k.sb, P.n.sb, P.m.sc, P.n.sc};
         if (g.M == 0 || g.N == 0) return;
-        outer_loops<P, 0>(a, b, dst, g, epi, accumulate || P.reduces_batch, nb);
+        // a sum over the batch starts on the first tile by overwriting (its buffer is not
+        // zeroed first: that would be one more pass over a possibly large gradient)
+        outer_loops<P, 0>(a, b, dst, g, epi, accumulate || (P.reduces_batch && !c.first_tile), nb);
     }
 
     template <contract_plan P, std::size_t L, class Epi>

@@ -54,15 +54,16 @@ inline void finish_vec(T* cp, std::size_t m, std::size_t n, simd_t<T> v, bool ac
     v.store_unaligned(cp);
 }
 
+// A's rows are read from row am0 (the packed panel starts at 0), C's and the epilogue's at m0.
 template <int MR, int NV, class T, class Epi>
 inline void kernel_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, std::size_t n0, bool acc,
-                     const Epi& epi) {
+                     const Epi& epi, std::size_t am0) {
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
     V c[MR][NV];
     for (int r = 0; r < MR; ++r)
         for (int v = 0; v < NV; ++v) c[r][v] = V(T(0));
-    const T* a = A + static_cast<std::ptrdiff_t>(m0) * g.sam;
+    const T* a = A + static_cast<std::ptrdiff_t>(am0) * g.sam;
     const T* b = B + n0;
     for (std::size_t k = 0; k < g.K; ++k) {
         V bv[NV];
@@ -81,19 +82,20 @@ inline void kernel_n(const T* A, const T* B, T* C, const gemm_args& g, std::size
 }
 
 template <int MR, class T, class Epi>
-inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, bool acc, const Epi& epi) {
+inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, bool acc, const Epi& epi,
+                   std::size_t am0) {
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
     // one row (B = 1, weight streaming): a long contiguous run of each weight row per k
     constexpr int NV = MR == 1 ? (blocking<T>::wide ? 16 : 8) : blocking<T>::NV;
     std::size_t n = 0;
-    for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi);
-    for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi);
+    for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi, am0);
+    for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi, am0);
     for (; n < g.N; ++n)  // fewer than W columns left
         for (int r = 0; r < MR; ++r) {
             T s = 0;
             for (std::size_t k = 0; k < g.K; ++k)
-                s += A[static_cast<std::ptrdiff_t>(m0 + r) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
+                s += A[static_cast<std::ptrdiff_t>(am0 + r) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
                      B[static_cast<std::ptrdiff_t>(k) * g.sbk + n];
             T* cp = C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n;
             if (acc) s += *cp;
@@ -101,17 +103,41 @@ inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t
         }
 }
 
+// Packs the MR rows of A starting at m0 as a K x MR panel (k-major): the kernel then
+// reads its broadcasts from one contiguous block. Used when A is strided along k (e.g.
+// x^T . dy, where k is the batch and a row of x^T sits at the stride of a whole example):
+// unpacked, every k step would touch a new cache line, and lines at that stride fall into
+// few L1 sets and evict each other.
+template <int MR, class T>
+inline void pack_a(const T* A, const gemm_args& g, std::size_t m0, T* panel) {
+    const T* a = A + static_cast<std::ptrdiff_t>(m0) * g.sam;
+    for (std::size_t k = 0; k < g.K; ++k) {
+        const T* ak = a + static_cast<std::ptrdiff_t>(k) * g.sak;
+        for (int r = 0; r < MR; ++r) panel[k * MR + r] = ak[r * g.sam];
+    }
+}
+inline constexpr std::size_t max_packed_k = 512;
+
 template <class T, class Epi>
 inline void gemm_vec_n(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
     constexpr int MR = blocking<T>::MR;
     std::size_t m = 0;
-    for (; m + MR <= g.M; m += MR) rows_n<MR>(A, B, C, g, m, acc, epi);
+    if (g.sak != 1 && g.K <= max_packed_k && g.N >= blocking<T>::NV * simd_t<T>::size) {
+        alignas(64) T panel[max_packed_k * MR];
+        const gemm_args pg{g.M, g.N, g.K, 1, MR, g.sbk, g.sbn, g.scm, g.scn};
+        for (; m + MR <= g.M; m += MR) {
+            pack_a<MR>(A, g, m, panel);
+            // the panel holds rows m .. m+MR-1 as its rows 0 .. MR-1 (sam = 1, sak = MR)
+            rows_n<MR>(panel, B, C, pg, m, acc, epi, 0);
+        }
+    }
+    for (; m + MR <= g.M; m += MR) rows_n<MR>(A, B, C, g, m, acc, epi, m);
     switch (g.M - m) {
-        case 5: if constexpr (MR > 5) rows_n<5>(A, B, C, g, m, acc, epi); break;
-        case 4: if constexpr (MR > 4) rows_n<4>(A, B, C, g, m, acc, epi); break;
-        case 3: rows_n<3>(A, B, C, g, m, acc, epi); break;
-        case 2: rows_n<2>(A, B, C, g, m, acc, epi); break;
-        case 1: rows_n<1>(A, B, C, g, m, acc, epi); break;
+        case 5: if constexpr (MR > 5) rows_n<5>(A, B, C, g, m, acc, epi, m); break;
+        case 4: if constexpr (MR > 4) rows_n<4>(A, B, C, g, m, acc, epi, m); break;
+        case 3: rows_n<3>(A, B, C, g, m, acc, epi, m); break;
+        case 2: rows_n<2>(A, B, C, g, m, acc, epi, m); break;
+        case 1: rows_n<1>(A, B, C, g, m, acc, epi, m); break;
         default: break;
     }
 }

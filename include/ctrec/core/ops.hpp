@@ -97,6 +97,14 @@ struct op_sigmoid : unary_rules<op_sigmoid> {
     }
     template <class X, class Y> using deriv = mul_t<Y, sub_t<detail::lit<1.0>, Y>>;
 };
+// relu as one op (TF's Relu): the derivative is read from the output, y > 0 (relu'(0) = 0),
+// so a fused forward keeps only y and the backward rebuilds the mask from it in its own
+// loop, instead of storing z, the mask and y.
+struct op_relu : unary_rules<op_relu> {
+    static constexpr fixed_string name = "relu";
+    template <class V> static V apply(V x) { return vmath<V>::max(x, vmath<V>::splat(0.0)); }
+    template <class X, class Y> using deriv = map_t<struct op_gt, Y, detail::lit<0.0>>;
+};
 struct op_tanh : unary_rules<op_tanh> {
     static constexpr fixed_string name = "tanh";
     template <class V> static V apply(V x) { return vmath<V>::tanh(x); }
