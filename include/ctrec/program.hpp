@@ -231,21 +231,13 @@ public:
         typename exec::context c{};
         c.batch = static_cast<double>(batch);
         for (std::size_t r = 0; r < n_outputs; ++r) c.out[r] = b.out[r];
-        for (int q = 0; q < D.passes; ++q) {
-            c.nb = 1;
-            bind(c, p, ws, b, 0);
-            exec::with_pass(q, [&](auto Q) { exec::template run_unbatched<decltype(Q)::value>(c); });
-            zero_reducers(c, q, batch);
-            for (std::size_t b0 = 0; b0 < batch; b0 += tile) {
-                c.nb = batch - b0 < tile ? batch - b0 : tile;
-                c.first_tile = b0 == 0;
-                bind(c, p, ws, b, b0);
-                exec::with_pass(q, [&](auto Q) { exec::template run_pass<decltype(Q)::value>(c); });
-            }
-        }
+        // one instantiation per pass the plan has (a compile-time count)
+        [&]<int... Q>(std::integer_sequence<int, Q...>) {
+            (run_batch_pass<Q>(c, p, ws, b, batch), ...);
+        }(std::make_integer_sequence<int, D.passes>{});
         c.nb = 1;
         bind(c, p, ws, b, 0);
-        exec::with_pass(D.passes, [&](auto Q) { exec::template run_unbatched<decltype(Q)::value>(c); });
+        exec::template run_unbatched<D.passes>(c);
         copy_duplicate_roots(b, batch);
     }
 
@@ -262,6 +254,22 @@ public:
 
 private:
     static constexpr const auto& D = plan_type::data;
+
+    // Pass Q over the batch: the unbatched steps that became computable, then every tile.
+    template <int Q>
+    static void run_batch_pass(typename exec::context& c, const parameters& p, workspace& ws, const io& b,
+                               std::size_t batch) {
+        c.nb = 1;
+        bind(c, p, ws, b, 0);
+        exec::template run_unbatched<Q>(c);
+        zero_reducers(c, Q, batch);
+        for (std::size_t b0 = 0; b0 < batch; b0 += tile) {
+            c.nb = batch - b0 < tile ? batch - b0 : tile;
+            c.first_tile = b0 == 0;
+            bind(c, p, ws, b, b0);
+            exec::template run_pass<Q>(c);
+        }
+    }
 
     static void validate(const io& b, std::size_t batch) {
         [&]<class... L>(tlist<L...>) {

@@ -415,22 +415,11 @@ struct executor {
     // Tile steps of pass Q, in topological order (reducers accumulate).
     template <std::size_t I, int Q>
     static void maybe_tile(const context& c) {
-        if constexpr (D.step[I] && Q < 4 && D.needed[Q < 4 ? Q : 0][I]) run_step<I>(c);
+        if constexpr (D.step[I] && Q < max_passes && D.needed[Q < max_passes ? Q : 0][I]) run_step<I>(c);
     }
     template <int Q>
     static void run_pass(const context& c) {
         [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_tile<I, Q>(c), ...); }(std::make_index_sequence<n>{});
-    }
-    // Runtime pass index -> compile-time instantiation (at most 4 passes).
-    template <class F>
-    static void with_pass(int q, F&& f) {
-        switch (q) {
-            case 0: f(std::integral_constant<int, 0>{}); break;
-            case 1: f(std::integral_constant<int, 1>{}); break;
-            case 2: f(std::integral_constant<int, 2>{}); break;
-            case 3: f(std::integral_constant<int, 3>{}); break;
-            default: f(std::integral_constant<int, 4>{}); break;
-        }
     }
 };
 

@@ -61,6 +61,11 @@ constexpr node_record make_record() {
     return r;
 }
 
+// Passes over the batch a plan may need: each level of batch statistics (a BatchNorm's
+// mean, then its variance) and each backward sum through them adds one; a training MLP
+// with BN on the input and on two hidden layers needs about ten.
+inline constexpr int max_passes = 16;
+
 template <std::size_t N>
 struct plan_data {
     node_record rec[N ? N : 1];
@@ -73,7 +78,7 @@ struct plan_data {
     bool step[N ? N : 1] = {};       // has a compute step (incl. root copies)
     int pass[N ? N : 1] = {};        // batched: pass computing it first; reducer: pass accumulating it
     int avail[N ? N : 1] = {};       // first pass that may read the value (unbatched nodes)
-    bool needed[4][N ? N : 1] = {};  // tile step runs in pass q
+    bool needed[max_passes][N ? N : 1] = {};  // tile step runs in pass q
     int passes = 1;
     std::size_t last_use[N ? N : 1] = {};
     std::ptrdiff_t offset[N ? N : 1] = {};  // -1: not in the workspace
@@ -122,8 +127,8 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
         if ((r.batched || r.reducer) && q + 1 > p.passes) p.passes = q + 1;
         p.alias[i] = r.k == kind::reshape || r.k == kind::stop_gradient;
     }
-    if (p.passes > 4) p.too_many_passes = true;
-    for (int q = 0; q < p.passes && q < 4; ++q)
+    if (p.passes > max_passes) p.too_many_passes = true;
+    for (int q = 0; q < p.passes && q < max_passes; ++q)
         for (std::size_t i = N; i-- > 0;) {
             const auto& r = p.rec[i];
             if (!r.batched && !r.reducer) continue;
@@ -263,7 +268,7 @@ struct plan {
     }(nodes{});
     static constexpr plan_data<size> data = detail::analyse(records);
     static_assert(!data.too_many_passes,
-                  "ctrec: more than 4 nested sums over the batch (batch statistics of batch statistics)");
+                  "ctrec: more than max_passes (16) nested sums over the batch (batch statistics of batch statistics)");
 
     template <class N> static constexpr bool inlined = data.inlined[id<N>];
     template <class N> static constexpr bool is_alias = data.alias[id<N>];
