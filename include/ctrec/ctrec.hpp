@@ -1,5 +1,5 @@
 #pragma once
-// ctrec: the whole library (core DSL, differentiation, CPU programs).
+// ctrec: the whole library (core DSL, differentiation, CPU programs, layers, training).
 #include "ctrec/core/dsl.hpp"
 #include "ctrec/ad/jvp.hpp"
 #include "ctrec/ad/vjp.hpp"
@@ -8,3 +8,11 @@
 #include "ctrec/core/activations.hpp"
 #include "ctrec/layers/initializers.hpp"
 #include "ctrec/layers/regularizers.hpp"
+#include "ctrec/layers/layer.hpp"
+#include "ctrec/layers/initialize.hpp"
+#include "ctrec/layers/dense.hpp"
+#include "ctrec/layers/batch_norm.hpp"
+#include "ctrec/layers/mlp.hpp"
+#include "ctrec/layers/grad_norm.hpp"
+#include "ctrec/train/sgd.hpp"
+#include "ctrec/train/train_program.hpp"

@@ -5,6 +5,9 @@
 //     input and parameter leaf;
 //   * forward mode (JVP) vs a central finite difference along a random tangent;
 //   * duality <v, J u> == <J^T v, u>.
+// Leaves the expression holds constant (all uses behind stop_gradient: a fixed kernel
+// norm, BN's moving statistics in eval mode) have zero derivative by definition and are
+// neither finite-differenced nor moved along the tangent.
 // Leaf values are uniform in [-1, 1], then passed through `shape_value`
 // (e.g. to keep a log's argument positive). Ids are uniform over the rows of
 // every table they index.
@@ -48,6 +51,11 @@ constexpr std::size_t id_rows() {
     }(Nodes{});
     return rows == static_cast<std::size_t>(-1) ? 1 : rows;
 }
+} // namespace detail
+
+namespace detail {
+template <class Root, class L>
+inline constexpr bool constant_leaf_v = is_zero_v<ad::cotangent_t<graph_t<Root>, L>>;
 } // namespace detail
 
 template <class RootExpr>
@@ -157,6 +165,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
         std::size_t i = 0;
         (([&] {
              auto& g = grads[G::template grad<L::name>];
+             if constexpr (!detail::constant_leaf_v<Root, L>)
              for (std::size_t e = 0; e < in[i].size(); ++e) {
                  double err = rel(g[e], fd(in[i][e]));
                  ++rep.checked;
@@ -170,6 +179,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
         (([&] {
              auto& g = grads[G::template grad<L::name>];
              auto w = p.template get<L::name>();
+             if constexpr (!detail::constant_leaf_v<Root, L>)
              for (std::size_t e = 0; e < w.size(); ++e) {
                  double err = rel(g[e], fd(w[e]));
                  ++rep.checked;
@@ -247,13 +257,21 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     rep.duality_error = rel(vju, jtvu);
     // JVP vs finite difference along u: d/dt sum(ct * f(x + t u))
     auto shift = [&](double t) {
-        for (std::size_t i = 0; i < in.size(); ++i)
-            for (std::size_t e = 0; e < in[i].size(); ++e) in[i][e] += t * uin[i][e];
+        [&]<class... L>(tlist<L...>) {
+            std::size_t i = 0;
+            (([&] {
+                 if constexpr (!detail::constant_leaf_v<Root, L>)
+                     for (std::size_t e = 0; e < in[i].size(); ++e) in[i][e] += t * uin[i][e];
+                 ++i;
+             }()),
+             ...);
+        }(inputs{});
         [&]<class... L>(tlist<L...>) {
             std::size_t i = 0;
             (([&] {
                  auto w = p.template get<L::name>();
-                 for (std::size_t e = 0; e < w.size(); ++e) w[e] += t * upar[i][e];
+                 if constexpr (!detail::constant_leaf_v<Root, L>)
+                     for (std::size_t e = 0; e < w.size(); ++e) w[e] += t * upar[i][e];
                  ++i;
              }()),
              ...);

@@ -16,6 +16,8 @@
 // parameter leaves whose gradient is not identically zero. State values are computed from the parameters as they
 // were before the step, and written after everything else has been evaluated.
 #include <algorithm>
+#include <array>
+#include <span>
 
 #include "ctrec/ad/programs.hpp"
 #include "ctrec/layers/layer.hpp"
@@ -74,6 +76,42 @@ public:
         static_assert(detail::no_such_tensor<Name, (i < leaves::size)>::value);
         return 1 + i;
     }();
+
+    // One buffer holding the gradient of every trainable parameter, bound in one call.
+    class gradients {
+    public:
+        static constexpr auto offsets = []<class... P>(tlist<P...>) {
+            std::array<std::size_t, sizeof...(P) + 1> o{};
+            std::size_t at = 0, i = 0;
+            ((o[i++] = at, at += detail::align16(P::shape.size())), ...);
+            o[i] = at;
+            return o;
+        }(leaves{});
+        template <fixed_string Name>
+        std::span<T> get() {
+            constexpr std::size_t i = grad<Name> - 1;
+            return {buf_.data() + offsets[i], tl_at_t<i, leaves>::shape.size()};
+        }
+        // Points every gradient output of io at this buffer.
+        void bind(io& b) {
+            for (std::size_t i = 0; i < leaves::size; ++i) b.out[1 + i] = buf_.data() + offsets[i];
+        }
+        // p <- p - lr * gradient, for every trainable parameter.
+        void sgd(parameters& p, T lr) const {
+            [&]<class... P>(tlist<P...>) {
+                std::size_t i = 0;
+                (([&] {
+                     auto w = p.template get<P::name>();
+                     const T* g = buf_.data() + offsets[i++];
+                     for (std::size_t e = 0; e < w.size(); ++e) w[e] -= lr * g[e];
+                 }()),
+                 ...);
+            }(leaves{});
+        }
+
+    private:
+        aligned_buffer<T> buf_{offsets[leaves::size] ? offsets[leaves::size] : 1};
+    };
 
     // The base workspace plus room for the new state values.
     class workspace : public base::workspace {
