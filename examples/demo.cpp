@@ -1,6 +1,6 @@
 // ctrec demo: a small CTR model built from Monolith layers (an MLP with weight norm and
-// batch normalisation), trained with SGD through its own generated gradients, then
-// scored from prepared, read-only parameters.
+// an L2 penalty), trained with SGD through its own generated gradients, then scored from
+// prepared, read-only parameters. (tests/test_mlp_bn.cpp trains one with BatchNorm.)
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,10 +15,8 @@ using layers::mode;
 constexpr std::size_t F = 16;
 constexpr auto x = input<"x", F>;
 constexpr auto label = input<"label", 1>;
-constexpr layers::mlp_config<3> tower{.output_dims = {32, 16, 1},
-                                      .kernel_regularizer = reg::L2{1e-4},
-                                      .enable_batch_normalization = true};
-// the same definition in both modes: batch statistics while training, moving ones when scoring
+constexpr layers::mlp_config<3> tower{.output_dims = {32, 16, 1}, .kernel_regularizer = reg::L2{1e-4}};
+// the same definition in both modes (they differ once BatchNorm is enabled)
 constexpr auto train_net = layers::mlp<"tower", tower, mode::train>(x);
 constexpr auto score_net = layers::mlp<"tower", tower, mode::predict>(x);
 // mean binary cross-entropy on logits, softplus(z) - y z, plus the L2 penalties
@@ -37,14 +35,14 @@ int main() {
     for (std::size_t n = 0; n < N; ++n) {
         float z = -0.5f;
         for (std::size_t f = 0; f < F; ++f) {
-            xs[n * F + f] = 2.f + normal(rng);  // off-centre features: batch norm earns its keep
-            z += (f % 3 == 0 ? 0.8f : -0.3f) * (xs[n * F + f] - 2.f) + 0.2f * (xs[n * F + f] - 2.f) * (xs[n * F + (f + 1) % F] - 2.f);
+            xs[n * F + f] = normal(rng);
+            z += (f % 3 == 0 ? 0.8f : -0.3f) * xs[n * F + f] + 0.2f * xs[n * F + f] * xs[n * F + (f + 1) % F];
         }
         ys[n] = std::uniform_real_distribution<float>(0, 1)(rng) < 1 / (1 + std::exp(-z)) ? 1.f : 0.f;
     }
 
     Train::parameters p;
-    layers::initialize<decltype(train_net)::inits>(p, 7);  // Glorot kernels, norms, BN statistics
+    layers::initialize<decltype(train_net)::inits>(p, 7);  // Glorot kernels, their column norms, zero biases
     Train::workspace ws;
     Train::gradients g;
     const std::size_t B = 256;
@@ -54,7 +52,7 @@ int main() {
         Train::io io;
         io.input<"x">(xs.data() + off * F).input<"label">(ys.data() + off).output<0>(&l);
         g.bind(io);
-        Train::run(p, ws, B, io);  // loss, gradients, and new BN moving statistics written into p
+        Train::run(p, ws, B, io);  // loss and the gradient of every trainable parameter
         g.sgd(p, 0.2f);
         if (step % 100 == 0) std::printf("step %3d  loss %.4f\n", step, l);
     }

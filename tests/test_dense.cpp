@@ -103,9 +103,9 @@ TEST_CASE("dense kernel norm: trainable, fixed (documented default) and monolith
         using E = std::remove_cvref_t<decltype(r.out)>;
         auto w = effective(values("d/kernel", Din * U), true, values("d/kernel_norm", U));
         test::check_forward<E>(B, reference(w, true, sigm));
-        // g0 is a constant: no gradient (so no finite-difference check on it); every other
-        // gradient equals the trainable form's (checked by finite differences above) at
-        // the same values
+        // g0 is a constant (no gradient; check_ad holds it fixed); every other gradient
+        // also equals the trainable form's at the same values
+        test::check_ad<E>(B);
         using G = grad_program<double, E>;
         static_assert(is_zero_v<tl_at_t<G::grad<"d/kernel_norm">, G::roots>>);
         constexpr auto t = dense<"d", dense_config{.units = U, .activation = act_sigmoid, .allow_kernel_norm = true, .kernel_norm_trainable = true}>(x);

@@ -380,8 +380,10 @@ struct executor {
         }
     }
 
+    // Not inlined: a step is a whole loop nest, and a plan with several batch passes calls
+    // the same step from each of them; inlining would compile it once per pass.
     template <std::size_t I>
-    static void run_step(const context& c) {
+    [[gnu::noinline]] static void run_step(const context& c) {
         using N = node_at<I>;
         constexpr kind k = N::node_kind;
         if constexpr (ctrec::detail::is_leafish(k) || D.alias[I]) copy_root_step<N>(c);
