@@ -71,8 +71,10 @@ TEST_CASE("binary primitives broadcast like NumPy, over the batch too") {
         binary(where(greater(a, w), a * c, w), [](double x, double y, double z) { return x > y ? x * z : y; });
     }
     SUBCASE("comparisons are piecewise constant") {
-        binary(greater(a, w) + greater_equal(c, a) + equal(a, a),
-               [](double x, double y, double z) { return (x > y) + (z >= x) + 1.0; });
+        // plus a smooth term, so that every leaf has a derivative to check: the
+        // comparisons must add exactly nothing to it
+        binary(greater(a, w) + greater_equal(c, a) + equal(a, a) + lit<0.5> * a * w * c,
+               [](double x, double y, double z) { return (x > y) + (z >= x) + 1.0 + 0.5 * x * y * z; });
     }
     SUBCASE("a value used several times accumulates every contribution") {
         binary(a * a + exp(a) * a - a / (lit<3.0> + w * w),
