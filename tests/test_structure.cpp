@@ -203,3 +203,27 @@ TEST_CASE("batch statistics: values that depend on sums over the batch take extr
     // the gradient flows through the batch statistics (more passes, same machinery)
     test::check_ad<E>(6);
 }
+
+TEST_CASE("matrix transpose of parameters and of computed values, block edges included") {
+    // 37 x 45: partial 8 x 8 and 32 x 32 blocks on both axes; 40 x 64: whole blocks only
+    auto check = [](auto w_node, auto tag) {
+        using Wn = decltype(w_node);
+        constexpr std::size_t R = Wn::shape.d[0], C = Wn::shape.d[1];
+        using E = std::remove_cvref_t<decltype(transpose<1, 0>(w_node))>;
+        std::vector<double> want;
+        for (std::size_t j = 0; j < C; ++j)
+            for (std::size_t i = 0; i < R; ++i) want.push_back(leaf_value(Wn::name.view(), i * C + j));
+        test::check_close(test::run<double, E>(1), want, 0);
+        test::check_close(test::run<float, E>(1), want, 1e-7);
+        // a computed (per-example) operand goes through the same step
+        using F = std::remove_cvref_t<decltype(transpose<1, 0>(w_node * input<"s", 1>))>;
+        std::vector<double> want2;
+        for (std::size_t b = 0; b < 2; ++b)
+            for (std::size_t j = 0; j < C; ++j)
+                for (std::size_t i = 0; i < R; ++i) want2.push_back(leaf_value(Wn::name.view(), i * C + j) * leaf_value("s", b));
+        test::check_close(test::run<double, F>(2), want2, 1e-15);
+        (void)tag;
+    };
+    check(param<"W", 37, 45>, 0);
+    check(param<"V", 40, 64>, 0);
+}

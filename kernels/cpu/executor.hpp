@@ -12,6 +12,7 @@
 #include "ctrec/core/error.hpp"
 #include "ctrec/core/plan.hpp"
 #include "cpu/gemm.hpp"
+#include "cpu/transpose.hpp"
 #include "cpu/simd.hpp"
 
 namespace ctrec::cpu {
@@ -293,13 +294,17 @@ struct executor {
         for (std::size_t b = 0; b < rows<N>(c); ++b) {
             T* dst = ptr<N>(c, b);
             if constexpr (N::node_kind == kind::transpose && as.rank == 2) {
-                // matrix transpose in 16 x 16 blocks (both sides stay in cache)
-                constexpr std::size_t R = as.d[0], C = as.d[1], BS = 16;
-                for (std::size_t i0 = 0; i0 < R; i0 += BS)
-                    for (std::size_t j0 = 0; j0 < C; j0 += BS)
-                        for (std::size_t i = i0; i < std::min(R, i0 + BS); ++i)
-                            for (std::size_t j = j0; j < std::min(C, j0 + BS); ++j)
-                                dst[j * R + i] = value<T, A, void>(c, b, i * C + j, T(0));
+                // dense matrix transpose (cpu/transpose.hpp) straight from the operand's
+                // buffer; an operand computed inside this loop goes element by element
+                constexpr std::size_t R = as.d[0], C = as.d[1];
+                constexpr bool direct = A::node_kind == kind::param || A::node_kind == kind::input ||
+                                        (D.step[id<A>] && !D.alias[id<A>]);
+                if constexpr (direct) {
+                    transpose(static_cast<const T*>(ptr<A>(c, b)), R, C, dst);
+                } else {
+                    for (std::size_t i = 0; i < R; ++i)
+                        for (std::size_t j = 0; j < C; ++j) dst[j * R + i] = value<T, A, void>(c, b, i * C + j, T(0));
+                }
             } else if constexpr (N::node_kind == kind::transpose) {
                 for (std::size_t o = 0; o < os.size(); ++o) {
                     std::size_t i = 0;
