@@ -6,6 +6,7 @@
 
 #include "ctrec/layers/dense.hpp"
 #include "ctrec/layers/initialize.hpp"
+#include "ctrec/layers/partitioner.hpp"
 #include "ctrec/train/train_program.hpp"
 
 using namespace ctrec;
@@ -346,4 +347,31 @@ TEST_CASE("derived parameters: the normalised kernel is computed on parameter ch
     }
     // the workspace holds no kernel-sized buffer: the effective kernel lives with the parameters
     CHECK(M::workspace::size < Din * U);
+}
+
+TEST_CASE("partitioned kernels: TF's shard count and sizes, and reassembly equals the unsharded kernel") {
+    // the original test: kernel (294, 1024), max_shard_bytes 2^17, max_shards 5
+    constexpr dims k = make_dims<294, 1024>();
+    static_assert(variable_axis_size_partitioner(1u << 17, k, 0, 5) == 5);
+    CHECK(shard_sizes(294, 5) == std::vector<std::size_t>{59, 59, 59, 59, 58});
+    // trainable_kernel_norm (1024,) fits one shard
+    static_assert(variable_axis_size_partitioner(1u << 17, make_dims<1024>(), 0, 5) == 1);
+    // a 5-shard import equals the unsharded kernel
+    std::vector<float> full(294 * 1024);
+    for (std::size_t i = 0; i < full.size(); ++i) full[i] = static_cast<float>(leaf_value("k", i));
+    std::vector<std::span<const float>> parts;
+    std::size_t at = 0;
+    for (std::size_t r : shard_sizes(294, 5)) {
+        parts.emplace_back(full.data() + at * 1024, r * 1024);
+        at += r;
+    }
+    std::vector<float> out(full.size(), -1.f);
+    concat_shards<float>(parts, k, 0, out, "dense/kernel");
+    CHECK(out == full);
+    // a missing shard is an error naming the variable, and nothing is written
+    std::vector<float> untouched(full.size(), 7.f);
+    auto short_list = std::span(parts).first(4);
+    CHECK_THROWS_WITH_AS(concat_shards<float>(short_list, k, 0, untouched, "dense/kernel"),
+                         doctest::Contains("dense/kernel"), ctrec::error);
+    CHECK(untouched == std::vector<float>(full.size(), 7.f));
 }

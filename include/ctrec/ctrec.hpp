@@ -18,5 +18,6 @@
 #include "ctrec/layers/layer_norm.hpp"
 #include "ctrec/layers/pooling.hpp"
 #include "ctrec/layers/merge.hpp"
+#include "ctrec/layers/partitioner.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"

@@ -33,7 +33,8 @@
 //
 // partitioner: meaningless in a single-process static model. Partitioning never changes
 // the mathematics (spec 2.5), so ctrec has no partitioner argument; a weight importer
-// concatenates the shards "<leaf>/part_0 ... part_{n-1}" along axis 0 in increasing order.
+// concatenates the shards "<leaf>/part_0 ... part_{n-1}" along axis 0 in increasing order
+// (layers/partitioner.hpp: TF's shard count and sizes, and a checked concat_shards).
 // optimizer: likewise not part of the layer (the training loop chooses per variable).
 #include "ctrec/layers/layer.hpp"
 
