@@ -389,6 +389,16 @@ struct executor {
     // the same step from each of them; inlining would compile it once per pass.
     template <std::size_t I>
     [[gnu::noinline]] static void run_step(const context& c) {
+#if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
+        // per-step cycle counts for plan tuning (single-threaded use; off by default)
+        const unsigned long long t0 = __builtin_ia32_rdtsc();
+        run_step_body<I>(c);
+        step_cycles[I] += __builtin_ia32_rdtsc() - t0;
+    }
+    static inline unsigned long long step_cycles[n ? n : 1] = {};
+    template <std::size_t I>
+    static void run_step_body(const context& c) {
+#endif
         using N = node_at<I>;
         constexpr kind k = N::node_kind;
         if constexpr (ctrec::detail::is_leafish(k) || D.alias[I]) copy_root_step<N>(c);
