@@ -188,3 +188,50 @@ TEST_CASE("parameter gradient x^T . dy over several tiles: packed A panels, firs
     // program is dy * (y > 0) (read by both products); no stored mask, no pre-activation
     CHECK(grad_program<float, E>::plan_type::data.tile_elems == 80);
 }
+
+TEST_CASE("dy . W^T through packed strips of W: edge columns, k chunks, epilogue, row remainders") {
+    // x (100) -> h = relu(x W1), W1 100 x 300 -> y = h W2, W2 300 x 70.
+    // dh = (dy W2^T) * relu'(h): N = 300 (blocks + edge), K = 70, fused epilogue;
+    // dx = dh W1^T: N = 100, K = 300 (more than one packed k chunk).
+    constexpr auto x = input<"x", 100>;
+    constexpr auto W1 = param<"W1", 100, 300>;
+    constexpr auto W2 = param<"W2", 300, 70>;
+    using E = std::remove_cvref_t<decltype(matmul(act::relu(matmul(x, W1)), W2))>;
+    auto check = [&]<class T>(T, double tol) {
+        for (std::size_t batch : {std::size_t(1), std::size_t(7), std::size_t(13)}) {
+            using G = grad_program<T, E>;
+            typename G::parameters p;
+            for (std::size_t i = 0; i < 100 * 300; ++i) p.template get<"W1">()[i] = static_cast<T>(leaf_value("W1", i));
+            for (std::size_t i = 0; i < 300 * 70; ++i) p.template get<"W2">()[i] = static_cast<T>(leaf_value("W2", i));
+            typename G::workspace ws;
+            std::vector<T> xs(batch * 100), ct(batch * 70), y(batch * 70), dx(batch * 100), d1(100 * 300), d2(300 * 70);
+            for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<T>(leaf_value("x", i));
+            for (std::size_t i = 0; i < ct.size(); ++i) ct[i] = static_cast<T>(leaf_value("ct", i));
+            typename G::io io;
+            io.template input<"x">(xs.data()).template input<"cotangent">(ct.data()).template output<0>(y.data());
+            io.template output<G::template grad<"x">>(dx.data()).template output<G::template grad<"W1">>(d1.data());
+            io.template output<G::template grad<"W2">>(d2.data());
+            G::run(p, ws, batch, io);
+            for (std::size_t b = 0; b < batch; ++b) {
+                std::vector<double> h(300), dh(300);
+                for (std::size_t j = 0; j < 300; ++j) {
+                    double z = 0;
+                    for (std::size_t i = 0; i < 100; ++i) z += double(xs[b * 100 + i]) * leaf_value("W1", i * 300 + j);
+                    h[j] = z > 0 ? z : 0;
+                }
+                for (std::size_t j = 0; j < 300; ++j) {
+                    double s = 0;
+                    for (std::size_t o = 0; o < 70; ++o) s += double(ct[b * 70 + o]) * leaf_value("W2", j * 70 + o);
+                    dh[j] = h[j] > 0 ? s : 0;
+                }
+                for (std::size_t i = 0; i < 100; ++i) {
+                    double s = 0;
+                    for (std::size_t j = 0; j < 300; ++j) s += dh[j] * leaf_value("W1", i * 300 + j);
+                    CHECK(double(dx[b * 100 + i]) == doctest::Approx(s).epsilon(tol).scale(10));
+                }
+            }
+        }
+    };
+    check(double{}, 1e-12);
+    check(float{}, 2e-5);
+}

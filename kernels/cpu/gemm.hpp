@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "cpu/simd.hpp"
+#include "cpu/transpose.hpp"
 
 namespace ctrec::cpu {
 
@@ -57,14 +58,14 @@ inline void finish_vec(T* cp, std::size_t m, std::size_t n, simd_t<T> v, bool ac
 // A's rows are read from row am0 (the packed panel starts at 0), C's and the epilogue's at m0.
 template <int MR, int NV, class T, class Epi>
 inline void kernel_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, std::size_t n0, bool acc,
-                     const Epi& epi, std::size_t am0) {
+                     const Epi& epi, std::size_t am0, std::size_t bn0) {
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
     V c[MR][NV];
     for (int r = 0; r < MR; ++r)
         for (int v = 0; v < NV; ++v) c[r][v] = V(T(0));
     const T* a = A + static_cast<std::ptrdiff_t>(am0) * g.sam;
-    const T* b = B + n0;
+    const T* b = B + bn0;
     for (std::size_t k = 0; k < g.K; ++k) {
         V bv[NV];
         const T* bk = b + static_cast<std::ptrdiff_t>(k) * g.sbk;
@@ -89,8 +90,8 @@ inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t
     // one row (B = 1, weight streaming): a long contiguous run of each weight row per k
     constexpr int NV = MR == 1 ? (blocking<T>::wide ? 16 : 8) : blocking<T>::NV;
     std::size_t n = 0;
-    for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi, am0);
-    for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi, am0);
+    for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi, am0, n);
+    for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi, am0, n);
     for (; n < g.N; ++n)  // fewer than W columns left
         for (int r = 0; r < MR; ++r) {
             T s = 0;
@@ -199,6 +200,56 @@ inline void gemm_dot(const T* A, const T* B, T* C, const gemm_args& g, bool acc,
     }
 }
 
+// B read across its rows (sbk == 1: e.g. dy . W^T with W stored as (out, in)): pack one
+// block of NV vectors of columns, up to KC deep, as a contiguous k-major strip (a small
+// transpose, which stays in L1/L2), then run the streaming kernel on it for every row
+// block. W itself is read once per call and no transposed copy of it has to live in cache.
+template <class T, class Epi>
+inline void gemm_packed_b(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+    constexpr int MR = blocking<T>::MR, NV = blocking<T>::NV;
+    constexpr std::size_t W = simd_t<T>::size, NB = static_cast<std::size_t>(NV) * W, KC = 256;  // strip: 64 KiB of float
+    alignas(64) T strip[KC * NB];
+    const std::size_t nfull = g.N / NB * NB;
+    for (std::size_t n0 = 0; n0 < nfull; n0 += NB) {
+        for (std::size_t k0 = 0; k0 < g.K; k0 += KC) {
+            const std::size_t kc = g.K - k0 < KC ? g.K - k0 : KC;
+            const bool last = k0 + kc == g.K;
+            const bool a = acc || k0 > 0;
+            // strip[k][j] = B[k0 + k, n0 + j]: columns of B are rows of the stored matrix
+            transpose_strided(B + static_cast<std::ptrdiff_t>(n0) * g.sbn + static_cast<std::ptrdiff_t>(k0), NB, kc,
+                              static_cast<std::size_t>(g.sbn), strip, NB);
+            // the strip is B for columns n0 .. n0 + NB - 1 (column n0 at strip column 0)
+            const gemm_args pg{g.M, g.N, kc, g.sam, g.sak, static_cast<std::ptrdiff_t>(NB), 1, g.scm, g.scn};
+            const T* ap = A + static_cast<std::ptrdiff_t>(k0) * g.sak;
+            auto run = [&](const auto& e) {
+                std::size_t m = 0;
+                for (; m + MR <= g.M; m += MR) kernel_n<MR, NV>(ap, strip, C, pg, m, n0, a, e, m, 0);
+                switch (g.M - m) {
+                    case 5: if constexpr (MR > 5) kernel_n<5, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                    case 4: if constexpr (MR > 4) kernel_n<4, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                    case 3: kernel_n<3, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                    case 2: kernel_n<2, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                    case 1: kernel_n<1, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                    default: break;
+                }
+            };
+            if (last) run(epi);
+            else run(no_epilogue{});
+        }
+    }
+    // columns left over (fewer than one block): plain dot products
+    for (std::size_t m = 0; m < g.M; ++m)
+        for (std::size_t n = nfull; n < g.N; ++n) {
+            T s = 0;
+            for (std::size_t k = 0; k < g.K; ++k)
+                s += A[static_cast<std::ptrdiff_t>(m) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
+                     B[static_cast<std::ptrdiff_t>(k) + static_cast<std::ptrdiff_t>(n) * g.sbn];
+            T* cp = C + static_cast<std::ptrdiff_t>(m) * g.scm + static_cast<std::ptrdiff_t>(n) * g.scn;
+            if (acc) s += *cp;
+            *cp = Epi::identity ? s : epi.scalar(m, n, s);
+        }
+}
+
 template <class T, class Epi>
 inline void gemm_scalar(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
     for (std::size_t m = 0; m < g.M; ++m)
@@ -215,12 +266,13 @@ inline void gemm_scalar(const T* A, const T* B, T* C, const gemm_args& g, bool a
 
 } // namespace detail
 
-enum class gemm_kernel { vec_n, dot, scalar };
+enum class gemm_kernel { vec_n, packed_b, dot, scalar };
 
 template <class T>
 constexpr gemm_kernel choose_gemm(const gemm_args& g) {
     constexpr std::size_t W = simd_t<T>::size;
     if (g.sbn == 1 && g.scn == 1 && g.N >= W) return gemm_kernel::vec_n;
+    if (g.sbk == 1 && g.scn == 1 && g.N >= detail::blocking<T>::NV * W && g.K >= W && g.M >= 2) return gemm_kernel::packed_b;
     if (g.sak == 1 && g.sbk == 1 && g.K >= W) return gemm_kernel::dot;
     return gemm_kernel::scalar;
 }
@@ -229,6 +281,7 @@ template <class T, class Epi = no_epilogue>
 inline void gemm(const T* A, const T* B, T* C, const gemm_args& g, bool accumulate, const Epi& epi = {}) {
     switch (choose_gemm<T>(g)) {
         case gemm_kernel::vec_n: detail::gemm_vec_n(A, B, C, g, accumulate, epi); break;
+        case gemm_kernel::packed_b: detail::gemm_packed_b(A, B, C, g, accumulate, epi); break;
         case gemm_kernel::dot: detail::gemm_dot(A, B, C, g, accumulate, epi); break;
         default: detail::gemm_scalar(A, B, C, g, accumulate, epi); break;
     }

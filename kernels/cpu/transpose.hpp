@@ -40,8 +40,9 @@ inline void transpose8x8(const float* src, std::size_t ls, float* dst, std::size
 #endif
 } // namespace detail
 
+// dst (C x R, row stride ld) = src (R x C, row stride ls)^T
 template <class T>
-inline void transpose(const T* src, std::size_t R, std::size_t C, T* dst) {
+inline void transpose_strided(const T* src, std::size_t R, std::size_t C, std::size_t ls, T* dst, std::size_t ld) {
     constexpr std::size_t BS = 32;  // a 32 x 32 block: 4 KiB in, 4 KiB out, both in L1
     for (std::size_t i0 = 0; i0 < R; i0 += BS)
         for (std::size_t j0 = 0; j0 < C; j0 += BS) {
@@ -51,15 +52,20 @@ inline void transpose(const T* src, std::size_t R, std::size_t C, T* dst) {
             if constexpr (sizeof(T) == 4) {
                 for (; i + 8 <= ie; i += 8) {
                     std::size_t j = j0;
-                    for (; j + 8 <= je; j += 8) detail::transpose8x8(src + i * C + j, C, dst + j * R + i, R);
+                    for (; j + 8 <= je; j += 8) detail::transpose8x8(src + i * ls + j, ls, dst + j * ld + i, ld);
                     for (; j < je; ++j)
-                        for (std::size_t ii = i; ii < i + 8; ++ii) dst[j * R + ii] = src[ii * C + j];
+                        for (std::size_t ii = i; ii < i + 8; ++ii) dst[j * ld + ii] = src[ii * ls + j];
                 }
             }
 #endif
             for (; i < ie; ++i)
-                for (std::size_t j = j0; j < je; ++j) dst[j * R + i] = src[i * C + j];
+                for (std::size_t j = j0; j < je; ++j) dst[j * ld + i] = src[i * ls + j];
         }
+}
+
+template <class T>
+inline void transpose(const T* src, std::size_t R, std::size_t C, T* dst) {
+    transpose_strided(src, R, C, C, dst, R);
 }
 
 } // namespace ctrec::cpu

@@ -84,14 +84,14 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     std::vector<std::vector<double>> in(F::n_inputs);
     std::vector<std::vector<std::int32_t>> ids(F::n_ids);
     [&]<class... L>(tlist<L...>) {
-        std::size_t i = 0;
+        [[maybe_unused]] std::size_t i = 0;
         ((in[i].resize(batch * L::shape.size()), std::generate(in[i].begin(), in[i].end(), [&] { return val(L::name.view()); }), ++i), ...);
     }(inputs{});
     [&]<class... L>(tlist<L...>) {
         ((std::generate(p.template get<L::name>().begin(), p.template get<L::name>().end(), [&] { return val(L::name.view()); })), ...);
     }(params{});
     [&]<class... L>(tlist<L...>) {
-        std::size_t i = 0;
+        [[maybe_unused]] std::size_t i = 0;
         ((ids[i].resize(batch * L::shape.size()),
           std::generate(ids[i].begin(), ids[i].end(),
                         [&] { return static_cast<std::int32_t>(rng() % detail::id_rows<L, typename F::nodes>()); }),
@@ -105,11 +105,11 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     std::vector<double> y(out_count);
     auto bind_common = [&](auto& io) {
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             ((io.template input<L::name>(in[i++].data())), ...);
         }(inputs{});
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             ((io.template index<L::name>(ids[i++].data())), ...);
         }(idl{});
     };
@@ -133,13 +133,13 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     {
         typename G::io io;
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             ((io.template input<L::name>(in[i++].data())), ...);
         }(inputs{});
         if constexpr (detail::find_leaf_v<"cotangent", typename G::input_leaves> < G::n_inputs)
             io.template input<"cotangent">(ct.data());
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             ((io.template index<L::name>(ids[i++].data())), ...);
         }(idl{});
         [&]<std::size_t... R>(std::index_sequence<R...>) {
@@ -162,7 +162,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
         return (lp - lm) / (2 * h);
     };
     [&]<class... L>(tlist<L...>) {
-        std::size_t i = 0;
+        [[maybe_unused]] std::size_t i = 0;
         (([&] {
              auto& g = grads[G::template grad<L::name>];
              if constexpr (!detail::constant_leaf_v<Root, L>)
@@ -193,12 +193,12 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     typename J::parameters jp;
     std::vector<std::vector<double>> uin(F::n_inputs);
     [&]<class... L>(tlist<L...>) {
-        std::size_t i = 0;
+        [[maybe_unused]] std::size_t i = 0;
         ((uin[i].resize(batch * L::shape.size()), std::generate(uin[i].begin(), uin[i].end(), [&] { return uni(rng); }), ++i), ...);
     }(inputs{});
     std::vector<std::vector<double>> upar(F::n_params);
     [&]<class... L>(tlist<L...>) {
-        std::size_t i = 0;
+        [[maybe_unused]] std::size_t i = 0;
         ((upar[i].resize(L::shape.size()), std::generate(upar[i].begin(), upar[i].end(), [&] { return uni(rng); }),
           std::copy(p.template get<L::name>().begin(), p.template get<L::name>().end(), jp.template get<L::name>().begin()),
           ++i),
@@ -211,7 +211,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
         bind_common(io);
         // tangent leaves exist only where the root depends on the leaf
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             (([&] {
                  constexpr auto tn = join<"d.", L::name>();
                  if constexpr (detail::find_leaf_v<tn, typename J::input_leaves> < J::n_inputs)
@@ -221,7 +221,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
              ...);
         }(inputs{});
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             (([&] {
                  constexpr auto tn = join<"d.", L::name>();
                  if constexpr (detail::find_leaf_v<tn, typename J::param_leaves> < J::n_params)
@@ -237,7 +237,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     double vju = 0, jtvu = 0;
     for (std::size_t i = 0; i < jv.size(); ++i) vju += ct[i] * jv[i];
     [&]<class... L>(tlist<L...>) {
-        std::size_t i = 0;
+        [[maybe_unused]] std::size_t i = 0;
         (([&] {
              auto& g = grads[G::template grad<L::name>];
              for (std::size_t e = 0; e < g.size(); ++e) jtvu += g[e] * uin[i][e];
@@ -246,7 +246,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
          ...);
     }(inputs{});
     [&]<class... L>(tlist<L...>) {
-        std::size_t i = 0;
+        [[maybe_unused]] std::size_t i = 0;
         (([&] {
              auto& g = grads[G::template grad<L::name>];
              for (std::size_t e = 0; e < g.size(); ++e) jtvu += g[e] * upar[i][e];
@@ -258,7 +258,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
     // JVP vs finite difference along u: d/dt sum(ct * f(x + t u))
     auto shift = [&](double t) {
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             (([&] {
                  if constexpr (!detail::constant_leaf_v<Root, L>)
                      for (std::size_t e = 0; e < in[i].size(); ++e) in[i][e] += t * uin[i][e];
@@ -267,7 +267,7 @@ derivative_report check_derivatives(std::size_t batch = 3, unsigned seed = 1,
              ...);
         }(inputs{});
         [&]<class... L>(tlist<L...>) {
-            std::size_t i = 0;
+            [[maybe_unused]] std::size_t i = 0;
             (([&] {
                  auto w = p.template get<L::name>();
                  if constexpr (!detail::constant_leaf_v<Root, L>)

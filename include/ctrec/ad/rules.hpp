@@ -105,28 +105,11 @@ struct vjp_rule<map_node<Op, A...>, I, Ct> {
     using type = unbroadcast_t<typename map_vjp<Op, I, map_node<Op, A...>, Ct>::type, Arg>;
 };
 namespace detail {
-constexpr contract_spec swap_b_letters(contract_spec s) {  // B (rank 2) read through transpose<1, 0>
-    char t = s.b[0];
-    s.b[0] = s.b[1];
-    s.b[1] = t;
-    return s;
-}
-constexpr bool n_streams(const contract_plan& p) { return p.n.sb == 1 && p.n.sc == 1; }
-// The transposed contraction of a VJP. When the other operand is an unbatched matrix
-// that the GEMM would read across its rows (dy . W^T: dot products), read it through a
-// transpose instead: the transpose is unbatched, so it is computed once per call
-// (hoisted out of the batch loop) and the product runs on the streaming kernel.
-template <contract_spec Q, class Ct, class Other, bool Keep,
-          bool Try = !Other::batched && Other::shape.rank == 2 && !is_zero_v<Ct>>
-struct vjp_contraction { using type = make_t<contract_node<Q, Ct, Other, Keep>>; };
+// The transposed contraction of a VJP, e.g. dy . W^T. W is read as stored: the GEMM
+// packs strips of it (cpu/gemm.hpp, packed_b), so no transposed copy of a weight matrix
+// has to be made per training step or kept in cache next to W and dW.
 template <contract_spec Q, class Ct, class Other, bool Keep>
-struct vjp_contraction<Q, Ct, Other, Keep, true> {
-    using plain = contract_node<Q, Ct, Other, Keep>;
-    using Tr = transpose_node<make_dims<1, 0>(), Other>;
-    using alt = contract_node<swap_b_letters(Q), Ct, Tr, Keep>;
-    static constexpr bool use_alt = !n_streams(contract_plan_of<plain>) && n_streams(contract_plan_of<alt>);
-    using type = std::conditional_t<use_alt, alt, plain>;
-};
+struct vjp_contraction { using type = make_t<contract_node<Q, Ct, Other, Keep>>; };
 } // namespace detail
 
 template <contract_spec S, class A, class B, bool K, std::size_t I, class Ct>

@@ -28,7 +28,7 @@ constexpr auto keras_relu(A x) {
     if constexpr (NegativeSlope == 0.0) return clipped;
     else return clipped - lit<NegativeSlope> * maximum(lit<Threshold> - x, lit<0.0>);
 }
-template <node A> constexpr auto relu(A x) { return map_node<op_relu, A>{}; }
+template <node A> constexpr auto relu(A) { return map_node<op_relu, A>{}; }
 template <double Alpha = 0.3, node A>
 constexpr auto leakyrelu(A x) { return where(greater(x, lit<0.0>), x, lit<Alpha> * x); }
 template <double Theta = 1.0, node A>
