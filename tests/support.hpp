@@ -32,11 +32,13 @@ inline std::int32_t id_value(std::string_view name, std::size_t i, std::size_t r
 
 using value_fn = std::function<double(std::string_view, std::size_t)>;
 
-// Runs root R of the program for `batch` examples with leaf values from f.
-// Returns output R (batch x size, or size when unbatched).
-template <class T, class Expr, std::size_t R = 0, class... More>
-std::vector<T> run(std::size_t batch, value_fn f = leaf_value, std::size_t id_rows = 1) {
-    using M = ctrec::program<T, Expr, More...>;
+// Runs every root of program M for `batch` examples (leaves, ids and a gradient program's
+// "cotangent" input take their values from f) and returns all outputs (batch x size each,
+// or size when unbatched).
+template <class M>
+std::vector<std::vector<typename M::element_type>> run_all(std::size_t batch, value_fn f = leaf_value,
+                                                           std::size_t id_rows = 1) {
+    using T = typename M::element_type;
     typename M::parameters p;
     typename M::workspace ws;
     std::vector<std::vector<T>> in(M::n_inputs);
@@ -76,7 +78,13 @@ std::vector<T> run(std::size_t batch, value_fn f = leaf_value, std::size_t id_ro
          ...);
     }(std::make_index_sequence<M::n_outputs>{});
     M::run(p, ws, batch, io);
-    return outs[R];
+    return outs;
+}
+
+// Output R of program<T, Expr, More...> for `batch` examples with leaf values from f.
+template <class T, class Expr, std::size_t R = 0, class... More>
+std::vector<T> run(std::size_t batch, value_fn f = leaf_value, std::size_t id_rows = 1) {
+    return run_all<ctrec::program<T, Expr, More...>>(batch, f, id_rows)[R];
 }
 
 // Compares a program output with a naive reference, element by element.

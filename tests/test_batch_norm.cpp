@@ -15,6 +15,7 @@ using namespace ctrec;
 using namespace ctrec::layers;
 using test::leaf_value;
 using test::value_fn;
+using test::run_all;
 
 namespace {
 constexpr double kEps = 1e-3;
@@ -33,40 +34,6 @@ double values(std::string_view name, std::size_t i) {
     if (name.ends_with("/renorm_stddev")) return 0.3 + 0.6 * std::abs(v);
     if (name.ends_with("/renorm_mean")) return 0.5 * v;
     return v;
-}
-
-// Runs every root of program M and returns all outputs; leaves (and the "cotangent"
-// input of a gradient program) take their values from f.
-template <class M>
-std::vector<std::vector<double>> run_all(std::size_t batch, value_fn f) {
-    typename M::parameters p;
-    typename M::workspace ws;
-    typename M::io io;
-    std::vector<std::vector<double>> in(M::n_inputs), outs(M::n_outputs);
-    [&]<class... L>(tlist<L...>) {
-        std::size_t k = 0;
-        (([&] {
-             in[k].resize(batch * L::shape.size());
-             for (std::size_t i = 0; i < in[k].size(); ++i) in[k][i] = f(L::name.view(), i);
-             io.template input<L::name>(in[k].data());
-             ++k;
-         }()),
-         ...);
-    }(typename M::input_leaves{});
-    [&]<class... L>(tlist<L...>) {
-        (([&] {
-             auto w = p.template get<L::name>();
-             for (std::size_t i = 0; i < w.size(); ++i) w[i] = f(L::name.view(), i);
-         }()),
-         ...);
-    }(typename M::param_leaves{});
-    [&]<std::size_t... O>(std::index_sequence<O...>) {
-        ((outs[O].assign(M::template output_size<O> * (M::template output_batched<O> ? batch : 1), -12345.0),
-          io.template output<O>(outs[O].data())),
-         ...);
-    }(std::make_index_sequence<M::n_outputs>{});
-    M::run(p, ws, batch, io);
-    return outs;
 }
 
 // Reverse-mode gradients of sum(cotangent * E) against central finite differences of
