@@ -214,6 +214,7 @@ public:
         const T* in[n_inputs ? n_inputs : 1] = {};
         const std::int32_t* ids[n_ids ? n_ids : 1] = {};
         T* out[n_outputs] = {};
+        std::uint64_t seed = 0;  // random streams (dropout masks): same seed, same numbers
         template <fixed_string Name>
         io& input(const T* p) { in[input_index<Name>] = p; return *this; }
         template <fixed_string Name>
@@ -230,6 +231,7 @@ public:
         validate(b, batch);
         typename exec::context c{};
         c.batch = static_cast<double>(batch);
+        c.seed = b.seed;
         for (std::size_t r = 0; r < n_outputs; ++r) c.out[r] = b.out[r];
         // one instantiation per pass the plan has (a compile-time count)
         [&]<int... Q>(std::integer_sequence<int, Q...>) {
@@ -266,6 +268,7 @@ private:
         for (std::size_t b0 = 0; b0 < batch; b0 += tile) {
             c.nb = batch - b0 < tile ? batch - b0 : tile;
             c.first_tile = b0 == 0;
+            c.example0 = b0;
             bind(c, p, ws, b, b0);
             exec::template run_pass<Q>(c);
         }

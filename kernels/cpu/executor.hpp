@@ -35,6 +35,8 @@ struct executor {
         std::size_t nb = 0;                     // examples in this tile
         double batch = 0;                       // examples in this call
         bool first_tile = true;                 // batch-summed contractions overwrite instead of adding
+        std::uint64_t seed = 0;                 // io.seed: random streams
+        std::size_t example0 = 0;               // index of the tile's first example in the call
     };
 
     template <class N>
@@ -68,6 +70,15 @@ struct executor {
             return vmath<Vt>::splat(0.0);
         } else if constexpr (N::node_kind == kind::batch_size) {
             return vmath<Vt>::splat(c.batch);
+        } else if constexpr (N::node_kind == kind::random) {
+            const std::uint64_t e = c.example0 + b;
+            if constexpr (std::is_same_v<Vt, T>) {
+                return random_uniform_value<T>(c.seed, N::stream_hash, e, i);
+            } else {
+                alignas(64) T lanes[W];
+                for (std::size_t l = 0; l < W; ++l) lanes[l] = random_uniform_value<T>(c.seed, N::stream_hash, e, i + l);
+                return Vt::load_aligned(lanes);
+            }
         } else if constexpr (D.alias[id<N>]) {
             return value<Vt, tl_at_t<0, typename N::operands>, S>(c, b, i, acc);
         } else {

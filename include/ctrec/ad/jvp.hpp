@@ -22,6 +22,8 @@ template <dims S, bool B>
 struct tangent<zero_node<S, B>> { using type = zero_node<S, B>; };
 template <>
 struct tangent<batch_size_node> { using type = zero_node<dims{}, false>; };
+template <fixed_string Name, dims S>
+struct tangent<random_node<Name, S>> { using type = zero_node<S, true>; };
 
 template <class L> struct tangents_of;
 template <class... O> struct tangents_of<tlist<O...>> { using type = tlist<tangent_t<O>...>; };

@@ -20,6 +20,10 @@ template <fixed_string Name, std::size_t... D>
 inline constexpr index_node<Name, make_dims<D...>()> ids{};
 template <double V>
 inline constexpr const_node<V> lit{};
+// Per-example uniform [0, 1) numbers of stream Name (see random_node): seeded per call by
+// io.seed, identical wherever they are read in that call, zero derivative.
+template <fixed_string Name, std::size_t... D>
+inline constexpr random_node<Name, make_dims<D...>()> random_uniform{};
 
 // ---- elementwise ------------------------------------------------------------------
 template <node A, node B> constexpr auto operator+(A, B) { return map_node<op_add, A, B>{}; }

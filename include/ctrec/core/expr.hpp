@@ -40,13 +40,14 @@ enum class kind {
     gather,       // rows of a table picked by ids (embedding lookup)
     scatter_add,  // transpose of gather: add rows into a table-shaped result
     batch_size,   // the number of examples in this call, as a scalar
+    random,       // batched uniform [0, 1) numbers: a pure function of (seed, stream, example, element)
 };
 
 inline constexpr std::string_view kind_name(kind k) {
     constexpr std::string_view names[] = {"input", "param", "index_input", "constant", "zero", "map",
                                           "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
                                           "transpose", "slice", "pad", "concat", "gather", "scatter_add",
-                                          "batch_size"};
+                                          "batch_size", "random"};
     return names[static_cast<int>(k)];
 }
 
@@ -115,6 +116,43 @@ struct batch_size_node {
     static constexpr bool batched = false;
     using operands = tlist<>;
 };
+
+// Uniform [0, 1) numbers, one per element of every example: a pure function of the
+// call's seed (io.seed), the stream name, the example's index in the call and the element
+// index. Recomputed wherever it is read, so a forward and a backward pass of the same call
+// see the same values (dropout masks need no storage). Its derivative is zero.
+template <fixed_string Stream, dims S>
+struct random_node {
+    static constexpr kind node_kind = kind::random;
+    static constexpr dims shape = S;
+    static constexpr bool batched = true;
+    static constexpr auto name = Stream;
+    using operands = tlist<>;
+    // FNV-1a of the stream name: different streams give independent numbers
+    static constexpr std::uint64_t stream_hash = [] {
+        std::uint64_t h = 1469598103934665603ull;
+        for (std::size_t i = 0; i < Stream.size(); ++i) h = (h ^ static_cast<unsigned char>(Stream.v[i])) * 1099511628211ull;
+        return h;
+    }();
+};
+
+namespace detail {
+constexpr std::uint64_t splitmix64(std::uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+} // namespace detail
+
+// Element i of example e of random stream `stream` under `seed`, in [0, 1): 24 random bits
+// for float, 53 for double, so the value never rounds up to 1.
+template <class T>
+constexpr T random_uniform_value(std::uint64_t seed, std::uint64_t stream, std::uint64_t e, std::uint64_t i) {
+    std::uint64_t h = detail::splitmix64(detail::splitmix64(detail::splitmix64(seed ^ stream) + e) + i);
+    if constexpr (sizeof(T) <= 4) return static_cast<T>(static_cast<double>(h >> 40) * 0x1p-24);
+    else return static_cast<T>(static_cast<double>(h >> 11) * 0x1p-53);
+}
 
 template <dims S, bool Batched>
 struct zero_node {

@@ -93,7 +93,7 @@ struct plan_data {
 namespace detail {
 constexpr bool is_leafish(kind k) {
     return k == kind::input || k == kind::param || k == kind::index_input || k == kind::constant || k == kind::zero ||
-           k == kind::batch_size;
+           k == kind::batch_size || k == kind::random;
 }
 constexpr std::size_t align16(std::size_t x) { return (x + 15) / 16 * 16; }
 
