@@ -1,6 +1,7 @@
 #pragma once
 // ctrec: the whole library (core DSL, differentiation, CPU programs, layers, training).
 #include "ctrec/core/dsl.hpp"
+#include "ctrec/core/contract_order.hpp"
 #include "ctrec/ad/jvp.hpp"
 #include "ctrec/ad/vjp.hpp"
 #include "ctrec/ad/programs.hpp"
