@@ -20,5 +20,6 @@
 #include "ctrec/layers/pooling.hpp"
 #include "ctrec/layers/merge.hpp"
 #include "ctrec/layers/partitioner.hpp"
+#include "ctrec/layers/allint.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"

@@ -211,7 +211,9 @@ struct column_norm_init {
     static constexpr dims shape = S;
 };
 
-template <node Out, node Penalty = scalar_zero, class Updates = tlist<>, class Inits = tlist<>>
+// Out is an expression, or a std::tuple of expressions for layers whose out_type / keep_list
+// asks for a list (merge.hpp).
+template <class Out, node Penalty = scalar_zero, class Updates = tlist<>, class Inits = tlist<>>
 struct result {
     Out out{};
     Penalty penalty{};
