@@ -12,6 +12,7 @@
 #include "ctrec/core/error.hpp"
 #include "ctrec/core/plan.hpp"
 #include "cpu/gemm.hpp"
+#include "cpu/kr_gemm.hpp"
 #include "cpu/transpose.hpp"
 #include "cpu/simd.hpp"
 
@@ -356,6 +357,29 @@ struct executor {
                 dst[(u * out_ax + at) * inner + j] = value<T, O, void>(c, b, u * len + j, T(0));
     }
 
+    // Khatri-Rao GEMMs (cpu/kr_gemm.hpp): every row of every example of the tile is one GEMM
+    // row (per-example operands are row-major and consecutive, so the rows merge).
+    template <class N>
+    static void kr_matmul_step(const context& c) {
+        using P = tl_at_t<0, typename N::operands>;
+        using Q = tl_at_t<1, typename N::operands>;
+        using Wt = tl_at_t<2, typename N::operands>;
+        kr_matmul(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
+                  static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
+                  static_cast<const T*>(c.base[id<Wt>]), N::swa, N::swb, N::swo, N::out_cols, ptr<N>(c, 0),
+                  static_cast<std::ptrdiff_t>(N::out_cols), false);
+    }
+    template <class N>
+    static void kr_gram_step(const context& c) {
+        using P = tl_at_t<0, typename N::operands>;
+        using Q = tl_at_t<1, typename N::operands>;
+        using G = tl_at_t<2, typename N::operands>;
+        // accumulates over tiles: the buffer starts at zero (program::zero_reducers)
+        kr_gram(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
+                static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
+                static_cast<const T*>(c.base[id<G>]), static_cast<std::ptrdiff_t>(N::J), N::J, ptr<N>(c, 0), true);
+    }
+
     template <class N>
     static void gather_step(const context& c) {
         using Table = tl_at_t<0, typename N::operands>;
@@ -417,6 +441,8 @@ struct executor {
         else if constexpr (k == kind::contract) gemm_step<N>(c, ptr<N>(c, 0));
         else if constexpr (k == kind::reduce) reduce_step<N>(c);
         else if constexpr (k == kind::batch_sum) batch_sum_step<N>(c);
+        else if constexpr (k == kind::kr_matmul) kr_matmul_step<N>(c);
+        else if constexpr (k == kind::kr_gram) kr_gram_step<N>(c);
         else if constexpr (k == kind::gather) gather_step<N>(c);
         else if constexpr (k == kind::scatter_add) scatter_step<N>(c);
         else movement_step<N>(c);

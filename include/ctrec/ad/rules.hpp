@@ -61,6 +61,13 @@ template <contract_spec S, class A, class B, bool K, class dA, class dB>
 struct jvp_rule<contract_node<S, A, B, K>, tlist<dA, dB>> {
     using type = add_t<make_t<contract_node<S, dA, B, K>>, make_t<contract_node<S, A, dB, K>>>;
 };
+// Khatri-Rao product: trilinear in (P, Q, W). Rules exist for the forward role (out_j);
+// the other roles and kr_gram appear only in gradient graphs (no second derivatives).
+template <class P, class Q, class W, class dP, class dQ, class dW>
+struct jvp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, tlist<dP, dQ, dW>> {
+    using type = add_t<add_t<make_t<kr_matmul_node<kr_role::out_j, dP, Q, W>>, make_t<kr_matmul_node<kr_role::out_j, P, dQ, W>>>,
+                       make_t<kr_matmul_node<kr_role::out_j, P, Q, dW>>>;
+};
 template <unsigned M, class A, class dA>
 struct jvp_rule<reduce_node<reduce_sum_op, M, A>, tlist<dA>> {
     using type = make_t<reduce_node<reduce_sum_op, M, dA>>;
@@ -118,6 +125,14 @@ struct vjp_rule<contract_node<S, A, B, K>, I, Ct> {
     using Other = std::conditional_t<I == 0, B, A>;
     using type = typename detail::vjp_contraction<detail::transpose_spec(S, I == 0), Ct, Other, Arg::batched>::type;
 };
+// d/dP: sum_{m, j} Q[r, m] Ct[r, j] W[h, m, j]; d/dQ: sum_{h, j} P[r, h] Ct[r, j] W[h, m, j];
+// d/dW: the Khatri-Rao Gram product summed over the batch. W is read as stored each time.
+template <class P, class Q, class W, class Ct>
+struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 0, Ct> { using type = make_t<kr_matmul_node<kr_role::out_h, Q, Ct, W>>; };
+template <class P, class Q, class W, class Ct>
+struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 1, Ct> { using type = make_t<kr_matmul_node<kr_role::out_m, P, Ct, W>>; };
+template <class P, class Q, class W, class Ct>
+struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 2, Ct> { using type = make_t<kr_gram_node<P, Q, Ct>>; };
 template <unsigned M, class A, std::size_t I, class Ct>
 struct vjp_rule<reduce_node<reduce_sum_op, M, A>, I, Ct> {
     using type = detail::broadcast_to_t<make_t<reshape_node<keepdims(A::shape, M), Ct>>, A>;

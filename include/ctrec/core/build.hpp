@@ -53,6 +53,16 @@ struct make<contract_node<S, A, B, K>> {
     using N = contract_node<S, A, B, K>;
     using type = std::conditional_t<detail::any_zero<A, B>(), detail::zero_of<N>, N>;
 };
+template <kr_role R, class P, class Q, class W>
+struct make<kr_matmul_node<R, P, Q, W>> {
+    using N = kr_matmul_node<R, P, Q, W>;
+    using type = std::conditional_t<detail::any_zero<P, Q, W>(), detail::zero_of<N>, N>;
+};
+template <class P, class Q, class G>
+struct make<kr_gram_node<P, Q, G>> {
+    using N = kr_gram_node<P, Q, G>;
+    using type = std::conditional_t<detail::any_zero<P, Q, G>(), detail::zero_of<N>, N>;
+};
 template <class Op, unsigned M, class A>
 struct make<reduce_node<Op, M, A>> { using type = detail::linear_t<reduce_node<Op, M, A>, A>; };
 template <class A>

@@ -72,6 +72,11 @@ constexpr auto matmul(A a, B b) {
     else if constexpr (sb.rank == 2) return einsum<"gmk,kn->gmn">(a, b);
     else return einsum<"gmk,gkn->gmn">(a, b);
 }
+// khatri_rao_matmul(P, Q, W): out[r, j] = sum_{h, m} P[r, h] Q[r, m] W[h * M + m, j] per example,
+// P (R, H) and Q (R, M) per-example, W (H * M, J) unbatched. The product P[r, h] Q[r, m]
+// (R x H x M per example: CIN's outer-product tensor) is never stored.
+template <node P, node Q, node W>
+constexpr auto khatri_rao_matmul(P, Q, W) { return kr_matmul_node<kr_role::out_j, P, Q, W>{}; }
 template <node A, node B>
 constexpr auto outer(A a, B b) {
     static_assert(check_shapes<"outer", A::shape, B::shape, A::shape.rank == 1 && B::shape.rank == 1>,

@@ -41,13 +41,15 @@ enum class kind {
     scatter_add,  // transpose of gather: add rows into a table-shaped result
     batch_size,   // the number of examples in this call, as a scalar
     random,       // batched uniform [0, 1) numbers: a pure function of (seed, stream, example, element)
+    kr_matmul,    // GEMM whose A is a row-wise Khatri-Rao product P (*) Q, never stored (CIN)
+    kr_gram,      // its weight gradient: (P (*) Q)^T . G summed over the batch
 };
 
 inline constexpr std::string_view kind_name(kind k) {
     constexpr std::string_view names[] = {"input", "param", "index_input", "constant", "zero", "map",
                                           "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
                                           "transpose", "slice", "pad", "concat", "gather", "scatter_add",
-                                          "batch_size", "random"};
+                                          "batch_size", "random", "kr_matmul", "kr_gram"};
     return names[static_cast<int>(k)];
 }
 
@@ -410,6 +412,66 @@ struct scatter_add_node {
     static constexpr std::size_t rows = TableShape.d[0];
     static constexpr std::size_t row_size = drop_front(TableShape, 1).size();
     using operands = tlist<Ids, Ct>;
+};
+
+// ---- Khatri-Rao products (CIN's outer products, contracted away) ---------------------
+// kr_matmul_node<role, P, Q, W>: per example, P (R, ka) and Q (R, kb) are batched row sets
+// and W (H * M, J) is an unbatched weight viewed as W[h, m, j]. The row-wise Khatri-Rao
+// product A[r, a * kb + b] = P[r, a] Q[r, b] is contracted with W without being stored
+// (kernels/cpu/kr_gemm.hpp packs one panel of it at a time). Three roles cover the forward
+// product and both input gradients, each reading W as stored:
+//   out_j: out[r, j] = sum_{h, m} P[r, h] Q[r, m] W[h, m, j]   (P ~ h, Q ~ m)   forward
+//   out_h: out[r, h] = sum_{m, j} P[r, m] Q[r, j] W[h, m, j]   (P ~ m, Q ~ j)   d/d(first factor)
+//   out_m: out[r, m] = sum_{h, j} P[r, h] Q[r, j] W[h, m, j]   (P ~ h, Q ~ j)   d/d(second factor)
+enum class kr_role { out_j, out_h, out_m };
+
+namespace detail {
+constexpr bool kr_ok(kr_role role, dims p, dims q, dims w) {
+    if (p.rank != 2 || q.rank != 2 || w.rank != 2 || p.d[0] != q.d[0] || p.d[1] == 0 || q.d[1] == 0) return false;
+    if (role == kr_role::out_j) return w.d[0] == p.d[1] * q.d[1];
+    if (role == kr_role::out_h) return w.d[1] == q.d[1] && w.d[0] % p.d[1] == 0;
+    return w.d[1] == q.d[1] && w.d[0] % p.d[1] == 0;
+}
+} // namespace detail
+
+template <kr_role Role, class P, class Q, class Wt>
+struct kr_matmul_node {
+    static_assert(check_shapes<"khatri_rao_matmul", P::shape, Q::shape,
+                               detail::kr_ok(Role, P::shape, Q::shape, Wt::shape)>,
+                  "ctrec: khatri_rao_matmul needs P (R, H), Q (R, M) and W (H * M, J)");
+    static_assert(P::batched && Q::batched && !Wt::batched,
+                  "ctrec: khatri_rao_matmul needs per-example P and Q and an unbatched W");
+    static constexpr kind node_kind = kind::kr_matmul;
+    static constexpr kr_role role = Role;
+    static constexpr std::size_t R = P::shape.d[0], ka = P::shape.d[1], kb = Q::shape.d[1];
+    // W[h, m, j] extents
+    static constexpr std::size_t J = Wt::shape.d[1];
+    static constexpr std::size_t H = Role == kr_role::out_j ? ka : Role == kr_role::out_h ? Wt::shape.d[0] / ka : ka;
+    static constexpr std::size_t M = Role == kr_role::out_j ? kb : Role == kr_role::out_h ? ka : Wt::shape.d[0] / ka;
+    static constexpr std::size_t out_cols = Role == kr_role::out_j ? J : Role == kr_role::out_h ? H : M;
+    // W(kappa = a * kb + b, o) = W[a * swa + b * swb + o * swo]
+    static constexpr std::ptrdiff_t swa = static_cast<std::ptrdiff_t>(Role == kr_role::out_h ? J : M * J);
+    static constexpr std::ptrdiff_t swb = static_cast<std::ptrdiff_t>(Role == kr_role::out_j ? J : 1);
+    static constexpr std::ptrdiff_t swo = static_cast<std::ptrdiff_t>(Role == kr_role::out_j ? 1 : Role == kr_role::out_h ? M * J : J);
+    static constexpr dims shape = make_dims<R, out_cols>();
+    static constexpr bool batched = true;
+    using operands = tlist<P, Q, Wt>;
+};
+
+// kr_gram_node<P, Q, G>: out[a * kb + b, o] = sum over the batch and r of P[r, a] Q[r, b] G[r, o]
+// (the weight gradient of kr_matmul; unbatched).
+template <class P, class Q, class G>
+struct kr_gram_node {
+    static_assert(check_shapes<"khatri_rao_gram", P::shape, Q::shape,
+                               P::shape.rank == 2 && Q::shape.rank == 2 && G::shape.rank == 2 &&
+                                   P::shape.d[0] == Q::shape.d[0] && G::shape.d[0] == P::shape.d[0]>,
+                  "ctrec: khatri_rao_gram needs P (R, H), Q (R, M) and G (R, J)");
+    static_assert(P::batched && Q::batched && G::batched, "ctrec: khatri_rao_gram sums per-example operands");
+    static constexpr kind node_kind = kind::kr_gram;
+    static constexpr std::size_t R = P::shape.d[0], ka = P::shape.d[1], kb = Q::shape.d[1], J = G::shape.d[1];
+    static constexpr dims shape = make_dims<ka * kb, J>();
+    static constexpr bool batched = false;
+    using operands = tlist<P, Q, G>;
 };
 
 // A node whose value is complete only after all batch tiles ran (it sums over
