@@ -21,5 +21,6 @@
 #include "ctrec/layers/merge.hpp"
 #include "ctrec/layers/partitioner.hpp"
 #include "ctrec/layers/allint.hpp"
+#include "ctrec/layers/cin.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"
