@@ -22,5 +22,6 @@
 #include "ctrec/layers/partitioner.hpp"
 #include "ctrec/layers/allint.hpp"
 #include "ctrec/layers/cin.hpp"
+#include "ctrec/layers/cdot.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"
