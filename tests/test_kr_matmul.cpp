@@ -46,11 +46,13 @@ TEST_CASE_TEMPLATE("khatri_rao_matmul: forward against naive loops", T, float, d
     kr_case<3, 4, 5, 7>::check_forward<T>(2, tol);       // narrower than one vector block
     kr_case<5, 20, 17, 70>::check_forward<T>(3, tol);    // two k chunks (340), a column edge (70 = 64 + 6)
     kr_case<16, 12, 9, 128>::check_forward<T>(70, tol);  // W2-like rows, several tiles
+    kr_case<3, 2, 300, 20>::check_forward<T>(2, tol);    // b deeper than one strip: partial sums over b
 }
 
 TEST_CASE("khatri_rao_matmul: derivatives of P, Q and W (float64 finite differences, JVP, duality)") {
     test::check_ad<kr_case<3, 4, 5, 7>::E>(3);
     test::check_ad<kr_case<2, 3, 4, 70>::E>(2);  // column edge in the forward, the Gram product and both roles
+    test::check_ad<kr_case<1, 2, 3, 300>::E>(2);  // the input-gradient roles with b (= J) deeper than one strip
 }
 
 TEST_CASE("khatri_rao_matmul: the R x H x M product is absent from the forward and gradient plans") {

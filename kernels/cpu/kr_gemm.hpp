@@ -93,56 +93,189 @@ inline void pack_b_split(const T* Wp, std::size_t kb, std::ptrdiff_t sa, std::pt
 
 } // namespace detail
 
+namespace detail {
+// Register blocking of the factorised Khatri-Rao kernel: MR rows x NV vectors of outputs,
+// with a second set of MR x NV accumulators for the inner sum over b.
+template <class T>
+struct kr_blocking {
+    static constexpr bool wide = sizeof(simd_t<T>) >= 64;  // 32 vector registers
+    // AVX-512: 4 x 3 (24 accumulators + 3 strip vectors + 1 broadcast of 32 registers),
+    // measured fastest of 3x4, 4x3, 2x4, 4x2 on W2's shapes
+    static constexpr int MR = wide ? 4 : 2;
+    static constexpr int NV = wide ? 3 : 2;
+    static constexpr std::size_t strip_bytes = 24 * 1024;  // half of a 48 KiB L1
+};
+
+// acc[i][:] = sum_{a < na} P[i, a0 + a] * sum_{b < kb} Q[i, b] * strip[(a * kb + b)][:]
+// for the mr = MR rows at P, Q; then C[i, :] = (accumulate ? C : 0) + acc over nv vectors.
+// The inner sum over b is an ordinary register-blocked product; the outer multiply by
+// P[i, a] costs one extra FMA per accumulator every kb steps (1/kb of the work).
+template <int MR, int NV, class T>
+inline void kr_kernel(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t a0, std::size_t na,
+                      std::size_t kb, const T* strip, std::size_t NB, T* C, std::ptrdiff_t sc, bool accumulate) {
+    // here Q points at column b0 of the chunk and kb is the chunk's b count
+    using V = simd_t<T>;
+    constexpr std::size_t W = V::size;
+    V acc[MR][NV];
+    for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) acc[i][v] = V(T(0));
+    for (std::size_t a = 0; a < na; ++a) {
+        V t[MR][NV];
+        for (int i = 0; i < MR; ++i)
+            for (int v = 0; v < NV; ++v) t[i][v] = V(T(0));
+        const T* s = strip + a * kb * NB;
+        for (std::size_t b = 0; b < kb; ++b) {
+            V bv[NV];
+            for (int v = 0; v < NV; ++v) bv[v] = V::load_aligned(s + b * NB + v * W);
+            for (int i = 0; i < MR; ++i) {
+                const V q(Q[i * sq + static_cast<std::ptrdiff_t>(b)]);
+                for (int v = 0; v < NV; ++v) t[i][v] = xsimd::fma(q, bv[v], t[i][v]);
+            }
+        }
+        for (int i = 0; i < MR; ++i) {
+            const V pa(P[i * sp + static_cast<std::ptrdiff_t>(a0 + a)]);
+            for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(pa, t[i][v], acc[i][v]);
+        }
+    }
+    for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) {
+            T* c = C + i * sc + static_cast<std::ptrdiff_t>(v * W);
+            V r = acc[i][v];
+            if (accumulate) r += V::load_unaligned(c);
+            r.store_unaligned(c);
+        }
+}
+
+template <int MR, class T>
+inline void kr_kernel_nv(std::size_t nv, const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t a0,
+                         std::size_t na, std::size_t kb, const T* strip, std::size_t NB, T* C, std::ptrdiff_t sc,
+                         bool accumulate) {
+    static_assert(kr_blocking<T>::NV <= 4);
+    switch (nv) {
+        case 4: if constexpr (kr_blocking<T>::NV >= 4) kr_kernel<MR, 4>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
+        case 3: if constexpr (kr_blocking<T>::NV >= 3) kr_kernel<MR, 3>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
+        case 2: kr_kernel<MR, 2>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
+        default: kr_kernel<MR, 1>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
+    }
+}
+} // namespace detail
+
 // C[r, o] (+)= sum_{a < ka, b < kb} P[r * sp + a] * Q[r * sq + b] * W(a * kb + b, o), r < R, o < O,
 // with W(kappa, o) = W[(kappa / kb) * swa + (kappa % kb) * swb + o * swo] and C[r * sc + o].
+// Evaluated as sum_a P[r, a] (sum_b Q[r, b] W(a, b, o)): a strip of W (whole a's, packed
+// k-major and contiguous, so it stays in L1/L2) is streamed against every row block.
 template <class T>
 inline void kr_matmul(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t R, std::size_t ka,
                       std::size_t kb, const T* Wp, std::ptrdiff_t swa, std::ptrdiff_t swb, std::ptrdiff_t swo,
                       std::size_t O, T* C, std::ptrdiff_t sc, bool acc) {
-    constexpr int MR = detail::blocking<T>::MR;
-    constexpr std::size_t NB = static_cast<std::size_t>(detail::blocking<T>::NV) * simd_t<T>::size;
-    auto pack_a = [&](std::size_t m0, std::size_t mr, std::size_t k0, std::size_t kc, T* panel) {
-        std::size_t a = k0 / kb, b = k0 % kb;
-        for (std::size_t k = 0; k < kc; ++k) {
-            for (std::size_t i = 0; i < mr; ++i) {
-                const std::ptrdiff_t r = static_cast<std::ptrdiff_t>(m0 + i);
-                panel[k * MR + i] = P[r * sp + static_cast<std::ptrdiff_t>(a)] * Q[r * sq + static_cast<std::ptrdiff_t>(b)];
+    using B = detail::kr_blocking<T>;
+    constexpr int MR = B::MR;
+    constexpr std::size_t W = simd_t<T>::size, NB = static_cast<std::size_t>(B::NV) * W;
+    // a strip of 24 KiB (stays in L1): whole a's of kb rows each, or, when kb is
+    // deeper than that, part of one a (the sum over b is linear, so partial sums add up)
+    constexpr std::size_t strip_rows = B::strip_bytes / (NB * sizeof(T));
+    const std::size_t kbc = std::min(kb, strip_rows);
+    const std::size_t achunk = kb <= strip_rows ? std::max<std::size_t>(1, strip_rows / kb) : 1;
+    alignas(64) T strip[strip_rows * NB];
+    alignas(64) T tile[MR * NB];
+    for (std::size_t n0 = 0; n0 < O; n0 += NB) {
+        const std::size_t nb = std::min(NB, O - n0), nv = (nb + W - 1) / W;
+        for (std::size_t a0 = 0, b0 = 0; a0 < ka;) {
+            const std::size_t na = kbc == kb ? std::min(achunk, ka - a0) : 1;
+            const std::size_t nbk = kbc == kb ? kb : std::min(kbc, kb - b0);
+            detail::pack_b_split(Wp, kb, swa, swb, swo, a0 * kb + b0, na * nbk, n0, nb, strip, NB);
+            const bool accumulate = acc || a0 > 0 || b0 > 0;
+            for (std::size_t m0 = 0; m0 < R; m0 += MR) {
+                const std::size_t mr = std::min<std::size_t>(MR, R - m0);
+                const T* p = P + static_cast<std::ptrdiff_t>(m0) * sp;
+                const T* q = Q + static_cast<std::ptrdiff_t>(m0) * sq + static_cast<std::ptrdiff_t>(b0);
+                T* c = C + static_cast<std::ptrdiff_t>(m0) * sc + static_cast<std::ptrdiff_t>(n0);
+                if (mr == MR && nb == nv * W) {
+                    detail::kr_kernel_nv<MR>(nv, p, sp, q, sq, a0, na, nbk, strip, NB, c, sc, accumulate);
+                } else {
+                    if (mr == MR) {
+                        detail::kr_kernel_nv<MR>(nv, p, sp, q, sq, a0, na, nbk, strip, NB, tile,
+                                                 static_cast<std::ptrdiff_t>(NB), false);
+                    } else {
+                        // fewer rows: run one row at a time into the tile
+                        for (std::size_t i = 0; i < mr; ++i)
+                            detail::kr_kernel_nv<1>(nv, p + static_cast<std::ptrdiff_t>(i) * sp, sp,
+                                                    q + static_cast<std::ptrdiff_t>(i) * sq, sq, a0, na, nbk, strip, NB,
+                                                    tile + i * NB, static_cast<std::ptrdiff_t>(NB), false);
+                    }
+                    for (std::size_t i = 0; i < mr; ++i)
+                        for (std::size_t j = 0; j < nb; ++j) {
+                            T& d = c[static_cast<std::ptrdiff_t>(i) * sc + static_cast<std::ptrdiff_t>(j)];
+                            d = (accumulate ? d : T(0)) + tile[i * NB + j];
+                        }
+                }
             }
-            for (std::size_t i = mr; i < static_cast<std::size_t>(MR); ++i) panel[k * MR + i] = T(0);
-            if (++b == kb) b = 0, ++a;
+            if (kbc == kb) {
+                a0 += na;
+            } else if ((b0 += nbk) == kb) {
+                b0 = 0;
+                ++a0;
+            }
         }
-    };
-    auto pack_b = [&](std::size_t k0, std::size_t kc, std::size_t n0, std::size_t nb, T* strip) {
-        detail::pack_b_split(Wp, kb, swa, swb, swo, k0, kc, n0, nb, strip, NB);
-    };
-    detail::packed_gemm(R, O, ka * kb, pack_a, pack_b, C, sc, acc);
+    }
 }
 
-// C[a * kb + b, o] (+)= sum_{r < R} P[r * sp + a] * Q[r * sq + b] * G[r * sg + o]: the weight
-// gradient of kr_matmul (the Khatri-Rao product transposed, times the output gradient).
+// C[a * kb + b, o] += sum_{r < R} P[r * sp + a] * Q[r * sq + b] * G[r * sg + o]: the weight
+// gradient of kr_matmul. For each a, C's rows (a, .) = Q^T . (P[:, a] * G): Q^T is packed
+// once per chunk of rows r and reused for every a; the scaled G strip is one vector
+// multiply per element, shared by all row blocks of b.
 template <class T>
 inline void kr_gram(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t R, std::size_t ka,
                     std::size_t kb, const T* G, std::ptrdiff_t sg, std::size_t O, T* C, bool acc) {
-    constexpr int MR = detail::blocking<T>::MR;
-    constexpr std::size_t NB = static_cast<std::size_t>(detail::blocking<T>::NV) * simd_t<T>::size;
-    auto pack_a = [&](std::size_t m0, std::size_t mr, std::size_t k0, std::size_t kc, T* panel) {
-        std::size_t as[MR], bs[MR];
-        for (std::size_t i = 0; i < mr; ++i) as[i] = (m0 + i) / kb, bs[i] = (m0 + i) % kb;
-        for (std::size_t k = 0; k < kc; ++k) {
-            const T* p = P + static_cast<std::ptrdiff_t>(k0 + k) * sp;
-            const T* q = Q + static_cast<std::ptrdiff_t>(k0 + k) * sq;
-            for (std::size_t i = 0; i < mr; ++i) panel[k * MR + i] = p[as[i]] * q[bs[i]];
-            for (std::size_t i = mr; i < static_cast<std::size_t>(MR); ++i) panel[k * MR + i] = T(0);
+    using V = simd_t<T>;
+    constexpr int MR = detail::blocking<T>::MR, NV = detail::blocking<T>::NV;
+    constexpr std::size_t W = V::size, NB = static_cast<std::size_t>(NV) * W, KC = 128, BG = 96;
+    alignas(64) T qp[((BG + MR - 1) / MR) * MR * KC];
+    alignas(64) T strip[KC * NB];
+    alignas(64) T tile[MR * NB];
+    for (std::size_t n0 = 0; n0 < O; n0 += NB) {
+        const std::size_t nb = std::min(NB, O - n0);
+        for (std::size_t r0 = 0; r0 < R; r0 += KC) {
+            const std::size_t kc = std::min(KC, R - r0);
+            for (std::size_t b0 = 0; b0 < kb; b0 += BG) {  // groups of b whose Q^T panels fit qp
+                const std::size_t bg = std::min(BG, kb - b0), nblk = (bg + MR - 1) / MR;
+                // qp[blk][k][i] = Q[r0 + k, b0 + blk * MR + i] (zero past bg)
+                for (std::size_t blk = 0; blk < nblk; ++blk)
+                    for (std::size_t k = 0; k < kc; ++k) {
+                        const T* q = Q + static_cast<std::ptrdiff_t>(r0 + k) * sq + static_cast<std::ptrdiff_t>(b0 + blk * MR);
+                        T* d = qp + (blk * KC + k) * MR;
+                        for (std::size_t i = 0; i < static_cast<std::size_t>(MR); ++i) d[i] = blk * MR + i < bg ? q[i] : T(0);
+                    }
+                for (std::size_t a = 0; a < ka; ++a) {
+                    // strip[k][j] = P[r0 + k, a] * G[r0 + k, n0 + j] (zero past nb)
+                    for (std::size_t k = 0; k < kc; ++k) {
+                        const T s = P[static_cast<std::ptrdiff_t>(r0 + k) * sp + static_cast<std::ptrdiff_t>(a)];
+                        const T* g = G + static_cast<std::ptrdiff_t>(r0 + k) * sg + static_cast<std::ptrdiff_t>(n0);
+                        T* d = strip + k * NB;
+                        std::size_t j = 0;
+                        for (; j + W <= nb; j += W) (V(s) * V::load_unaligned(g + j)).store_aligned(d + j);
+                        for (; j < nb; ++j) d[j] = s * g[j];
+                        for (; j < NB; ++j) d[j] = T(0);
+                    }
+                    const gemm_args g{MR, NB, kc, 1, MR, static_cast<std::ptrdiff_t>(NB), 1, static_cast<std::ptrdiff_t>(O), 1};
+                    for (std::size_t blk = 0; blk < nblk; ++blk) {
+                        const std::size_t row0 = a * kb + b0 + blk * MR, mr = std::min<std::size_t>(MR, bg - blk * MR);
+                        const T* panel = qp + blk * KC * MR;
+                        if (mr == static_cast<std::size_t>(MR) && nb == NB) {
+                            // kernel_n writes C + (row0 + i) * O + n0 + v * W
+                            detail::kernel_n<MR, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0);
+                        } else {
+                            const gemm_args tg{MR, NB, kc, 1, MR, static_cast<std::ptrdiff_t>(NB), 1, static_cast<std::ptrdiff_t>(NB), 1};
+                            detail::kernel_n<MR, NV>(panel, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0);
+                            for (std::size_t i = 0; i < mr; ++i)
+                                for (std::size_t j = 0; j < nb; ++j) C[(row0 + i) * O + n0 + j] += tile[i * NB + j];
+                        }
+                    }
+                }
+            }
         }
-    };
-    auto pack_b = [&](std::size_t k0, std::size_t kc, std::size_t n0, std::size_t nb, T* strip) {
-        for (std::size_t k = 0; k < kc; ++k) {
-            const T* src = G + static_cast<std::ptrdiff_t>(k0 + k) * sg + static_cast<std::ptrdiff_t>(n0);
-            std::copy_n(src, nb, strip + k * NB);
-            std::fill(strip + k * NB + nb, strip + (k + 1) * NB, T(0));
-        }
-    };
-    detail::packed_gemm(ka * kb, O, R, pack_a, pack_b, C, static_cast<std::ptrdiff_t>(O), acc);
+    }
+    (void)acc;  // the buffer is zeroed before the first tile (program::zero_reducers): always accumulates
 }
 
 } // namespace ctrec::cpu
