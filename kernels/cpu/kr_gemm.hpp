@@ -1,14 +1,15 @@
 #pragma once
 // GEMMs whose A operand is a row-wise Khatri-Rao (face-splitting) product that is never
-// stored: A[r, a * Kb + b] = P[r, a] * Q[r, b]. CIN's outer products (xDeepFM) are
+// stored: A[r, a * kb + b] = P[r, a] * Q[r, b]. CIN's outer products (xDeepFM) are
 // exactly this: Z[d, h * N + m] = Xh[d, h] * X0[d, m] feeds a 1x1 convolution. Z would be
-// K * H * N values per example (80 K floats for W2's second layer); here only one packed
-// panel of it (MR rows x KC) ever exists, built while packing, so the product costs one
-// multiply per packed element (1/NB of the FMAs) and no memory traffic.
-//
-// Both drivers run on packed operands: an A panel (KC x MR, k-major) and a B strip
-// (KC x NB, k-major, NB = NV vectors), then the register-blocked kernel of gemm.hpp.
-// Edge blocks (fewer than MR rows or NB columns) go through a local tile.
+// K * H * N values per example (80 K floats for W2's second layer); nothing of it is
+// formed here:
+//   kr_matmul  C[r, :] = sum_a P[r, a] (sum_b Q[r, b] W(a, b, :)): the inner sum is a
+//              register-blocked product over a packed strip of W (whole a's, in L1), and
+//              the outer multiply by P[r, a] is one more FMA per accumulator every kb steps.
+//   kr_gram    C[(a, b), :] += sum_r Q[r, b] (P[r, a] G[r, :]): the weight gradient, as
+//              Q^T (packed once per chunk of rows) times G strips scaled per a.
+// Edge blocks (fewer rows or columns than a register block) go through a local tile.
 #include <algorithm>
 #include <cstddef>
 
@@ -17,42 +18,6 @@
 namespace ctrec::cpu {
 
 namespace detail {
-
-// C[m, n] (+)= sum_k A[m, k] B[k, n] for the packed operands produced by pack_a(m0, mr, k0,
-// kc, panel) and pack_b(k0, kc, n0, nb, strip); C row-major with row stride scm.
-template <class T, class PackA, class PackB>
-inline void packed_gemm(std::size_t M, std::size_t N, std::size_t K, const PackA& pack_a, const PackB& pack_b, T* C,
-                        std::ptrdiff_t scm, bool acc) {
-    constexpr int MR = blocking<T>::MR, NV = blocking<T>::NV;
-    constexpr std::size_t W = simd_t<T>::size, NB = static_cast<std::size_t>(NV) * W, KC = 256;
-    alignas(64) T strip[KC * NB];
-    alignas(64) T panel[KC * MR];
-    alignas(64) T tile[MR * NB];
-    for (std::size_t n0 = 0; n0 < N; n0 += NB) {
-        const std::size_t nb = std::min(NB, N - n0);
-        for (std::size_t k0 = 0; k0 < K; k0 += KC) {
-            const std::size_t kc = std::min(KC, K - k0);
-            const bool a = acc || k0 > 0;
-            pack_b(k0, kc, n0, nb, strip);
-            const gemm_args g{M, NB, kc, 1, MR, static_cast<std::ptrdiff_t>(NB), 1, scm, 1};
-            for (std::size_t m0 = 0; m0 < M; m0 += MR) {
-                const std::size_t mr = std::min<std::size_t>(MR, M - m0);
-                pack_a(m0, mr, k0, kc, panel);
-                if (mr == MR && nb == NB) {
-                    // the kernel writes C + (m0 + r) * scm + n0 + v * W
-                    kernel_n<MR, NV>(panel, strip, C, g, m0, n0, a, no_epilogue{}, 0, 0);
-                } else {
-                    const gemm_args tg{MR, NB, kc, 1, MR, static_cast<std::ptrdiff_t>(NB), 1, static_cast<std::ptrdiff_t>(NB), 1};
-                    kernel_n<MR, NV>(panel, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0);
-                    for (std::size_t i = 0; i < mr; ++i) {
-                        T* c = C + static_cast<std::ptrdiff_t>(m0 + i) * scm + static_cast<std::ptrdiff_t>(n0);
-                        for (std::size_t j = 0; j < nb; ++j) c[j] = (a ? c[j] : T(0)) + tile[i * NB + j];
-                    }
-                }
-            }
-        }
-    }
-}
 
 // strip[k][j] = W(k0 + k, n0 + j) for W(kappa, n) = W[a * sa + b * sb + n * sn], kappa = a * kb + b;
 // columns j >= nb are zero.
