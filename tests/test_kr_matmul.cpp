@@ -52,7 +52,14 @@ TEST_CASE_TEMPLATE("khatri_rao_matmul: forward against naive loops", T, float, d
 TEST_CASE("khatri_rao_matmul: derivatives of P, Q and W (float64 finite differences, JVP, duality)") {
     test::check_ad<kr_case<3, 4, 5, 7>::E>(3);
     test::check_ad<kr_case<2, 3, 4, 70>::E>(2);  // column edge in the forward, the Gram product and both roles
-    test::check_ad<kr_case<1, 2, 3, 300>::E>(2);  // the input-gradient roles with b (= J) deeper than one strip
+    test::check_ad<kr_case<1, 2, 3, 300>::E>(2);  // J > kr_dual_max_j: the two input-gradient roles, b (= J) deeper than a strip
+    test::check_ad<kr_case<7, 5, 11, 40>::E>(2);  // fused input gradients: row and column edges, runs of a across blocks
+}
+
+TEST_CASE("khatri_rao_matmul: P and Q the same node (CIN's first layer) accumulates both gradients") {
+    constexpr auto p = tanh(input<"p", 4, 6>);
+    constexpr auto w = param<"w", 36, 9>;
+    test::check_ad<std::remove_cvref_t<decltype(khatri_rao_matmul(p, p, w))>>(3);
 }
 
 TEST_CASE("khatri_rao_matmul: the R x H x M product is absent from the forward and gradient plans") {
@@ -64,9 +71,12 @@ TEST_CASE("khatri_rao_matmul: the R x H x M product is absent from the forward a
     CHECK_FALSE(has_buffer_of_size_at_least(G::plan_type::data, Z));
     CHECK(F::plan_type::data.tile_elems < Z);
     CHECK(G::plan_type::data.tile_elems < Z);
-    // the gradient program: one forward, two input-gradient products and one Gram product
-    std::size_t kr = 0, gram = 0;
-    for (const auto& r : G::plan_type::data.rec) kr += r.k == kind::kr_matmul, gram += r.k == kind::kr_gram;
-    CHECK(kr == 3);
+    // the gradient program: one forward product, one fused pass for both input gradients
+    // (J = 128 <= kr_dual_max_j) and one Gram product
+    std::size_t kr = 0, dual = 0, gram = 0;
+    for (const auto& r : G::plan_type::data.rec)
+        kr += r.k == kind::kr_matmul, dual += r.k == kind::kr_dual, gram += r.k == kind::kr_gram;
+    CHECK(kr == 1);
+    CHECK(dual == 1);
     CHECK(gram == 1);
 }

@@ -381,6 +381,20 @@ struct executor {
     }
 
     template <class N>
+    static void kr_dual_step(const context& c) {
+        using P = tl_at_t<0, typename N::operands>;
+        using Q = tl_at_t<1, typename N::operands>;
+        using Wt = tl_at_t<2, typename N::operands>;
+        using G = tl_at_t<3, typename N::operands>;
+        T* d = ptr<N>(c, 0);
+        std::fill_n(d, N::shape.size() * c.nb, T(0));  // the kernel accumulates both gradients
+        kr_dual(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
+                static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
+                static_cast<const T*>(c.base[id<Wt>]), N::J, static_cast<const T*>(c.base[id<G>]),
+                static_cast<std::ptrdiff_t>(N::J), d, static_cast<std::ptrdiff_t>(N::ka + N::kb));
+    }
+
+    template <class N>
     static void gather_step(const context& c) {
         using Table = tl_at_t<0, typename N::operands>;
         using Ids = tl_at_t<1, typename N::operands>;
@@ -443,6 +457,7 @@ struct executor {
         else if constexpr (k == kind::batch_sum) batch_sum_step<N>(c);
         else if constexpr (k == kind::kr_matmul) kr_matmul_step<N>(c);
         else if constexpr (k == kind::kr_gram) kr_gram_step<N>(c);
+        else if constexpr (k == kind::kr_dual) kr_dual_step<N>(c);
         else if constexpr (k == kind::gather) gather_step<N>(c);
         else if constexpr (k == kind::scatter_add) scatter_step<N>(c);
         else movement_step<N>(c);

@@ -243,4 +243,74 @@ inline void kr_gram(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq
     (void)acc;  // the buffer is zeroed before the first tile (program::zero_reducers): always accumulates
 }
 
+// Both input gradients of kr_matmul (forward layout, W(kappa, j) = W[kappa * J + j]) in one
+// pass, from the output gradient G:
+//   dZ[r, kappa] = sum_j G[r, j] W[kappa, j]                   (a register tile, never stored)
+//   D[r, a]      += sum_b dZ[r, (a, b)] Q[r, b]                 (d/dP)
+//   D[r, ka + b] += sum_a dZ[r, (a, b)] P[r, a]                 (d/dQ)
+// D is (R, ka + kb), row stride sd, and must start at zero. One GEMM's worth of FMAs for both
+// gradients (separate kr_matmul roles would take two); the reductions run on each finished
+// tile as vector dot products and axpys over runs of constant a. Needs J <= max_dual_j.
+inline constexpr std::size_t max_dual_j = 256;
+template <class T>
+inline void kr_dual(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t R, std::size_t ka,
+                    std::size_t kb, const T* Wp, std::size_t J, const T* G, std::ptrdiff_t sg, T* D, std::ptrdiff_t sd) {
+    using V = simd_t<T>;
+    constexpr int MR = detail::blocking<T>::MR, NV = detail::blocking<T>::NV;
+    constexpr std::size_t W = V::size, NB = static_cast<std::size_t>(NV) * W;
+    alignas(64) T strip[max_dual_j * NB];
+    alignas(64) T tile[MR * NB];
+    const std::size_t K = ka * kb;
+    const gemm_args tg{static_cast<std::size_t>(MR), NB, J, sg, 1, static_cast<std::ptrdiff_t>(NB), 1,
+                       static_cast<std::ptrdiff_t>(NB), 1};
+    for (std::size_t k0 = 0; k0 < K; k0 += NB) {
+        const std::size_t nb = std::min(NB, K - k0);
+        // strip[j][c] = W[k0 + c, j]: rows of W are columns of the strip
+        transpose_strided(Wp + k0 * J, nb, J, J, strip, NB);
+        if (nb < NB)
+            for (std::size_t j = 0; j < J; ++j) std::fill(strip + j * NB + nb, strip + (j + 1) * NB, T(0));
+        for (std::size_t m0 = 0; m0 < R; m0 += MR) {
+            const std::size_t mr = std::min<std::size_t>(MR, R - m0);
+            const T* g = G + static_cast<std::ptrdiff_t>(m0) * sg;
+            switch (mr) {
+                case 6: if constexpr (MR > 5) detail::kernel_n<6, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                case 5: if constexpr (MR > 4) detail::kernel_n<5, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                case 4: detail::kernel_n<4, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                case 3: detail::kernel_n<3, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                case 2: detail::kernel_n<2, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                default: detail::kernel_n<1, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+            }
+            for (std::size_t i = 0; i < mr; ++i) {
+                const std::ptrdiff_t r = static_cast<std::ptrdiff_t>(m0 + i);
+                const T* p = P + r * sp;
+                const T* q = Q + r * sq;
+                T* dp = D + r * sd;
+                T* dq = dp + ka;
+                const T* z = tile + i * NB;
+                std::size_t a = k0 / kb, b = k0 % kb;
+                for (std::size_t pos = 0; pos < nb;) {
+                    const std::size_t len = std::min(nb - pos, kb - b);
+                    const V pa(p[a]);
+                    V dot(T(0));
+                    std::size_t t = 0;
+                    for (; t + W <= len; t += W) {
+                        const V zv = V::load_unaligned(z + pos + t);
+                        dot = xsimd::fma(zv, V::load_unaligned(q + b + t), dot);
+                        xsimd::fma(pa, zv, V::load_unaligned(dq + b + t)).store_unaligned(dq + b + t);
+                    }
+                    T s = xsimd::hadd(dot);
+                    for (; t < len; ++t) {
+                        s += z[pos + t] * q[b + t];
+                        dq[b + t] += p[a] * z[pos + t];
+                    }
+                    dp[a] += s;
+                    pos += len;
+                    b = 0;
+                    ++a;
+                }
+            }
+        }
+    }
+}
+
 } // namespace ctrec::cpu

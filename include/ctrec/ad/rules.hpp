@@ -127,10 +127,21 @@ struct vjp_rule<contract_node<S, A, B, K>, I, Ct> {
 };
 // d/dP: sum_{m, j} Q[r, m] Ct[r, j] W[h, m, j]; d/dQ: sum_{h, j} P[r, h] Ct[r, j] W[h, m, j];
 // d/dW: the Khatri-Rao Gram product summed over the batch. W is read as stored each time.
+// When W has at most kr_dual_max_j columns both come from one kr_dual step (sliced apart).
+template <class P, class Q, class W, class Ct, std::size_t I, bool Dual = (W::shape.d[1] <= kr_dual_max_j)>
+struct kr_input_vjp {
+    using dual = make_t<kr_dual_node<P, Q, W, Ct>>;
+    static constexpr std::size_t ka = P::shape.d[1], kb = Q::shape.d[1];
+    using type = std::conditional_t<I == 0, make_t<slice_node<1, 0, ka, dual>>, make_t<slice_node<1, ka, ka + kb, dual>>>;
+};
 template <class P, class Q, class W, class Ct>
-struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 0, Ct> { using type = make_t<kr_matmul_node<kr_role::out_h, Q, Ct, W>>; };
+struct kr_input_vjp<P, Q, W, Ct, 0, false> { using type = make_t<kr_matmul_node<kr_role::out_h, Q, Ct, W>>; };
 template <class P, class Q, class W, class Ct>
-struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 1, Ct> { using type = make_t<kr_matmul_node<kr_role::out_m, P, Ct, W>>; };
+struct kr_input_vjp<P, Q, W, Ct, 1, false> { using type = make_t<kr_matmul_node<kr_role::out_m, P, Ct, W>>; };
+template <class P, class Q, class W, class Ct>
+struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 0, Ct> { using type = typename kr_input_vjp<P, Q, W, Ct, 0>::type; };
+template <class P, class Q, class W, class Ct>
+struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 1, Ct> { using type = typename kr_input_vjp<P, Q, W, Ct, 1>::type; };
 template <class P, class Q, class W, class Ct>
 struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 2, Ct> { using type = make_t<kr_gram_node<P, Q, Ct>>; };
 template <unsigned M, class A, std::size_t I, class Ct>

@@ -58,6 +58,11 @@ struct make<kr_matmul_node<R, P, Q, W>> {
     using N = kr_matmul_node<R, P, Q, W>;
     using type = std::conditional_t<detail::any_zero<P, Q, W>(), detail::zero_of<N>, N>;
 };
+template <class P, class Q, class W, class G>
+struct make<kr_dual_node<P, Q, W, G>> {
+    using N = kr_dual_node<P, Q, W, G>;
+    using type = std::conditional_t<detail::any_zero<P, Q, W, G>(), detail::zero_of<N>, N>;
+};
 template <class P, class Q, class G>
 struct make<kr_gram_node<P, Q, G>> {
     using N = kr_gram_node<P, Q, G>;

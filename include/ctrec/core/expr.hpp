@@ -43,13 +43,14 @@ enum class kind {
     random,       // batched uniform [0, 1) numbers: a pure function of (seed, stream, example, element)
     kr_matmul,    // GEMM whose A is a row-wise Khatri-Rao product P (*) Q, never stored (CIN)
     kr_gram,      // its weight gradient: (P (*) Q)^T . G summed over the batch
+    kr_dual,      // both input gradients of kr_matmul in one pass: [dP | dQ]
 };
 
 inline constexpr std::string_view kind_name(kind k) {
     constexpr std::string_view names[] = {"input", "param", "index_input", "constant", "zero", "map",
                                           "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
                                           "transpose", "slice", "pad", "concat", "gather", "scatter_add",
-                                          "batch_size", "random", "kr_matmul", "kr_gram"};
+                                          "batch_size", "random", "kr_matmul", "kr_gram", "kr_dual"};
     return names[static_cast<int>(k)];
 }
 
@@ -472,6 +473,24 @@ struct kr_gram_node {
     static constexpr dims shape = make_dims<ka * kb, J>();
     static constexpr bool batched = false;
     using operands = tlist<P, Q, G>;
+};
+
+// kr_dual_node<P, Q, W, G>: both input gradients of kr_matmul_node<out_j, P, Q, W> for the
+// output gradient G, side by side: out[r, :ka] = d/dP, out[r, ka:] = d/dQ (the two VJP rules
+// slice it, and type identity makes it one step). dZ = G W^T is formed tile by tile in
+// registers and reduced against Q and P at once: one product's worth of FMAs for both.
+inline constexpr std::size_t kr_dual_max_j = 256;  // = cpu::max_dual_j (a strip of W^T per column block)
+template <class P, class Q, class Wt, class G>
+struct kr_dual_node {
+    static_assert(P::batched && Q::batched && G::batched && !Wt::batched);
+    static_assert(Wt::shape.d[0] == P::shape.d[1] * Q::shape.d[1] && G::shape.d[1] == Wt::shape.d[1] &&
+                      G::shape.d[0] == P::shape.d[0] && Wt::shape.d[1] <= kr_dual_max_j,
+                  "ctrec internal: kr_dual operands");
+    static constexpr kind node_kind = kind::kr_dual;
+    static constexpr std::size_t R = P::shape.d[0], ka = P::shape.d[1], kb = Q::shape.d[1], J = Wt::shape.d[1];
+    static constexpr dims shape = make_dims<R, ka + kb>();
+    static constexpr bool batched = true;
+    using operands = tlist<P, Q, Wt, G>;
 };
 
 // A node whose value is complete only after all batch tiles ran (it sums over
