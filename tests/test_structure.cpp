@@ -227,3 +227,34 @@ TEST_CASE("matrix transpose of parameters and of computed values, block edges in
     check(param<"W", 37, 45>, 0);
     check(param<"V", 40, 64>, 0);
 }
+
+TEST_CASE_TEMPLATE("reductions over a leading or middle block of axes run whole rows in SIMD", T, float, double) {
+    constexpr auto Y = input<"y", 3, 5, 37>;  // 37: SIMD runs and scalar tails in every row
+    auto yv = [](std::size_t b, std::size_t i, std::size_t j, std::size_t k) {
+        return test::leaf_value("y", ((b * 3 + i) * 5 + j) * 37 + k);
+    };
+    const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12;
+    SUBCASE("sum over the middle axis of a fused tree") {
+        using E = std::remove_cvref_t<decltype(sum<1>(tanh(Y) * Y))>;
+        auto got = test::run_all<program<T, E>>(2)[0];
+        for (std::size_t b = 0; b < 2; ++b)
+            for (std::size_t i = 0; i < 3; ++i)
+                for (std::size_t k = 0; k < 37; ++k) {
+                    double s = 0;
+                    for (std::size_t j = 0; j < 5; ++j) s += std::tanh(yv(b, i, j, k)) * yv(b, i, j, k);
+                    CHECK(double(got[(b * 3 + i) * 37 + k]) == doctest::Approx(s).epsilon(tol));
+                }
+    }
+    SUBCASE("max over the two leading axes") {
+        using E = std::remove_cvref_t<decltype(max<0, 1>(Y))>;
+        auto got = test::run_all<program<T, E>>(2)[0];
+        for (std::size_t b = 0; b < 2; ++b)
+            for (std::size_t k = 0; k < 37; ++k) {
+                double s = -1e300;
+                for (std::size_t i = 0; i < 3; ++i)
+                    for (std::size_t j = 0; j < 5; ++j) s = std::max(s, yv(b, i, j, k));
+                CHECK(double(got[b * 37 + k]) == doctest::Approx(s).epsilon(tol));
+            }
+        test::check_ad<E>(2);
+    }
+}

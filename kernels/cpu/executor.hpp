@@ -237,6 +237,25 @@ struct executor {
         return mask == (all_axes(as.rank) & ~all_axes(as.rank - k)) ? len : 0;
     }
 
+    // Reduced axes forming one contiguous block of axes: outer x reduced x inner extents.
+    struct block_split {
+        bool ok = false;
+        std::size_t outer = 1, reduced = 1, inner = 1;
+    };
+    static constexpr block_split middle_block(dims as, unsigned mask) {
+        block_split r;
+        std::size_t first = as.rank, last = 0;
+        for (std::size_t ax = 0; ax < as.rank; ++ax)
+            if (mask >> ax & 1u) first = std::min(first, ax), last = ax;
+        if (first == as.rank) return r;
+        for (std::size_t ax = first; ax <= last; ++ax)
+            if (!(mask >> ax & 1u)) return r;
+        for (std::size_t ax = 0; ax < as.rank; ++ax)
+            (ax < first ? r.outer : ax <= last ? r.reduced : r.inner) *= as.d[ax];
+        r.ok = r.inner > 1;
+        return r;
+    }
+
     template <class N>
     static void reduce_step(const context& c) {
         using A = tl_at_t<0, typename N::operands>;
@@ -267,6 +286,26 @@ struct executor {
                     }
                     for (; j < L; ++j) s = combine(s, tree<T, id<N>, A>(c, b, o * L + j));
                     dst[o] = s;
+                }
+            } else if constexpr (constexpr block_split bs = middle_block(as, mask); bs.ok) {
+                // the reduced axes are one block between kept outer and inner axes (e.g. pooling
+                // over fields or over the embedding axis): whole inner rows combine, in SIMD
+                constexpr std::size_t I = bs.inner, Rr = bs.reduced, O = bs.outer;
+                constexpr bool vec = I >= W && operand_run<id<N>, A>() % I == 0;
+                for (std::size_t o = 0; o < O; ++o) {
+                    T* d = dst + o * I;
+                    std::size_t j = 0;
+                    if constexpr (vec)
+                        for (; j + W <= I; j += W) {
+                            V va(init);
+                            for (std::size_t r = 0; r < Rr; ++r) va = combine(va, tree<V, id<N>, A>(c, b, (o * Rr + r) * I + j));
+                            va.store_unaligned(d + j);
+                        }
+                    for (; j < I; ++j) {
+                        T t = init;
+                        for (std::size_t r = 0; r < Rr; ++r) t = combine(t, tree<T, id<N>, A>(c, b, (o * Rr + r) * I + j));
+                        d[j] = t;
+                    }
                 }
             } else {
                 constexpr dims os = N::shape;
@@ -426,11 +465,20 @@ struct executor {
 
     // A root that no step computes (a leaf, a view, a zero): copied to the output.
     template <class N>
+    static constexpr bool has_buffer() {
+        if constexpr (N::node_kind == kind::constant || N::node_kind == kind::zero || N::node_kind == kind::index_input ||
+                      N::node_kind == kind::batch_size || N::node_kind == kind::random)
+            return false;
+        else if constexpr (D.alias[id<N>]) return has_buffer<tl_at_t<0, typename N::operands>>();
+        else return true;
+    }
+    template <class N>
     static void copy_root_step(const context& c) {
         constexpr std::size_t size = N::shape.size();
         for (std::size_t b = 0; b < rows<N>(c); ++b) {
             T* dst = c.out[D.rec[id<N>].root] + b * (N::batched ? size : 0);
-            for (std::size_t i = 0; i < size; ++i) dst[i] = value<T, N, void>(c, b, i, T(0));
+            if constexpr (has_buffer<N>()) std::copy_n(static_cast<const T*>(ptr<N>(c, b)), size, dst);  // a view of a buffer
+            else for (std::size_t i = 0; i < size; ++i) dst[i] = value<T, N, void>(c, b, i, T(0));
         }
     }
 

@@ -194,7 +194,7 @@ inline void kr_gram(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq
                     std::size_t kb, const T* G, std::ptrdiff_t sg, std::size_t O, T* C, bool acc) {
     using V = simd_t<T>;
     constexpr int MR = detail::blocking<T>::MR, NV = detail::blocking<T>::NV;
-    constexpr std::size_t W = V::size, NB = static_cast<std::size_t>(NV) * W, KC = 128, BG = 96;
+    constexpr std::size_t W = V::size, NB = static_cast<std::size_t>(NV) * W, KC = 256, BG = 48;
     alignas(64) T qp[((BG + MR - 1) / MR) * MR * KC];
     alignas(64) T strip[KC * NB];
     alignas(64) T tile[MR * NB];
