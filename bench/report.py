@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs the ctrec benchmarks (or reads their JSON) and prints a comparison table.
 
-    python3 bench/report.py                        # build-bench/, runs roofline + W1
+    python3 bench/report.py                        # build-bench/, runs roofline + W1 (+ W2 if built)
+    python3 bench/report.py --build build-w2 --skip-roofline --skip-w1   # W2 only
     python3 bench/report.py --build build-bench --repetitions 5 --min-time 0.2
     python3 bench/report.py --json w1.json --json roofline.json   # no run, read files
     python3 bench/report.py --save-json out/       # keep the raw JSON of this run
@@ -27,6 +28,15 @@ FLOP_PER_EXAMPLE = {  # GEMM FLOPs (multiply-add = 2)
     ("W1", "fwd"): 590080.0,
     ("W1", "fwdbwd"): 3 * 590080.0,
     ("W1", "jvp"): 3 * 590080.0,
+    # W2 CIN: forward = outer products + GEMMs + bias/pooling (26.79 M); forward+backward and
+    # JVP = 3x the GEMM FLOPs (26.68 M)
+    ("W2", "fwd"): 26793744.0,
+    ("W2", "fwdbwd"): 3 * 26677248.0,
+    ("W2", "jvp"): 3 * 26677248.0,
+}
+TITLES = {
+    "W1": "W1 MLP 256-512-256-128-1, float32, one thread",
+    "W2": "W2 CIN N=39 K=16 [128, 128], float32, one thread",
 }
 IMPLS = ("ctrec", "eigen", "torch")
 MODES = ("fwd", "fwdbwd", "jvp")
@@ -128,7 +138,8 @@ def print_roofline(doc):
 def print_w1(doc, peak_override):
     ctx = doc.get("context", {})
     peak = peak_override * 1e9 if peak_override else float(ctx.get("fp32_peak_gflops", "nan")) * 1e9
-    print("W1 MLP 256-512-256-128-1, float32, one thread")
+    wls = sorted({b.get("run_name", b["name"]).split("/")[0] for b in doc.get("benchmarks", [])})
+    print("; ".join(TITLES.get(w, w) for w in wls))
     print(f"  FP32 peak for the fractions: {peak / 1e9:.1f} GFLOP/s "
           f"({'--peak-gflops' if peak_override else ctx.get('peak_source', '?')})")
     for key in ("verify", "verify_worst_diff", "openblas_core", "torch_threads", "xsimd_arch"):
@@ -174,10 +185,12 @@ def main():
     ap.add_argument("--json", action="append", default=[], help="read this benchmark JSON instead of running")
     ap.add_argument("--min-time", default="0.2", help="--benchmark_min_time (seconds, default 0.2)")
     ap.add_argument("--repetitions", type=int, default=5, help="--benchmark_repetitions (default 5)")
-    ap.add_argument("--filter", default=None, help="--benchmark_filter for bench_w1_mlp")
+    ap.add_argument("--filter", default=None, help="--benchmark_filter for bench_w1_mlp and bench_w2_cin")
     ap.add_argument("--peak-gflops", type=float, default=None,
                     help="FP32 peak for the fractions (default: the benchmark's own measurement)")
     ap.add_argument("--skip-roofline", action="store_true", help="do not run bench_roofline")
+    ap.add_argument("--skip-w1", action="store_true", help="do not run bench_w1_mlp")
+    ap.add_argument("--skip-w2", action="store_true", help="do not run bench_w2_cin (run when built)")
     ap.add_argument("--taskset", default=None, help="pin the benchmarks to this CPU (taskset -c)")
     ap.add_argument("--no-interleave", action="store_true",
                     help="run the repetitions of each benchmark back to back (default: random interleaving)")
@@ -208,7 +221,11 @@ def main():
             w1_args.append(f"--peak_gflops={a.peak_gflops}")
         if a.filter:
             w1_args.append(f"--benchmark_filter={a.filter}")
-        docs.append(("w1_mlp", run_bench(os.path.join(bdir, "bench_w1_mlp"), w1_args, a.taskset)))
+        if not a.skip_w1:
+            docs.append(("w1_mlp", run_bench(os.path.join(bdir, "bench_w1_mlp"), w1_args, a.taskset)))
+        w2 = os.path.join(bdir, "bench_w2_cin")
+        if not a.skip_w2 and os.path.exists(w2):
+            docs.append(("w2_cin", run_bench(w2, w1_args, a.taskset)))
         if a.save_json:
             os.makedirs(a.save_json, exist_ok=True)
             for name, d in docs:
@@ -222,7 +239,7 @@ def main():
             print_roofline(d)
     for d in docs:
         names = [b.get("run_name", b["name"]) for b in d.get("benchmarks", [])]
-        if any(n.startswith("W1/") for n in names):
+        if any(n.startswith("W1/") or n.startswith("W2/") for n in names):
             print_w1(d, a.peak_gflops)
 
 
