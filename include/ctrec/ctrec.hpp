@@ -23,5 +23,7 @@
 #include "ctrec/layers/allint.hpp"
 #include "ctrec/layers/cin.hpp"
 #include "ctrec/layers/cdot.hpp"
+#include "ctrec/layers/group_int.hpp"
+#include "ctrec/layers/can.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"
