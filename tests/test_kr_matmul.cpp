@@ -47,6 +47,8 @@ TEST_CASE_TEMPLATE("khatri_rao_matmul: forward against naive loops", T, float, d
     kr_case<5, 20, 17, 70>::check_forward<T>(3, tol);    // two k chunks (340), a column edge (70 = 64 + 6)
     kr_case<16, 12, 9, 128>::check_forward<T>(70, tol);  // W2-like rows, several tiles
     kr_case<3, 2, 300, 20>::check_forward<T>(2, tol);    // b deeper than one strip: partial sums over b
+    kr_case<16, 3, 5, 20>::check_forward<T>(9, tol);     // 144 rows: packed strips with a column edge
+    kr_case<4, 3, 150, 40>::check_forward<T>(20, tol);   // 80 rows, packed, b deeper than a strip
 }
 
 TEST_CASE("khatri_rao_matmul: derivatives of P, Q and W (float64 finite differences, JVP, duality)") {
