@@ -285,6 +285,10 @@ TEST_CASE("group_int keep_list and out_type: ignored by default (source), merge_
     // keep_list wraps the same expression in a one-element tuple
     using Kept = decltype(group_int<"gi", group_int_config<>{.keep_list = true}>(left_stacked, right_stacked).out);
     static_assert(std::is_same_v<Kept, std::tuple<Flat>>);
+    using KeptDot = decltype(group_int<"gi", group_int_config<>{.interaction_type = ffm_interaction::dot, .keep_list = true}>(
+                                 left_stacked, right_stacked)
+                                 .out);
+    static_assert(std::is_same_v<KeptDot, std::tuple<FlatDot>>);
     // out_type is stored but ignored unless apply_out_type
     using Ignored = decltype(group_int<"gi", group_int_config<>{.out_type = merge_type::stack}>(left_stacked, right_stacked).out);
     static_assert(std::is_same_v<Ignored, Flat>);
