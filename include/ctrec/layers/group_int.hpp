@@ -44,8 +44,10 @@
 //     product per pair (multiply), concatenated into the output.
 // The output assembly (a reshape of the (L, R[, K]) result, or the concat of blocks) costs
 // one copy of the output; the attention MLP reads the materialised pair products S (the
-// spec's suggestion to feed (l * r) . W_1 straight into the first Dense would need a
-// three-operand contraction; layers::mlp is reused as the spec asks instead).
+// spec's suggestion to feed (l * r) . W_1 straight into the first Dense would mean
+// writing that Dense by hand instead of reusing layers::mlp, weight norm included). The
+// MLP is built with mode::predict: without BN or dropout the mode changes nothing, so
+// GroupInt takes no mode argument.
 //
 // The FFM op ffm<K, type>(left (L*K), right (R*K)): the same maps on the concatenated
 // inputs (the kernel's index formulas; its registered gradient is the exact gradient of
