@@ -4,11 +4,11 @@
 // exactly this: Z[d, h * N + m] = Xh[d, h] * X0[d, m] feeds a 1x1 convolution. Z would be
 // K * H * N values per example (80 K floats for W2's second layer); nothing of it is
 // formed here:
-//   kr_matmul  C[r, :] = sum_a P[r, a] (sum_b Q[r, b] W(a, b, :)): the inner sum is a
-//              register-blocked product over a packed strip of W (whole a's, in L1), and
-//              the outer multiply by P[r, a] is one more FMA per accumulator every kb steps.
+//   kr_matmul  C = A W: only a panel of A (one row block x one strip of kappa) exists at a
+//              time, formed with vector multiplies, times an L1-resident strip of W.
 //   kr_gram    C[(a, b), :] += sum_r Q[r, b] (P[r, a] G[r, :]): the weight gradient, as
 //              Q^T (packed once per chunk of rows) times G strips scaled per a.
+//   kr_dual    both input gradients in one pass: tiles of dZ = G W^T reduced against Q and P.
 // Edge blocks (fewer rows or columns than a register block) go through a local tile.
 #include <algorithm>
 #include <cstddef>
@@ -63,98 +63,40 @@ inline void pack_b_split(const T* Wp, std::size_t kb, std::ptrdiff_t sa, std::pt
 } // namespace detail
 
 namespace detail {
-// Register blocking of the factorised Khatri-Rao kernel: MR rows x NV vectors of outputs,
-// with a second set of MR x NV accumulators for the inner sum over b.
 template <class T>
 struct kr_blocking {
-    static constexpr bool wide = sizeof(simd_t<T>) >= 64;  // 32 vector registers
-    // AVX-512: 4 x 3 (24 accumulators + 3 strip vectors + 1 broadcast of 32 registers),
-    // measured fastest of 3x4, 4x3, 2x4, 4x2 on W2's shapes
-    static constexpr int MR = wide ? 4 : 2;
-    static constexpr int NV = wide ? 3 : 2;
     static constexpr std::size_t strip_bytes = 24 * 1024;  // half of a 48 KiB L1
     // up to this many row blocks W is read in place instead of packed (measured at W2's sizes:
     // 16 rows 420 -> 230 us, 64 rows 1.07 -> 0.81 ms; 1024 rows unchanged)
     static constexpr std::size_t direct_row_blocks = 16;
 };
 
-// acc[i][:] = sum_{a < na} P[i, a0 + a] * sum_{b < kb} Q[i, b] * strip[(a * kb + b)][:]
-// for the mr = MR rows at P, Q; then C[i, :] = (accumulate ? C : 0) + acc over nv vectors.
-// The inner sum over b is an ordinary register-blocked product; the outer multiply by
-// P[i, a] costs one extra FMA per accumulator every kb steps (1/kb of the work).
-template <int MR, int NV, class T>
-inline void kr_kernel(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t a0, std::size_t na,
-                      std::size_t kb, const T* strip, std::size_t NB, T* C, std::ptrdiff_t sc, bool accumulate) {
-    // here Q points at column b0 of the chunk and kb is the chunk's b count
-    using V = simd_t<T>;
-    constexpr std::size_t W = V::size;
-    V acc[MR][NV];
-    for (int i = 0; i < MR; ++i)
-        for (int v = 0; v < NV; ++v) acc[i][v] = V(T(0));
-    for (std::size_t a = 0; a < na; ++a) {
-        V t[MR][NV];
-        for (int i = 0; i < MR; ++i)
-            for (int v = 0; v < NV; ++v) t[i][v] = V(T(0));
-        const T* s = strip + a * kb * NB;
-        for (std::size_t b = 0; b < kb; ++b) {
-            V bv[NV];
-            for (int v = 0; v < NV; ++v) bv[v] = V::load_unaligned(s + b * NB + v * W);
-            for (int i = 0; i < MR; ++i) {
-                const V q(Q[i * sq + static_cast<std::ptrdiff_t>(b)]);
-                for (int v = 0; v < NV; ++v) t[i][v] = xsimd::fma(q, bv[v], t[i][v]);
-            }
-        }
-        for (int i = 0; i < MR; ++i) {
-            const V pa(P[i * sp + static_cast<std::ptrdiff_t>(a0 + a)]);
-            for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(pa, t[i][v], acc[i][v]);
-        }
-    }
-    for (int i = 0; i < MR; ++i)
-        for (int v = 0; v < NV; ++v) {
-            T* c = C + i * sc + static_cast<std::ptrdiff_t>(v * W);
-            V r = acc[i][v];
-            if (accumulate) r += V::load_unaligned(c);
-            r.store_unaligned(c);
-        }
-}
-
-template <int MR, class T>
-inline void kr_kernel_nv(std::size_t nv, const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t a0,
-                         std::size_t na, std::size_t kb, const T* strip, std::size_t NB, T* C, std::ptrdiff_t sc,
-                         bool accumulate) {
-    static_assert(kr_blocking<T>::NV <= 4);
-    switch (nv) {
-        case 4: if constexpr (kr_blocking<T>::NV >= 4) kr_kernel<MR, 4>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
-        case 3: if constexpr (kr_blocking<T>::NV >= 3) kr_kernel<MR, 3>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
-        case 2: kr_kernel<MR, 2>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
-        default: kr_kernel<MR, 1>(P, sp, Q, sq, a0, na, kb, strip, NB, C, sc, accumulate); break;
-    }
-}
 } // namespace detail
 
 // C[r, o] (+)= sum_{a < ka, b < kb} P[r * sp + a] * Q[r * sq + b] * W(a * kb + b, o), r < R, o < O,
 // with W(kappa, o) = W[(kappa / kb) * swa + (kappa % kb) * swb + o * swo] and C[r * sc + o].
-// Evaluated as sum_a P[r, a] (sum_b Q[r, b] W(a, b, o)): a strip of W (whole a's, packed
-// k-major and contiguous, so it stays in L1/L2) is streamed against every row block.
+// A register-blocked GEMM (kernel_n) over a packed panel of the Khatri-Rao rows: for a row
+// block and a chunk of kappa, panel[i][(a, b)] = P[r_i, a] * Q[r_i, b] is formed with vector
+// multiplies (a scalar times a run of Q's row: about 1% of the FMAs it feeds; measured
+// 15-20% faster than summing over b first in a second accumulator set, which spills). W is
+// packed in strips of rows (whole a's, or part of one a when kb is deep) for a group of
+// column blocks, so it is read row after row; with few rows it is read in place.
 template <class T>
 inline void kr_matmul(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t R, std::size_t ka,
                       std::size_t kb, const T* Wp, std::ptrdiff_t swa, std::ptrdiff_t swb, std::ptrdiff_t swo,
                       std::size_t O, T* C, std::ptrdiff_t sc, bool acc) {
-    using B = detail::kr_blocking<T>;
-    constexpr int MR = B::MR;
-    constexpr std::size_t W = simd_t<T>::size, NB = static_cast<std::size_t>(B::NV) * W;
-    constexpr std::size_t strip_elems = B::strip_bytes / sizeof(T);
-    // The strip holds rows kappa of W for a group of column blocks, so W is read row after
-    // row (sequentially, once per call: what B = 1 scoring is bound by). Groups of column
-    // blocks keep at least 64 rows per strip when O is wide.
+    using V = simd_t<T>;
+    using Bk = detail::kr_blocking<T>;
+    constexpr int MR = detail::blocking<T>::MR, NV = detail::blocking<T>::NV;
+    constexpr std::size_t W = V::size, NB = static_cast<std::size_t>(NV) * W;
+    constexpr std::size_t strip_elems = Bk::strip_bytes / sizeof(T);
     const std::size_t nblocks = (O + NB - 1) / NB;
     const std::size_t group = std::max<std::size_t>(1, std::min(nblocks, strip_elems / (NB * 64)));
     const std::size_t strip_rows = strip_elems / (NB * group);
-    // whole a's of kb rows each, or, when kb is deeper than a strip, part of one a (the sum
-    // over b is linear, so partial sums add up)
     const std::size_t kbc = std::min(kb, strip_rows);
     const std::size_t achunk = kb <= strip_rows ? std::max<std::size_t>(1, strip_rows / kb) : 1;
     alignas(64) T strip[strip_elems];
+    alignas(64) T panel[MR * (strip_elems / NB + W)];
     alignas(64) T tile[MR * NB];
     for (std::size_t g0 = 0; g0 < nblocks; g0 += group) {
         const std::size_t ng = std::min(group, nblocks - g0);
@@ -162,11 +104,8 @@ inline void kr_matmul(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t 
             const std::size_t na = kbc == kb ? std::min(achunk, ka - a0) : 1;
             const std::size_t nbk = kbc == kb ? kb : std::min(kbc, kb - b0);
             const std::size_t rows = na * nbk;
-            // With few rows (B = 1 scoring: 16 rows) packing would cost as much as the FMAs it
-            // feeds; W in its stored layout (rows of O, the forward product) is then read in place.
-            const bool direct = R <= B::direct_row_blocks * static_cast<std::size_t>(MR) && swo == 1 &&
+            const bool direct = R <= Bk::direct_row_blocks * static_cast<std::size_t>(MR) && swo == 1 &&
                                 swb == static_cast<std::ptrdiff_t>(O) && swa == static_cast<std::ptrdiff_t>(kb * O);
-            const std::size_t ld = direct ? O : NB;
             if (!direct)
                 for (std::size_t j = 0; j < ng; ++j) {
                     const std::size_t n0 = (g0 + j) * NB;
@@ -174,31 +113,66 @@ inline void kr_matmul(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t 
                                          strip + j * rows * NB, NB);
                 }
             const bool accumulate = acc || a0 > 0 || b0 > 0;
+            const std::size_t ld = rows;  // panel row stride
             for (std::size_t m0 = 0; m0 < R; m0 += MR) {
                 const std::size_t mr = std::min<std::size_t>(MR, R - m0);
-                const T* p = P + static_cast<std::ptrdiff_t>(m0) * sp;
-                const T* q = Q + static_cast<std::ptrdiff_t>(m0) * sq + static_cast<std::ptrdiff_t>(b0);
+                // panel[i][a * nbk + b] = P[m0 + i, a0 + a] * Q[m0 + i, b0 + b]
+                for (std::size_t i = 0; i < mr; ++i) {
+                    const T* p = P + static_cast<std::ptrdiff_t>(m0 + i) * sp + static_cast<std::ptrdiff_t>(a0);
+                    const T* q = Q + static_cast<std::ptrdiff_t>(m0 + i) * sq + static_cast<std::ptrdiff_t>(b0);
+                    T* d = panel + i * ld;
+                    for (std::size_t a = 0; a < na; ++a, d += nbk) {
+                        const V pa(p[a]);
+                        std::size_t b = 0;
+                        for (; b + W <= nbk; b += W) (pa * V::load_unaligned(q + b)).store_unaligned(d + b);
+                        for (; b < nbk; ++b) d[b] = p[a] * q[b];
+                    }
+                }
                 for (std::size_t j = 0; j < ng; ++j) {
-                    const std::size_t n0 = (g0 + j) * NB, nb = std::min(NB, O - n0), nv = (nb + W - 1) / W;
+                    const std::size_t n0 = (g0 + j) * NB, nb = std::min(NB, O - n0);
                     const T* st = direct ? Wp + static_cast<std::ptrdiff_t>((a0 * kb + b0) * O + n0) : strip + j * rows * NB;
+                    const std::ptrdiff_t sbk = static_cast<std::ptrdiff_t>(direct ? O : NB);
                     T* c = C + static_cast<std::ptrdiff_t>(m0) * sc + static_cast<std::ptrdiff_t>(n0);
-                    if (mr == MR && nb == nv * W) {
-                        detail::kr_kernel_nv<MR>(nv, p, sp, q, sq, a0, na, nbk, st, ld, c, sc, accumulate);
+                    const gemm_args g{mr, NB, rows, static_cast<std::ptrdiff_t>(ld), 1, sbk, 1, sc, 1};
+                    if (nb == NB) {
+                        switch (mr) {
+                            case 6: if constexpr (MR > 5) detail::kernel_n<6, NV>(panel, st, c, g, 0, 0, accumulate, no_epilogue{}, 0, 0); break;
+                            case 5: if constexpr (MR > 4) detail::kernel_n<5, NV>(panel, st, c, g, 0, 0, accumulate, no_epilogue{}, 0, 0); break;
+                            case 4: detail::kernel_n<4, NV>(panel, st, c, g, 0, 0, accumulate, no_epilogue{}, 0, 0); break;
+                            case 3: detail::kernel_n<3, NV>(panel, st, c, g, 0, 0, accumulate, no_epilogue{}, 0, 0); break;
+                            case 2: detail::kernel_n<2, NV>(panel, st, c, g, 0, 0, accumulate, no_epilogue{}, 0, 0); break;
+                            default: detail::kernel_n<1, NV>(panel, st, c, g, 0, 0, accumulate, no_epilogue{}, 0, 0); break;
+                        }
                         continue;
                     }
-                    if (mr == MR) {
-                        detail::kr_kernel_nv<MR>(nv, p, sp, q, sq, a0, na, nbk, st, ld, tile, static_cast<std::ptrdiff_t>(NB), false);
-                    } else {  // fewer rows: one row at a time into the tile
+                    // a partial column block (zero-padded when packed; in place, only whole
+                    // vectors past nb may not be read): vectors of it, then a scalar tail
+                    const gemm_args tg{mr, NB, rows, static_cast<std::ptrdiff_t>(ld), 1, sbk, 1, static_cast<std::ptrdiff_t>(NB), 1};
+                    const std::size_t nvf = nb / W;
+                    auto run = [&](auto nvc) {
+                        constexpr int NVc = decltype(nvc)::value;
                         for (std::size_t i = 0; i < mr; ++i)
-                            detail::kr_kernel_nv<1>(nv, p + static_cast<std::ptrdiff_t>(i) * sp, sp,
-                                                    q + static_cast<std::ptrdiff_t>(i) * sq, sq, a0, na, nbk, st, ld,
-                                                    tile + i * NB, static_cast<std::ptrdiff_t>(NB), false);
+                            detail::kernel_n<1, NVc>(panel + i * ld, st, tile + i * NB, tg, 0, 0, false, no_epilogue{}, 0, 0);
+                    };
+                    switch (nvf) {
+                        case 3: if constexpr (NV > 3) run(std::integral_constant<int, 3>{}); break;
+                        case 2: if constexpr (NV > 2) run(std::integral_constant<int, 2>{}); break;
+                        case 1: run(std::integral_constant<int, 1>{}); break;
+                        default: break;
                     }
-                    for (std::size_t i = 0; i < mr; ++i)
+                    for (std::size_t i = 0; i < mr; ++i) {
+                        T* cr = c + static_cast<std::ptrdiff_t>(i) * sc;
                         for (std::size_t jj = 0; jj < nb; ++jj) {
-                            T& d = c[static_cast<std::ptrdiff_t>(i) * sc + static_cast<std::ptrdiff_t>(jj)];
-                            d = (accumulate ? d : T(0)) + tile[i * NB + jj];
+                            T v;
+                            if (jj < nvf * W) {
+                                v = tile[i * NB + jj];
+                            } else {
+                                v = T(0);
+                                for (std::size_t k = 0; k < rows; ++k) v += panel[i * ld + k] * st[static_cast<std::ptrdiff_t>(k) * sbk + static_cast<std::ptrdiff_t>(jj)];
+                            }
+                            cr[jj] = (accumulate ? cr[jj] : T(0)) + v;
                         }
+                    }
                 }
             }
             if (kbc == kb) {
