@@ -133,7 +133,7 @@ TEST_CASE("allint: the original test's shapes and the all-ones relation O[n, c] 
 }
 
 TEST_CASE("allint: variables, initializers and the regularizer penalty") {
-    constexpr auto r = allint<"a", {.cmp_dim = Cd, .kernel_regularizer = regularizer{0.0, 0.5}}>(x);
+    constexpr auto r = allint<"a", {.cmp_dim = Cd, .regularizer = regularizer{0.0, 0.5}}>(x);
     using P = program<double, std::remove_cvref_t<decltype(r.out)>, std::remove_cvref_t<decltype(r.penalty)>>;
     CHECK(std::string_view(P::parameters::names[0]) == "a/allint_kernel");
     CHECK(std::string_view(P::parameters::names[1]) == "a/allint_bias");

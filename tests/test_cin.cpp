@@ -141,7 +141,7 @@ TEST_CASE("cin: the original test ([10, 5], relu, ones (128, 10, 10) -> (128, 15
 
 TEST_CASE("cin: regularizer penalty on the kernels only") {
     constexpr auto x = input<"x", 3, 4>;
-    constexpr auto r = cin<"c", cin_config<2>{.hidden_uints = {2, 2}, .kernel_regularizer = regularizer{0.25, 0.0}}>(x);
+    constexpr auto r = cin<"c", cin_config<2>{.hidden_uints = {2, 2}, .regularizer = regularizer{0.25, 0.0}}>(x);
     using P = program<double, std::remove_cvref_t<decltype(r.out)>, std::remove_cvref_t<decltype(r.penalty)>>;
     auto outs = test::run_all<P>(1);
     double want = 0;

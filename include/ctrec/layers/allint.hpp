@@ -27,7 +27,7 @@ namespace ctrec::layers {
 struct allint_config {
     std::size_t cmp_dim = 0;
     init::spec initializer = init::GlorotNormal{};
-    regularizer kernel_regularizer{};
+    layers::regularizer regularizer{};
     bool use_bias = true;
     merge_type out_type = merge_type::concat;
     bool keep_list = false;
@@ -49,7 +49,7 @@ constexpr auto allint(X x) {
             return xxc;
     }();
     constexpr auto out = merge<C.out_type, C.keep_list>(O);
-    constexpr auto pen = penalty<C.kernel_regularizer>(Cm);
+    constexpr auto pen = penalty<C.regularizer>(Cm);
     using kinit = tlist<param_init<kname, make_dims<N, C.cmp_dim>(), C.initializer>>;
     using binit = std::conditional_t<C.use_bias, tlist<param_init<bname, make_dims<C.cmp_dim>(), init::Zeros{}>>, tlist<>>;
     return result<std::remove_cvref_t<decltype(out)>, std::remove_cvref_t<decltype(pen)>, tlist<>, tl_concat_t<kinit, binit>>{};

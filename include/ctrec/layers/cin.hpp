@@ -38,7 +38,7 @@ struct cin_config {
     std::array<std::size_t, T> hidden_units{};  // alias
     layers::activation activation = act_linear;  // Keras resolver (keras_activation); identity by default
     init::spec initializer = init::GlorotUniform{};
-    regularizer kernel_regularizer{};
+    layers::regularizer regularizer{};
 };
 
 namespace detail {
@@ -91,7 +91,7 @@ constexpr auto cin_from(X0 x0, Xh xh) {
 }
 template <fixed_string Scope, auto C, std::size_t N, std::size_t... t>
 constexpr auto cin_penalty(std::index_sequence<t...>) {
-    if constexpr (C.kernel_regularizer.active()) return (penalty<C.kernel_regularizer>(cin_kernel<Scope, C, t, N>{}) + ...);
+    if constexpr (C.regularizer.active()) return (penalty<C.regularizer>(cin_kernel<Scope, C, t, N>{}) + ...);
     else return scalar_zero{};
 }
 } // namespace detail
