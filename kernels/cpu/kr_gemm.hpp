@@ -38,8 +38,8 @@ inline void pack_b_split(const T* Wp, std::size_t kb, std::ptrdiff_t sa, std::pt
                 T* dst = strip + (k + t) * NB;
                 std::size_t j = 0;
                 for (; j + W <= nb; j += W) V::load_unaligned(src + j).store_aligned(dst + j);
-                for (; j < nb; ++j) dst[j] = src[j];
-                for (; j < NB; ++j) dst[j] = T(0);
+                std::copy(src + j, src + nb, dst + j);
+                std::fill(dst + nb, dst + NB, T(0));
             }
         } else if (sb == 1) {
             // the run is contiguous along kappa: a blocked transpose of nb rows x run columns
