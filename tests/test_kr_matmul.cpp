@@ -73,6 +73,12 @@ TEST_CASE("khatri_rao_matmul: the R x H x M product is absent from the forward a
     CHECK_FALSE(has_buffer_of_size_at_least(G::plan_type::data, Z));
     CHECK(F::plan_type::data.tile_elems < Z);
     CHECK(G::plan_type::data.tile_elems < Z);
+    const std::size_t largest = [] {
+        std::size_t n = 0;
+        for (const auto& r : jvp_program<float, C::E>::plan_type::data.rec)
+            if (r.batched && r.shape.size() > n) n = r.shape.size();
+        return n;
+    }();
     // the gradient program: one forward product, one fused pass for both input gradients
     // (J = 128 <= kr_dual_max_j) and one Gram product
     std::size_t kr = 0, dual = 0, gram = 0;
@@ -81,4 +87,11 @@ TEST_CASE("khatri_rao_matmul: the R x H x M product is absent from the forward a
     CHECK(kr == 1);
     CHECK(dual == 1);
     CHECK(gram == 1);
+    // forward mode: the primal, one product for dP (*) Q + P (*) dQ, and the dW term
+    using J = jvp_program<float, C::E>;
+    std::size_t jkr = 0, jkr2 = 0;
+    for (const auto& r : J::plan_type::data.rec) jkr += r.k == kind::kr_matmul, jkr2 += r.k == kind::kr_matmul2;
+    CHECK(jkr == 2);
+    CHECK(jkr2 == 1);
+    CHECK(largest < Z);
 }

@@ -420,6 +420,19 @@ struct executor {
     }
 
     template <class N>
+    static void kr_matmul2_step(const context& c) {
+        using P = tl_at_t<0, typename N::operands>;
+        using Q = tl_at_t<1, typename N::operands>;
+        using P2 = tl_at_t<2, typename N::operands>;
+        using Q2 = tl_at_t<3, typename N::operands>;
+        using Wt = tl_at_t<4, typename N::operands>;
+        constexpr auto J = static_cast<std::ptrdiff_t>(N::J);
+        kr_matmul(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
+                  static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
+                  static_cast<const T*>(c.base[id<Wt>]), static_cast<std::ptrdiff_t>(N::kb) * J, J, 1, N::J, ptr<N>(c, 0), J,
+                  false, static_cast<const T*>(c.base[id<P2>]), static_cast<const T*>(c.base[id<Q2>]));
+    }
+    template <class N>
     static void kr_dual_step(const context& c) {
         using P = tl_at_t<0, typename N::operands>;
         using Q = tl_at_t<1, typename N::operands>;
@@ -506,6 +519,7 @@ struct executor {
         else if constexpr (k == kind::kr_matmul) kr_matmul_step<N>(c);
         else if constexpr (k == kind::kr_gram) kr_gram_step<N>(c);
         else if constexpr (k == kind::kr_dual) kr_dual_step<N>(c);
+        else if constexpr (k == kind::kr_matmul2) kr_matmul2_step<N>(c);
         else if constexpr (k == kind::gather) gather_step<N>(c);
         else if constexpr (k == kind::scatter_add) scatter_step<N>(c);
         else movement_step<N>(c);

@@ -84,7 +84,9 @@ struct kr_blocking {
 template <class T>
 inline void kr_matmul(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t R, std::size_t ka,
                       std::size_t kb, const T* Wp, std::ptrdiff_t swa, std::ptrdiff_t swb, std::ptrdiff_t swo,
-                      std::size_t O, T* C, std::ptrdiff_t sc, bool acc) {
+                      std::size_t O, T* C, std::ptrdiff_t sc, bool acc, const T* P2 = nullptr, const T* Q2 = nullptr) {
+    // with P2 and Q2 (same strides as P and Q) the rows are P[r, a] Q[r, b] + P2[r, a] Q2[r, b]:
+    // the tangent dP (*) Q + P (*) dQ of a forward-mode step, as one product
     using V = simd_t<T>;
     using Bk = detail::kr_blocking<T>;
     constexpr int MR = detail::blocking<T>::MR, NV = detail::blocking<T>::NV;
@@ -121,11 +123,23 @@ inline void kr_matmul(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t 
                     const T* p = P + static_cast<std::ptrdiff_t>(m0 + i) * sp + static_cast<std::ptrdiff_t>(a0);
                     const T* q = Q + static_cast<std::ptrdiff_t>(m0 + i) * sq + static_cast<std::ptrdiff_t>(b0);
                     T* d = panel + i * ld;
-                    for (std::size_t a = 0; a < na; ++a, d += nbk) {
-                        const V pa(p[a]);
-                        std::size_t b = 0;
-                        for (; b + W <= nbk; b += W) (pa * V::load_unaligned(q + b)).store_unaligned(d + b);
-                        for (; b < nbk; ++b) d[b] = p[a] * q[b];
+                    if (!P2) {
+                        for (std::size_t a = 0; a < na; ++a, d += nbk) {
+                            const V pa(p[a]);
+                            std::size_t b = 0;
+                            for (; b + W <= nbk; b += W) (pa * V::load_unaligned(q + b)).store_unaligned(d + b);
+                            for (; b < nbk; ++b) d[b] = p[a] * q[b];
+                        }
+                    } else {
+                        const T* p2 = P2 + (p - P);
+                        const T* q2 = Q2 + (q - Q);
+                        for (std::size_t a = 0; a < na; ++a, d += nbk) {
+                            const V pa(p[a]), pa2(p2[a]);
+                            std::size_t b = 0;
+                            for (; b + W <= nbk; b += W)
+                                xsimd::fma(pa2, V::load_unaligned(q2 + b), pa * V::load_unaligned(q + b)).store_unaligned(d + b);
+                            for (; b < nbk; ++b) d[b] = p[a] * q[b] + p2[a] * q2[b];
+                        }
                     }
                 }
                 for (std::size_t j = 0; j < ng; ++j) {

@@ -65,8 +65,7 @@ struct jvp_rule<contract_node<S, A, B, K>, tlist<dA, dB>> {
 // the other roles and kr_gram appear only in gradient graphs (no second derivatives).
 template <class P, class Q, class W, class dP, class dQ, class dW>
 struct jvp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, tlist<dP, dQ, dW>> {
-    using type = add_t<add_t<make_t<kr_matmul_node<kr_role::out_j, dP, Q, W>>, make_t<kr_matmul_node<kr_role::out_j, P, dQ, W>>>,
-                       make_t<kr_matmul_node<kr_role::out_j, P, Q, dW>>>;
+    using type = add_t<make_t<kr_matmul2_node<dP, Q, P, dQ, W>>, make_t<kr_matmul_node<kr_role::out_j, P, Q, dW>>>;
 };
 template <unsigned M, class A, class dA>
 struct jvp_rule<reduce_node<reduce_sum_op, M, A>, tlist<dA>> {

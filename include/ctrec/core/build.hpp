@@ -63,6 +63,15 @@ struct make<kr_dual_node<P, Q, W, G>> {
     using N = kr_dual_node<P, Q, W, G>;
     using type = std::conditional_t<detail::any_zero<P, Q, W, G>(), detail::zero_of<N>, N>;
 };
+// dropping a zero product leaves a plain Khatri-Rao product
+template <class P, class Q, class P2, class Q2, class W>
+struct make<kr_matmul2_node<P, Q, P2, Q2, W>> {
+    using N = kr_matmul2_node<P, Q, P2, Q2, W>;
+    static constexpr bool z1 = detail::any_zero<P, Q>(), z2 = detail::any_zero<P2, Q2>();
+    using type = std::conditional_t<
+        detail::any_zero<W>() || (z1 && z2), detail::zero_of<N>,
+        std::conditional_t<z1, kr_matmul_node<kr_role::out_j, P2, Q2, W>, std::conditional_t<z2, kr_matmul_node<kr_role::out_j, P, Q, W>, N>>>;
+};
 template <class P, class Q, class G>
 struct make<kr_gram_node<P, Q, G>> {
     using N = kr_gram_node<P, Q, G>;

@@ -44,13 +44,14 @@ enum class kind {
     kr_matmul,    // GEMM whose A is a row-wise Khatri-Rao product P (*) Q, never stored (CIN)
     kr_gram,      // its weight gradient: (P (*) Q)^T . G summed over the batch
     kr_dual,      // both input gradients of kr_matmul in one pass: [dP | dQ]
+    kr_matmul2,   // (P (*) Q + P2 (*) Q2) . W in one GEMM: the tangent of kr_matmul
 };
 
 inline constexpr std::string_view kind_name(kind k) {
     constexpr std::string_view names[] = {"input", "param", "index_input", "constant", "zero", "map",
                                           "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
                                           "transpose", "slice", "pad", "concat", "gather", "scatter_add",
-                                          "batch_size", "random", "kr_matmul", "kr_gram", "kr_dual"};
+                                          "batch_size", "random", "kr_matmul", "kr_gram", "kr_dual", "kr_matmul2"};
     return names[static_cast<int>(k)];
 }
 
@@ -491,6 +492,21 @@ struct kr_dual_node {
     static constexpr dims shape = make_dims<R, ka + kb>();
     static constexpr bool batched = true;
     using operands = tlist<P, Q, Wt, G>;
+};
+
+// kr_matmul2_node<P, Q, P2, Q2, W>: out[r, j] = sum_{h, m} (P[r, h] Q[r, m] + P2[r, h] Q2[r, m]) W[h * M + m, j].
+// The forward-mode tangent dP (*) Q + P (*) dQ of kr_matmul as one GEMM (one panel holds
+// both products), so a JVP costs three products per layer (primal, this, the dW term).
+template <class P, class Q, class P2, class Q2, class Wt>
+struct kr_matmul2_node {
+    static_assert(P::shape == P2::shape && Q::shape == Q2::shape && P::batched && Q::batched && P2::batched && Q2::batched,
+                  "ctrec internal: kr_matmul2 operands");
+    static_assert(detail::kr_ok(kr_role::out_j, P::shape, Q::shape, Wt::shape) && !Wt::batched, "ctrec internal: kr_matmul2 weight");
+    static constexpr kind node_kind = kind::kr_matmul2;
+    static constexpr std::size_t R = P::shape.d[0], ka = P::shape.d[1], kb = Q::shape.d[1], J = Wt::shape.d[1];
+    static constexpr dims shape = make_dims<R, J>();
+    static constexpr bool batched = true;
+    using operands = tlist<P, Q, P2, Q2, Wt>;
 };
 
 // A node whose value is complete only after all batch tiles ran (it sums over
