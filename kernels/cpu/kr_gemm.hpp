@@ -244,9 +244,16 @@ inline void kr_gram(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq
                     for (std::size_t blk = 0; blk < nblk; ++blk) {
                         const std::size_t row0 = a * kb + b0 + blk * MR, mr = std::min<std::size_t>(MR, bg - blk * MR);
                         const T* panel = qp + blk * KC * MR;
-                        if (mr == static_cast<std::size_t>(MR) && nb == NB) {
-                            // kernel_n writes C + (row0 + i) * O + n0 + v * W
-                            detail::kernel_n<MR, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0);
+                        if (nb == NB) {
+                            // kernel_n writes C + (row0 + i) * O + n0 + v * W (only the mr rows it has)
+                            switch (mr) {
+                                case 6: if constexpr (MR > 5) detail::kernel_n<6, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0); break;
+                                case 5: if constexpr (MR > 4) detail::kernel_n<5, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0); break;
+                                case 4: detail::kernel_n<4, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0); break;
+                                case 3: detail::kernel_n<3, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0); break;
+                                case 2: detail::kernel_n<2, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0); break;
+                                default: detail::kernel_n<1, NV>(panel, strip, C, g, row0, n0, true, no_epilogue{}, 0, 0); break;
+                            }
                         } else {
                             const gemm_args tg{MR, NB, kc, 1, MR, static_cast<std::ptrdiff_t>(NB), 1, static_cast<std::ptrdiff_t>(NB), 1};
                             detail::kernel_n<MR, NV>(panel, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0);
