@@ -20,6 +20,7 @@
 #include "ctrec/layers/pooling.hpp"
 #include "ctrec/layers/merge.hpp"
 #include "ctrec/layers/partitioner.hpp"
+#include "ctrec/layers/dcn.hpp"
 #include "ctrec/layers/allint.hpp"
 #include "ctrec/layers/cin.hpp"
 #include "ctrec/layers/cdot.hpp"
