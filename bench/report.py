@@ -33,10 +33,15 @@ FLOP_PER_EXAMPLE = {  # GEMM FLOPs (multiply-add = 2)
     ("W2", "fwd"): 26793744.0,
     ("W2", "fwdbwd"): 3 * 26677248.0,
     ("W2", "jvp"): 3 * 26677248.0,
+    # W5 DCN matrix: 3 x (2 D^2 + 3 D), D = 624 (2.34 M); forward+backward and JVP 3x
+    ("W5", "fwd"): 3 * (2 * 624 * 624 + 3 * 624.0),
+    ("W5", "fwdbwd"): 9 * (2 * 624 * 624 + 3 * 624.0),
+    ("W5", "jvp"): 9 * (2 * 624 * 624 + 3 * 624.0),
 }
 TITLES = {
     "W1": "W1 MLP 256-512-256-128-1, float32, one thread",
     "W2": "W2 CIN N=39 K=16 [128, 128], float32, one thread",
+    "W5": "W5 DCN matrix D=624, 3 cross layers, float32, one thread",
 }
 IMPLS = ("ctrec", "eigen", "torch")
 MODES = ("fwd", "fwdbwd", "jvp")
@@ -226,6 +231,9 @@ def main():
         w2 = os.path.join(bdir, "bench_w2_cin")
         if not a.skip_w2 and os.path.exists(w2):
             docs.append(("w2_cin", run_bench(w2, w1_args, a.taskset)))
+        w5 = os.path.join(bdir, "bench_w5_dcn")
+        if os.path.exists(w5):
+            docs.append(("w5_dcn", run_bench(w5, w1_args, a.taskset)))
         if a.save_json:
             os.makedirs(a.save_json, exist_ok=True)
             for name, d in docs:
@@ -239,7 +247,7 @@ def main():
             print_roofline(d)
     for d in docs:
         names = [b.get("run_name", b["name"]) for b in d.get("benchmarks", [])]
-        if any(n.startswith("W1/") or n.startswith("W2/") for n in names):
+        if any(n.startswith("W1/") or n.startswith("W2/") or n.startswith("W5/") for n in names):
             print_w1(d, a.peak_gflops)
 
 
