@@ -28,5 +28,6 @@
 #include "ctrec/layers/can.hpp"
 #include "ctrec/layers/autoint.hpp"
 #include "ctrec/layers/irazor.hpp"
+#include "ctrec/layers/dmr_u2i.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"
