@@ -26,6 +26,7 @@
 #include "ctrec/layers/cdot.hpp"
 #include "ctrec/layers/group_int.hpp"
 #include "ctrec/layers/can.hpp"
+#include "ctrec/layers/senet.hpp"
 #include "ctrec/layers/autoint.hpp"
 #include "ctrec/layers/irazor.hpp"
 #include "ctrec/layers/dmr_u2i.hpp"
