@@ -235,3 +235,51 @@ TEST_CASE("dy . W^T through packed strips of W: edge columns, k chunks, epilogue
     check(double{}, 1e-12);
     check(float{}, 2e-5);
 }
+
+TEST_CASE("large B: cache-blocked vec-N GEMM (k and n blocks, epilogue on the last k block) and packed-B remainders") {
+    // W5-like: x (700) -> relu(x W + b), W 700 x 600: K > 384 and N > 512 with enough rows to
+    // block; the gradient's dy W^T has N = 700 = 10 x 64 + 3 x 16 + 12 (vector remainders, then
+    // scalar columns), and x^T dy accumulates over tiles.
+    constexpr auto x = input<"x", 700>;
+    constexpr auto W = param<"W", 700, 600>;
+    constexpr auto b = param<"b", 600>;
+    using E = std::remove_cvref_t<decltype(act::relu(matmul(x, W) + b))>;
+    auto check = [&]<class T>(T, double tol) {
+        const std::size_t batch = 70;  // 64 rows in the first tile, 6 in the second
+        using G = grad_program<T, E>;
+        typename G::parameters p;
+        for (std::size_t i = 0; i < 700 * 600; ++i) p.template get<"W">()[i] = static_cast<T>(leaf_value("W", i) * 0.05);
+        for (std::size_t i = 0; i < 600; ++i) p.template get<"b">()[i] = static_cast<T>(leaf_value("b", i));
+        typename G::workspace ws;
+        std::vector<T> xs(batch * 700), ct(batch * 600), y(batch * 600), dx(batch * 700), dW(700 * 600), db(600);
+        for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<T>(leaf_value("x", i));
+        for (std::size_t i = 0; i < ct.size(); ++i) ct[i] = static_cast<T>(leaf_value("ct", i));
+        typename G::io io;
+        io.template input<"x">(xs.data()).template input<"cotangent">(ct.data()).template output<0>(y.data());
+        io.template output<G::template grad<"x">>(dx.data()).template output<G::template grad<"W">>(dW.data());
+        io.template output<G::template grad<"b">>(db.data());
+        G::run(p, ws, batch, io);
+        std::vector<double> dz(batch * 600);
+        for (std::size_t e = 0; e < batch; ++e)
+            for (std::size_t j = 0; j < 600; ++j) {
+                double z = leaf_value("b", j);
+                for (std::size_t i = 0; i < 700; ++i) z += double(xs[e * 700 + i]) * double(p.template get<"W">()[i * 600 + j]);
+                CHECK(double(y[e * 600 + j]) == doctest::Approx(z > 0 ? z : 0).epsilon(tol).scale(1));
+                dz[e * 600 + j] = z > 0 ? double(ct[e * 600 + j]) : 0.0;
+            }
+        for (std::size_t e = 0; e < batch; e += 23)
+            for (std::size_t i = 0; i < 700; ++i) {
+                double s = 0;
+                for (std::size_t j = 0; j < 600; ++j) s += dz[e * 600 + j] * double(p.template get<"W">()[i * 600 + j]);
+                CHECK(double(dx[e * 700 + i]) == doctest::Approx(s).epsilon(tol).scale(1));
+            }
+        for (std::size_t i = 0; i < 700; i += 37)
+            for (std::size_t j = 0; j < 600; ++j) {
+                double s = 0;
+                for (std::size_t e = 0; e < batch; ++e) s += double(xs[e * 700 + i]) * dz[e * 600 + j];
+                CHECK(double(dW[i * 600 + j]) == doctest::Approx(s).epsilon(tol).scale(1));
+            }
+    };
+    check(double{}, 1e-12);
+    check(float{}, 1e-4);
+}

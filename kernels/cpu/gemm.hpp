@@ -204,42 +204,63 @@ inline void gemm_dot(const T* A, const T* B, T* C, const gemm_args& g, bool acc,
 // block of NV vectors of columns, up to KC deep, as a contiguous k-major strip (a small
 // transpose, which stays in L1/L2), then run the streaming kernel on it for every row
 // block. W itself is read once per call and no transposed copy of it has to live in cache.
+// One column block [n0, n0 + NVc * W) of B read across its rows: strips of kc rows are
+// transposed into k-major order and streamed against every row block of A.
+template <int NVc, class T, class Epi>
+inline void packed_b_block(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi, std::size_t n0,
+                           T* strip) {
+    constexpr int MR = blocking<T>::MR;
+    constexpr std::size_t W = simd_t<T>::size, NB = static_cast<std::size_t>(NVc) * W, KC = 256;
+    for (std::size_t k0 = 0; k0 < g.K; k0 += KC) {
+        const std::size_t kc = g.K - k0 < KC ? g.K - k0 : KC;
+        const bool last = k0 + kc == g.K;
+        const bool a = acc || k0 > 0;
+        // strip[k][j] = B[k0 + k, n0 + j]: columns of B are rows of the stored matrix
+        transpose_strided(B + static_cast<std::ptrdiff_t>(n0) * g.sbn + static_cast<std::ptrdiff_t>(k0), NB, kc,
+                          static_cast<std::size_t>(g.sbn), strip, NB);
+        // the strip is B for columns n0 .. n0 + NB - 1 (column n0 at strip column 0)
+        const gemm_args pg{g.M, g.N, kc, g.sam, g.sak, static_cast<std::ptrdiff_t>(NB), 1, g.scm, g.scn};
+        const T* ap = A + static_cast<std::ptrdiff_t>(k0) * g.sak;
+        auto run = [&](const auto& e) {
+            std::size_t m = 0;
+            for (; m + MR <= g.M; m += MR) kernel_n<MR, NVc>(ap, strip, C, pg, m, n0, a, e, m, 0);
+            switch (g.M - m) {
+                case 5: if constexpr (MR > 5) kernel_n<5, NVc>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                case 4: if constexpr (MR > 4) kernel_n<4, NVc>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                case 3: kernel_n<3, NVc>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                case 2: kernel_n<2, NVc>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                case 1: kernel_n<1, NVc>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
+                default: break;
+            }
+        };
+        if (last) run(epi);
+        else run(no_epilogue{});
+    }
+}
+
+// B read across its rows (sbk == 1: e.g. dy . W^T with W stored as (out, in)): pack one
+// block of NV vectors of columns, up to KC deep, as a contiguous k-major strip (a small
+// transpose, which stays in L1/L2), then run the streaming kernel on it for every row
+// block. W itself is read once per call and no transposed copy of it has to live in cache.
+// A last block narrower than NV vectors runs with fewer vectors (W5: 624 = 9 x 64 + 3 x 16);
+// only the columns past the last whole vector are plain dot products.
 template <class T, class Epi>
 inline void gemm_packed_b(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
-    constexpr int MR = blocking<T>::MR, NV = blocking<T>::NV;
-    constexpr std::size_t W = simd_t<T>::size, NB = static_cast<std::size_t>(NV) * W, KC = 256;  // strip: 64 KiB of float
-    alignas(64) T strip[KC * NB];
+    constexpr int NV = blocking<T>::NV;
+    constexpr std::size_t W = simd_t<T>::size, NB = static_cast<std::size_t>(NV) * W, KC = 256;
+    alignas(64) T strip[KC * NB];  // 64 KiB of float
     const std::size_t nfull = g.N / NB * NB;
-    for (std::size_t n0 = 0; n0 < nfull; n0 += NB) {
-        for (std::size_t k0 = 0; k0 < g.K; k0 += KC) {
-            const std::size_t kc = g.K - k0 < KC ? g.K - k0 : KC;
-            const bool last = k0 + kc == g.K;
-            const bool a = acc || k0 > 0;
-            // strip[k][j] = B[k0 + k, n0 + j]: columns of B are rows of the stored matrix
-            transpose_strided(B + static_cast<std::ptrdiff_t>(n0) * g.sbn + static_cast<std::ptrdiff_t>(k0), NB, kc,
-                              static_cast<std::size_t>(g.sbn), strip, NB);
-            // the strip is B for columns n0 .. n0 + NB - 1 (column n0 at strip column 0)
-            const gemm_args pg{g.M, g.N, kc, g.sam, g.sak, static_cast<std::ptrdiff_t>(NB), 1, g.scm, g.scn};
-            const T* ap = A + static_cast<std::ptrdiff_t>(k0) * g.sak;
-            auto run = [&](const auto& e) {
-                std::size_t m = 0;
-                for (; m + MR <= g.M; m += MR) kernel_n<MR, NV>(ap, strip, C, pg, m, n0, a, e, m, 0);
-                switch (g.M - m) {
-                    case 5: if constexpr (MR > 5) kernel_n<5, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
-                    case 4: if constexpr (MR > 4) kernel_n<4, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
-                    case 3: kernel_n<3, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
-                    case 2: kernel_n<2, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
-                    case 1: kernel_n<1, NV>(ap, strip, C, pg, m, n0, a, e, m, 0); break;
-                    default: break;
-                }
-            };
-            if (last) run(epi);
-            else run(no_epilogue{});
-        }
+    for (std::size_t n0 = 0; n0 < nfull; n0 += NB) packed_b_block<NV>(A, B, C, g, acc, epi, n0, strip);
+    const std::size_t nvr = (g.N - nfull) / W;
+    switch (nvr) {
+        case 3: if constexpr (NV > 3) packed_b_block<3>(A, B, C, g, acc, epi, nfull, strip); break;
+        case 2: if constexpr (NV > 2) packed_b_block<2>(A, B, C, g, acc, epi, nfull, strip); break;
+        case 1: packed_b_block<1>(A, B, C, g, acc, epi, nfull, strip); break;
+        default: break;
     }
-    // columns left over (fewer than one block): plain dot products
+    // columns left over (fewer than one vector): plain dot products
     for (std::size_t m = 0; m < g.M; ++m)
-        for (std::size_t n = nfull; n < g.N; ++n) {
+        for (std::size_t n = nfull + nvr * W; n < g.N; ++n) {
             T s = 0;
             for (std::size_t k = 0; k < g.K; ++k)
                 s += A[static_cast<std::ptrdiff_t>(m) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
@@ -248,6 +269,43 @@ inline void gemm_packed_b(const T* A, const T* B, T* C, const gemm_args& g, bool
             if (acc) s += *cp;
             *cp = Epi::identity ? s : epi.scalar(m, n, s);
         }
+}
+
+// The epilogue of a column block that starts at n0 (blocked GEMMs call kernels on
+// sub-problems whose columns start at 0).
+template <class Epi>
+struct offset_epilogue {
+    const Epi& e;
+    std::size_t n0;
+    static constexpr bool identity = Epi::identity;
+    static constexpr bool vector_ok = Epi::vector_ok;
+    template <class V> V vec(std::size_t m, std::size_t n, V v) const { return e.vec(m, n + n0, v); }
+    template <class T> T scalar(std::size_t m, std::size_t n, T v) const { return e.scalar(m, n + n0, v); }
+};
+
+// Cache blocking for the vec-N kernel: with a large B (W5: 624 x 624 floats, 1.5 MiB) every
+// row block would stream all of B from L3. Blocks of at most KCB x NCB of B (768 KiB of
+// float) stay in L2 while every row block uses them; C takes partial sums between k blocks
+// and the epilogue runs on the last.
+inline constexpr std::size_t vec_n_kcb = 384, vec_n_ncb = 512;
+template <class T, class Epi>
+inline void gemm_vec_n_blocked(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+    constexpr std::size_t W = simd_t<T>::size;
+    const std::size_t nk = (g.K + vec_n_kcb - 1) / vec_n_kcb, nn = (g.N + vec_n_ncb - 1) / vec_n_ncb;
+    const std::size_t kc = (g.K + nk - 1) / nk, nc = ((g.N + nn - 1) / nn + W - 1) / W * W;
+    for (std::size_t n0 = 0; n0 < g.N; n0 += nc) {
+        const std::size_t ncur = g.N - n0 < nc ? g.N - n0 : nc;
+        for (std::size_t k0 = 0; k0 < g.K; k0 += kc) {
+            const std::size_t kcur = g.K - k0 < kc ? g.K - k0 : kc;
+            const gemm_args s{g.M, ncur, kcur, g.sam, g.sak, g.sbk, g.sbn, g.scm, g.scn};
+            const T* a = A + static_cast<std::ptrdiff_t>(k0) * g.sak;
+            const T* b = B + static_cast<std::ptrdiff_t>(k0) * g.sbk + static_cast<std::ptrdiff_t>(n0) * g.sbn;
+            T* c = C + static_cast<std::ptrdiff_t>(n0) * g.scn;
+            const bool a_acc = acc || k0 > 0;
+            if (k0 + kcur == g.K) gemm_vec_n(a, b, c, s, a_acc, offset_epilogue<Epi>{epi, n0});
+            else gemm_vec_n(a, b, c, s, a_acc, no_epilogue{});
+        }
+    }
 }
 
 template <class T, class Epi>
@@ -280,7 +338,12 @@ constexpr gemm_kernel choose_gemm(const gemm_args& g) {
 template <class T, class Epi = no_epilogue>
 inline void gemm(const T* A, const T* B, T* C, const gemm_args& g, bool accumulate, const Epi& epi = {}) {
     switch (choose_gemm<T>(g)) {
-        case gemm_kernel::vec_n: detail::gemm_vec_n(A, B, C, g, accumulate, epi); break;
+        case gemm_kernel::vec_n:
+            if (g.M >= 4 * static_cast<std::size_t>(detail::blocking<T>::MR) && (g.K > detail::vec_n_kcb || g.N > detail::vec_n_ncb))
+                detail::gemm_vec_n_blocked(A, B, C, g, accumulate, epi);
+            else
+                detail::gemm_vec_n(A, B, C, g, accumulate, epi);
+            break;
         case gemm_kernel::packed_b: detail::gemm_packed_b(A, B, C, g, accumulate, epi); break;
         case gemm_kernel::dot: detail::gemm_dot(A, B, C, g, accumulate, epi); break;
         default: detail::gemm_scalar(A, B, C, g, accumulate, epi); break;

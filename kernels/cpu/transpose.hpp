@@ -41,6 +41,12 @@ inline void transpose8x8(const float* src, std::size_t ls, float* dst, std::size
 } // namespace detail
 
 // dst (C x R, row stride ld) = src (R x C, row stride ls)^T
+// (GCC 12 warns that an iteration count near 2^62 of the tail loop would overflow the
+// address space; the counts are bounded by R and C, so the warning is a false positive.)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Waggressive-loop-optimizations"
+#endif
 template <class T>
 inline void transpose_strided(const T* src, std::size_t R, std::size_t C, std::size_t ls, T* dst, std::size_t ld) {
     constexpr std::size_t BS = 32;  // a 32 x 32 block: 4 KiB in, 4 KiB out, both in L1
@@ -62,6 +68,10 @@ inline void transpose_strided(const T* src, std::size_t R, std::size_t C, std::s
                 for (std::size_t j = j0; j < je; ++j) dst[j * ld + i] = src[i * ls + j];
         }
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 template <class T>
 inline void transpose(const T* src, std::size_t R, std::size_t C, T* dst) {
