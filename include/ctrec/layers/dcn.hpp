@@ -34,7 +34,9 @@
 //   softmax over the E experts of x . G_ij. monolith_compat = true: the source's singleton
 //   softmax, computed as written (G stays a parameter of the program, its weight is exp(0) /
 //   exp(0) = 1 exactly, its gradient from the data is exactly 0, a regularizer still applies
-//   to it), so models trained in Monolith score bit-for-bit the same.
+//   to it), so models trained in Monolith compute the same function. (Not bit-identical to
+//   TF: the experts are summed as x0 * (sum_j u_j + E b), and GEMM summation orders differ,
+//   so results agree to float rounding.)
 // - Mixed tanh. The documentation has no tanh; the source applies tanh after V and after C.
 //   ctrec keeps the source's tanh in both modes: it is what trained checkpoints expect, and
 //   the documentation's formula omits it rather than ruling it out.
