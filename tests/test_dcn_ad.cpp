@@ -3,7 +3,7 @@
 // included), the frozen biases under kernel norm through SGD steps, the gradient through a
 // seeded dropout mask, and penalty gradients. Forward tests: test_dcn.cpp; mixed-mode
 // derivatives: test_dcn_mixed.cpp (separate files bound each file's compile memory).
-#include "support.hpp"
+#include "dcn_support.hpp"
 
 #include <algorithm>
 #include <string>
@@ -17,50 +17,12 @@ using namespace ctrec::layers;
 using test::leaf_value;
 
 namespace {
-constexpr std::size_t B = 4, N = 3, D = 5, R = 3;
+using namespace dcn_support;
 
 
-std::vector<double> leaf_values(std::string_view name, std::size_t n) {
-    std::vector<double> v(n);
-    for (std::size_t i = 0; i < n; ++i) v[i] = leaf_value(name, i);
-    return v;
-}
-template <class R>
-using out_t = std::remove_cvref_t<decltype(R::out)>;
-template <class P>
-std::vector<std::string_view> names_of() {
-    return {P::names.begin(), P::names.end()};
-}
-// Runs program M on input xs (batch examples) with parameters from p and the given seed.
-template <class M, class P>
-std::vector<typename M::element_type> run_with(P& p, const std::vector<typename M::element_type>& xs,
-                                               std::size_t batch, std::uint64_t seed) {
-    typename M::workspace ws;
-    std::vector<typename M::element_type> y(xs.size());
-    typename M::io io;
-    io.seed = seed;
-    io.template input<"x">(xs.data()).template output<0>(y.data());
-    M::run(p, ws, batch, io);
-    return y;
-}
-template <class M>
-void fill_leaf_values(typename M::parameters& p) {
-    using T = typename M::element_type;
-    for (std::size_t k = 0; k < M::parameters::count; ++k) {
-        auto w = p.get(k);
-        for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<T>(leaf_value(M::parameters::names[k], i));
-    }
-}
-
-constexpr auto x2 = input<"x", N, D>;
-constexpr dcn_config vec_kn{.type = dcn_type::vector, .layer_num = 2, .allow_kernel_norm = true};
-constexpr dcn_config mat{.type = dcn_type::matrix, .layer_num = 2};
-constexpr dcn_config mat_kn{.type = dcn_type::matrix, .layer_num = 2, .allow_kernel_norm = true};
-constexpr dcn_config mix{.type = dcn_type::mixed, .layer_num = 2, .num_experts = 2, .low_rank = R};
 // (mixed with kernel norm: one layer in the derivative programs, whose compile cost grows
 // steeply with depth; the two-layer form is checked forward and in the original config)
 constexpr dcn_config mix1{.type = dcn_type::mixed, .layer_num = 1, .num_experts = 2, .low_rank = R};
-constexpr dcn_config mix_compat{.type = dcn_type::mixed, .layer_num = 2, .num_experts = 2, .low_rank = R, .monolith_compat = true};
 } // namespace
 
 TEST_CASE("dcn gradients and JVP by finite differences (every input and parameter element), dropout off") {
