@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include <benchmark/benchmark.h>
 #include <xsimd/xsimd.hpp>
 
 namespace bench {
@@ -168,6 +170,44 @@ inline double percentile(std::vector<double>& v, double q) {
     std::size_t k = static_cast<std::size_t>(q * double(v.size() - 1) + 0.5);
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
     return v[k];
+}
+
+
+// ---- shared by the workload benchmarks ----------------------------------------------------
+// FLOP/s the peak_frac counters divide by (measured at start-up or given by --peak_gflops).
+inline double g_peak = 0;
+
+// Deterministic data for weights and inputs.
+struct lcg {
+    std::uint64_t s;
+    float next() {  // uniform in [-1, 1)
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        return float((s >> 40) & 0xffffff) / float(1 << 23) - 1.0f;
+    }
+};
+
+
+// Manual timing around each call: FLOP/s, fraction of peak, p50 / p99 latency, batch, items.
+template <class F>
+inline void timed(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f) {
+    using clk = std::chrono::steady_clock;
+    std::vector<double> lat;
+    lat.reserve(static_cast<std::size_t>(std::min<benchmark::IterationCount>(st.max_iterations, 1 << 22)));
+    for (auto _ : st) {
+        auto t0 = clk::now();
+        f();
+        auto t1 = clk::now();
+        double dt = std::chrono::duration<double>(t1 - t0).count();
+        st.SetIterationTime(dt);
+        if (lat.size() < lat.capacity()) lat.push_back(dt);
+    }
+    const double it = double(st.iterations());
+    st.counters["flops"] = benchmark::Counter(flop_per_iter * it, benchmark::Counter::kIsRate);
+    st.counters["peak_frac"] = benchmark::Counter(flop_per_iter * it / g_peak, benchmark::Counter::kIsRate);
+    st.counters["p50_us"] = percentile(lat, 0.50) * 1e6;
+    st.counters["p99_us"] = percentile(lat, 0.99) * 1e6;
+    st.counters["B"] = double(batch);
+    st.SetItemsProcessed(static_cast<std::int64_t>(it) * static_cast<std::int64_t>(batch));
 }
 
 }  // namespace bench

@@ -39,6 +39,9 @@
 #include "bench_common.hpp"
 
 namespace {
+using bench::g_peak;
+using bench::lcg;
+using bench::timed;
 
 // ---- the model ----------------------------------------------------------------------------
 namespace w1 {
@@ -66,16 +69,8 @@ constexpr double kFlopFwd = 2.0 * (double(D0) * D1 + double(D1) * D2 + double(D2
 constexpr double kFlopFwdBwd = 3.0 * kFlopFwd;  // forward + dX and dW products of every layer
 constexpr double kFlopJvp = 3.0 * kFlopFwd;     // forward + (dh W + h dW) per layer
 
-double g_peak = 0;  // FLOP/s
 
 // ---- shared data: weights, tangents, inputs, cotangent ---------------------------------------
-struct lcg {
-    std::uint64_t s;
-    float next() {  // uniform in [-1, 1)
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        return float((s >> 40) & 0xffffff) / float(1 << 23) - 1.0f;
-    }
-};
 
 // 64-byte aligned, like ctrec's parameter block and Eigen's own matrices (AVX-512 loads that
 // straddle cache lines make the L2-bound B = 1 GEMVs up to ~2x slower).
@@ -111,27 +106,6 @@ const Data& data() {
 }
 
 // ---- timing helper -----------------------------------------------------------------------------
-template <class F>
-void timed(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f) {
-    using clk = std::chrono::steady_clock;
-    std::vector<double> lat;
-    lat.reserve(static_cast<std::size_t>(std::min<benchmark::IterationCount>(st.max_iterations, 1 << 22)));
-    for (auto _ : st) {
-        auto t0 = clk::now();
-        f();
-        auto t1 = clk::now();
-        double dt = std::chrono::duration<double>(t1 - t0).count();
-        st.SetIterationTime(dt);
-        if (lat.size() < lat.capacity()) lat.push_back(dt);
-    }
-    const double it = double(st.iterations());
-    st.counters["flops"] = benchmark::Counter(flop_per_iter * it, benchmark::Counter::kIsRate);
-    st.counters["peak_frac"] = benchmark::Counter(flop_per_iter * it / g_peak, benchmark::Counter::kIsRate);
-    st.counters["p50_us"] = bench::percentile(lat, 0.50) * 1e6;
-    st.counters["p99_us"] = bench::percentile(lat, 0.99) * 1e6;
-    st.counters["B"] = double(batch);
-    st.SetItemsProcessed(static_cast<std::int64_t>(it) * static_cast<std::int64_t>(batch));
-}
 
 // ============================================ ctrec ============================================
 template <class Params>

@@ -56,6 +56,9 @@
 #include "bench_common.hpp"
 
 namespace {
+using bench::g_peak;
+using bench::lcg;
+using bench::timed;
 
 // ---- the model ----------------------------------------------------------------------------
 constexpr int N = 39, K = 16, H0 = 128, H1 = 128, OUT = H0 + H1;
@@ -78,17 +81,9 @@ constexpr double kFlopFwd = double(K) * NN + 2.0 * K * NN * H0 + 3.0 * K * H0 + 
 constexpr double kFlopFwdBwd = 3.0 * kFlopGemm;
 constexpr double kFlopJvp = 3.0 * kFlopGemm;
 
-double g_peak = 0;     // FLOP/s
 int g_eigen_chunk = 4;  // examples per Eigen chunk (64 rows of Z)
 
 // ---- shared data: weights, tangents, inputs, cotangent ---------------------------------------
-struct lcg {
-    std::uint64_t s;
-    float next() {  // uniform in [-1, 1)
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        return float((s >> 40) & 0xffffff) / float(1 << 23) - 1.0f;
-    }
-};
 
 using avec = std::vector<float, Eigen::aligned_allocator<float>>;  // 64-byte aligned
 
@@ -120,27 +115,6 @@ const Data& data() {
 }
 
 // ---- timing helper -----------------------------------------------------------------------------
-template <class F>
-void timed(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f) {
-    using clk = std::chrono::steady_clock;
-    std::vector<double> lat;
-    lat.reserve(static_cast<std::size_t>(std::min<benchmark::IterationCount>(st.max_iterations, 1 << 22)));
-    for (auto _ : st) {
-        auto t0 = clk::now();
-        f();
-        auto t1 = clk::now();
-        double dt = std::chrono::duration<double>(t1 - t0).count();
-        st.SetIterationTime(dt);
-        if (lat.size() < lat.capacity()) lat.push_back(dt);
-    }
-    const double it = double(st.iterations());
-    st.counters["flops"] = benchmark::Counter(flop_per_iter * it, benchmark::Counter::kIsRate);
-    st.counters["peak_frac"] = benchmark::Counter(flop_per_iter * it / g_peak, benchmark::Counter::kIsRate);
-    st.counters["p50_us"] = bench::percentile(lat, 0.50) * 1e6;
-    st.counters["p99_us"] = bench::percentile(lat, 0.99) * 1e6;
-    st.counters["B"] = double(batch);
-    st.SetItemsProcessed(static_cast<std::int64_t>(it) * static_cast<std::int64_t>(batch));
-}
 
 // ============================================ ctrec ============================================
 template <class Params>

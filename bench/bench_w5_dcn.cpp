@@ -34,6 +34,9 @@
 #include "bench_common.hpp"
 
 namespace {
+using bench::g_peak;
+using bench::lcg;
+using bench::timed;
 
 constexpr int D = 624, L = 3;
 constexpr int kMaxB = 1024, kGradB = 64;
@@ -52,15 +55,7 @@ constexpr double kFlopFwd = L * (2.0 * D * D + 3.0 * D);  // 2.34 M
 constexpr double kFlopFwdBwd = 3.0 * kFlopFwd;
 constexpr double kFlopJvp = 3.0 * kFlopFwd;
 
-double g_peak = 0;
 
-struct lcg {
-    std::uint64_t s;
-    float next() {  // uniform in [-1, 1)
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        return float((s >> 40) & 0xffffff) / float(1 << 23) - 1.0f;
-    }
-};
 using avec = std::vector<float, Eigen::aligned_allocator<float>>;
 
 struct Data {
@@ -88,27 +83,6 @@ const Data& data() {
     return d;
 }
 
-template <class F>
-void timed(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f) {
-    using clk = std::chrono::steady_clock;
-    std::vector<double> lat;
-    lat.reserve(static_cast<std::size_t>(std::min<benchmark::IterationCount>(st.max_iterations, 1 << 22)));
-    for (auto _ : st) {
-        auto t0 = clk::now();
-        f();
-        auto t1 = clk::now();
-        double dt = std::chrono::duration<double>(t1 - t0).count();
-        st.SetIterationTime(dt);
-        if (lat.size() < lat.capacity()) lat.push_back(dt);
-    }
-    const double it = double(st.iterations());
-    st.counters["flops"] = benchmark::Counter(flop_per_iter * it, benchmark::Counter::kIsRate);
-    st.counters["peak_frac"] = benchmark::Counter(flop_per_iter * it / g_peak, benchmark::Counter::kIsRate);
-    st.counters["p50_us"] = bench::percentile(lat, 0.50) * 1e6;
-    st.counters["p99_us"] = bench::percentile(lat, 0.99) * 1e6;
-    st.counters["B"] = double(batch);
-    st.SetItemsProcessed(static_cast<std::int64_t>(it) * static_cast<std::int64_t>(batch));
-}
 
 // ============================================ ctrec ============================================
 const char* const kKernel[L] = {"dcn/kernel_0", "dcn/kernel_1", "dcn/kernel_2"};
