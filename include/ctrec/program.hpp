@@ -17,6 +17,7 @@
 
 #include "ctrec/core/error.hpp"
 #include "ctrec/core/plan.hpp"
+#include "ctrec/core/rewrite.hpp"
 #include "ctrec/core/storage.hpp"
 #include "cpu/executor.hpp"
 
@@ -49,12 +50,13 @@ class basic_program {
 
 public:
     using element_type = T;
-    using plan_type = plan<Roots...>;
+    // The roots after the rewrite passes (core/rewrite.hpp): what is planned and run.
+    using plan_type = plan<rewrite_t<Roots>...>;
     using nodes = typename plan_type::nodes;
     using input_leaves = tl_filter_t<is_input_leaf, nodes>;
     using param_leaves = tl_filter_t<is_param_leaf, nodes>;
     using index_leaves = tl_filter_t<is_index_leaf, nodes>;
-    using roots = tlist<Roots...>;
+    using roots = tlist<rewrite_t<Roots>...>;
     using exec = cpu::executor<T, plan_type>;
 
     static constexpr std::size_t n_inputs = input_leaves::size;
@@ -316,7 +318,7 @@ private:
         if constexpr (N::node_kind == kind::param) {
             c.base[i] = const_cast<T*>(p.data()) + parameters::offsets[tl_index_v<N, param_leaves>];
         } else if constexpr (N::node_kind == kind::input) {
-            c.base[i] = const_cast<T*>(b.in[tl_index_v<N, input_leaves>]) + b0 * size;
+            c.base[i] = const_cast<T*>(b.in[tl_index_v<N, input_leaves>]) + (N::batched ? b0 * size : 0);
         } else if constexpr (N::node_kind == kind::index_input) {
             c.ibase[i] = b.ids[tl_index_v<N, index_leaves>] + b0 * size;
         } else if constexpr (D.alias[i]) {

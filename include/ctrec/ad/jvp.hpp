@@ -10,8 +10,8 @@ namespace ctrec::ad {
 template <class N> struct tangent;
 template <class N> using tangent_t = typename tangent<N>::type;
 
-template <fixed_string Name, dims S>
-struct tangent<input_node<Name, S>> { using type = input_node<join<"d.", Name>(), S>; };
+template <fixed_string Name, dims S, bool B>
+struct tangent<input_node<Name, S, B>> { using type = input_node<join<"d.", Name>(), S, B>; };
 template <fixed_string Name, dims S>
 struct tangent<param_node<Name, S>> { using type = param_node<join<"d.", Name>(), S>; };
 template <fixed_string Name, dims S>

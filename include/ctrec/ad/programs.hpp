@@ -19,8 +19,11 @@ namespace detail {
 template <class T, class Roots> struct program_of;
 template <class T, class... R> struct program_of<T, tlist<R...>> { using type = basic_program<T, R...>; };
 
-template <class Root>
+// Derivatives are taken of the rewritten root (core/rewrite.hpp), so the derivative graphs
+// inherit the rewrites; basic_program rewrites the derivative roots again.
+template <class UserRoot>
 struct grad_roots {
+    using Root = rewrite_t<UserRoot>;
     static_assert(Root::batched || Root::shape.size() == 1,
                   "ctrec: grad_program needs a per-example root or an unbatched scalar (a loss)");
     using G = graph_t<Root>;
@@ -43,6 +46,6 @@ struct grad_program : detail::program_of<T, typename detail::grad_roots<std::rem
 };
 
 template <class T, node Root>
-struct jvp_program : program<T, Root, ad::tangent_t<std::remove_cvref_t<Root>>> {};
+struct jvp_program : program<T, Root, ad::tangent_t<rewrite_t<std::remove_cvref_t<Root>>>> {};
 
 } // namespace ctrec

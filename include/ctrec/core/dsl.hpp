@@ -16,6 +16,11 @@ template <fixed_string Name, std::size_t... D>
 inline constexpr input_node<Name, make_dims<D...>()> input{};
 template <fixed_string Name, std::size_t... D>
 inline constexpr param_node<Name, make_dims<D...>()> param{};
+// An input that is the same for every example of a call (bound once, without a batch
+// axis): the user side of one user scored against many candidates. Work that depends only
+// on shared inputs and parameters runs once per call.
+template <fixed_string Name, std::size_t... D>
+inline constexpr input_node<Name, make_dims<D...>(), false> shared_input{};
 template <fixed_string Name, std::size_t... D>
 inline constexpr index_node<Name, make_dims<D...>()> ids{};
 template <double V>
@@ -137,6 +142,16 @@ constexpr auto stack(A...) {
 template <node T, node I>
 constexpr auto gather(T, I) { return gather_node<T, I>{}; }
 template <node A> constexpr auto stop_gradient(A) { return stop_gradient_node<A>{}; }
+// broadcast_to<D...>(a): a broadcast (numpy rules) to the per-example shape (D...), as an
+// explicit node (see op_broadcast).
+template <std::size_t... D, node A>
+constexpr auto broadcast_to(A) {
+    constexpr dims s = make_dims<D...>();
+    static_assert(check_shapes<"broadcast_to", A::shape, s, can_broadcast(A::shape, s) && broadcast(A::shape, s) == s>,
+                  "ctrec: broadcast_to needs a shape the operand broadcasts to");
+    if constexpr (A::shape == s) return A{};
+    else return map_node<op_broadcast, A, zero_node<s, false>>{};
+}
 
 // ---- composites (derivatives follow from their parts) ------------------------------------
 // Softmax along Axis. The max shift is a stop_gradient: the softmax does not

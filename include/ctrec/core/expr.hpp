@@ -77,11 +77,15 @@ template <fixed_string Op, dims A, dims B, bool Ok>
 inline constexpr bool check_shapes = incompatible_shapes<Op, shape_of<A>, shape_of<B>, Ok>::value;
 
 // ---- leaves -----------------------------------------------------------------
-template <fixed_string Name, dims S>
+// Batched = false: a shared input, bound at run time like any input but the same for every
+// example of the call (one user's behaviour sequence scored against a batch of candidate
+// items). Values computed from shared inputs and parameters alone are evaluated once per
+// call, not per example (plan.hpp's hoisting of unbatched values).
+template <fixed_string Name, dims S, bool Batched = true>
 struct input_node {
     static constexpr kind node_kind = kind::input;
     static constexpr dims shape = S;
-    static constexpr bool batched = true;
+    static constexpr bool batched = Batched;
     static constexpr auto name = Name;
     using operands = tlist<>;
 };

@@ -184,6 +184,21 @@ struct op_eq : flat_rules<2> {
     template <class V> static V apply(V a, V b) { return vmath<V>::eq(a, b); }
 };
 
+// broadcast(a, s): a, broadcast (numpy rules, right-aligned) to the shape of s, whose value is
+// never read (s is a zero_node carrying the shape). It makes a broadcast explicit, so the
+// rewrite passes (core/rewrite.hpp) can see that a value is constant along an axis and
+// hoist work on it out of that axis. The reverse rule sums the broadcast axes back
+// (rules.hpp unbroadcasts every map operand's cotangent).
+struct op_broadcast {
+    static constexpr bool smooth_unary = false;
+    static constexpr fixed_string name = "broadcast";
+    static constexpr std::size_t arity = 2;
+    static constexpr bool zero_if(const bool* z) { return z[0]; }
+    template <class V> static V apply(V a, V) { return a; }
+    template <class Y, class Tans> using jvp = map_t<op_broadcast, detail::tan0<Tans>, detail::arg1<Y>>;
+    template <std::size_t I, class Y, class Ct> using vjp = std::conditional_t<I == 0, Ct, detail::zero_like<detail::arg1<Y>>>;
+};
+
 // where(c, a, b): c is a 0/1 (or zero/non-zero) mask. Derivatives select too,
 // so a non-finite value in the unselected branch never leaks into a gradient.
 struct op_where {

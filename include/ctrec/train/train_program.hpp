@@ -29,7 +29,7 @@ namespace detail {
 // stop_gradient'ed variable such as a fixed kernel norm or a moving statistic has none).
 template <class Loss>
 struct trainable_of {
-    using G = graph_t<Loss>;
+    using G = graph_t<rewrite_t<Loss>>;  // the graph that is differentiated (rewrite.hpp)
     template <class P>
     struct has_grad : std::bool_constant<!is_zero_v<ad::cotangent_t<G, P>>> {};
     using type = tl_filter_t<has_grad, tl_filter_t<is_param_leaf, G>>;
@@ -39,8 +39,8 @@ template <class Loss, class... P, class... U>
 struct train_roots<Loss, tlist<P...>, tlist<U...>> {
     static_assert(Loss::batched || Loss::shape.size() == 1,
                   "ctrec: train_program needs a per-example loss or an unbatched scalar loss");
-    using G = graph_t<Loss>;
-    using type = tlist<Loss, ad::cotangent_t<G, P>..., typename U::value...>;
+    using G = graph_t<rewrite_t<Loss>>;
+    using type = tlist<rewrite_t<Loss>, ad::cotangent_t<G, P>..., typename U::value...>;
 };
 } // namespace detail
 
