@@ -3,6 +3,7 @@
 
     python3 bench/report.py                        # build-bench/, runs roofline + W1 (+ W2 if built)
     python3 bench/report.py --build build-w2 --skip-roofline --skip-w1   # W2 only
+    python3 bench/report.py --build build-w4 --skip-roofline --skip-w1 --skip-w2 --skip-w5  # W4 only
     python3 bench/report.py --build build-bench --repetitions 5 --min-time 0.2
     python3 bench/report.py --json w1.json --json roofline.json   # no run, read files
     python3 bench/report.py --save-json out/       # keep the raw JSON of this run
@@ -37,11 +38,23 @@ FLOP_PER_EXAMPLE = {  # GEMM FLOPs (multiply-add = 2)
     ("W5", "fwd"): 3 * (2 * 624 * 624 + 3 * 624.0),
     ("W5", "fwdbwd"): 9 * (2 * 624 * 624 + 3 * 624.0),
     ("W5", "jvp"): 9 * (2 * 624 * 624 + 3 * 624.0),
+    # W4 DIN attention (bench/ROOFLINE.md): 1.37 M literal (concat then the [80, 40, 1] tower
+    # over T = 50 steps, weighted sum); forward+backward and JVP 3x
+    ("W4", "fwd"): 1.37e6,
+    ("W4", "fwdbwd"): 3 * 1.37e6,
+    ("W4", "jvp"): 3 * 1.37e6,
+}
+# W4 also against the FLOPs left after the concat-split and hoisting rewrites (~0.85 M)
+FLOP_PER_EXAMPLE_REWRITTEN = {
+    ("W4", "fwd"): 0.85e6,
+    ("W4", "fwdbwd"): 3 * 0.85e6,
+    ("W4", "jvp"): 3 * 0.85e6,
 }
 TITLES = {
     "W1": "W1 MLP 256-512-256-128-1, float32, one thread",
     "W2": "W2 CIN N=39 K=16 [128, 128], float32, one thread",
     "W5": "W5 DCN matrix D=624, 3 cross layers, float32, one thread",
+    "W4": "W4 DIN attention H=32 T=50, MLP [80, 40, 1] relu, sum, float32, one thread",
 }
 IMPLS = ("ctrec", "eigen", "torch")
 MODES = ("fwd", "fwdbwd", "jvp")
@@ -105,6 +118,7 @@ def w1_rows(doc):
             "p50": p50,
             "p99": pick(runs, name, "p99_us"),
             "mean": to_us(pick(runs, name, "real_time"), unit),
+            "cpu": pick(runs, name, "cpu_p50_us"),  # thread CPU time (W4)
         }
     return rows
 
@@ -182,6 +196,37 @@ def print_w1(doc, peak_override):
         print("  MLP with Monolith's default weight norm (effective kernels folded by prepare()):")
         for (wl, mode, B), v, c in wn:
             print(f"    {wl} {mode} B={B}: {fmt_us(v)} us (plain tower {fmt_us(c)} us)")
+    cpu_rows = [k for k in order if any(r.get("cpu") is not None for r in rows[k].values())]
+    if cpu_rows:
+        print_cpu_table(rows, cpu_rows, peak)
+
+
+def print_cpu_table(rows, order, peak):
+    """Thread CPU time (CLOCK_THREAD_CPUTIME_ID per call, median), ratios on it, and the
+    fractions of peak on the literal and the rewritten FLOP counts (W4)."""
+    hdr = ("workload", "B", "ctrec cpu us", "Eigen cpu us", "Torch cpu us", "Eigen/ctrec", "Torch/ctrec",
+           "ctrec %pk", "Eigen %pk", "Torch %pk", "ctrec %pk rw", "Eigen %pk rw", "Torch %pk rw")
+    table = []
+    for wl, mode, B in order:
+        r = rows[(wl, mode, B)]
+        c, e, t = (r.get(i, {}).get("cpu") for i in IMPLS)
+        lit = FLOP_PER_EXAMPLE.get((wl, mode), float("nan")) * B
+        rw = FLOP_PER_EXAMPLE_REWRITTEN.get((wl, mode), float("nan")) * B
+
+        def pk(v, flop):
+            return f"{100 * flop / (v * 1e-6) / peak:.1f}%" if v else "-"
+
+        table.append((f"{wl} {mode}", str(B), fmt_us(c), fmt_us(e), fmt_us(t), fmt_ratio(e, c), fmt_ratio(t, c),
+                      pk(c, lit), pk(e, lit), pk(t, lit), pk(c, rw), pk(e, rw), pk(t, rw)))
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(hdr)]
+    line = "  ".join(h.rjust(w) if i > 0 else h.ljust(w) for i, (h, w) in enumerate(zip(hdr, widths)))
+    print()
+    print("  thread CPU time per call (CLOCK_THREAD_CPUTIME_ID, median; not inflated by descheduling):")
+    print(line)
+    print("-" * len(line))
+    for row in table:
+        print("  ".join(v.rjust(w) if i > 0 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
+    print("  %pk: literal FLOPs; %pk rw: the FLOPs left after the rewrites (W4: 0.85 M per example forward)")
 
 
 def main():
@@ -196,6 +241,8 @@ def main():
     ap.add_argument("--skip-roofline", action="store_true", help="do not run bench_roofline")
     ap.add_argument("--skip-w1", action="store_true", help="do not run bench_w1_mlp")
     ap.add_argument("--skip-w2", action="store_true", help="do not run bench_w2_cin (run when built)")
+    ap.add_argument("--skip-w4", action="store_true", help="do not run bench_w4_din (run when built)")
+    ap.add_argument("--skip-w5", action="store_true", help="do not run bench_w5_dcn (run when built)")
     ap.add_argument("--taskset", default=None, help="pin the benchmarks to this CPU (taskset -c)")
     ap.add_argument("--no-interleave", action="store_true",
                     help="run the repetitions of each benchmark back to back (default: random interleaving)")
@@ -231,8 +278,11 @@ def main():
         w2 = os.path.join(bdir, "bench_w2_cin")
         if not a.skip_w2 and os.path.exists(w2):
             docs.append(("w2_cin", run_bench(w2, w1_args, a.taskset)))
+        w4 = os.path.join(bdir, "bench_w4_din")
+        if not a.skip_w4 and os.path.exists(w4):
+            docs.append(("w4_din", run_bench(w4, w1_args, a.taskset)))
         w5 = os.path.join(bdir, "bench_w5_dcn")
-        if os.path.exists(w5):
+        if not a.skip_w5 and os.path.exists(w5):
             docs.append(("w5_dcn", run_bench(w5, w1_args, a.taskset)))
         if a.save_json:
             os.makedirs(a.save_json, exist_ok=True)
@@ -247,7 +297,7 @@ def main():
             print_roofline(d)
     for d in docs:
         names = [b.get("run_name", b["name"]) for b in d.get("benchmarks", [])]
-        if any(n.startswith("W1/") or n.startswith("W2/") or n.startswith("W5/") for n in names):
+        if any(n.startswith("W1/") or n.startswith("W2/") or n.startswith("W5/") or n.startswith("W4/") for n in names):
             print_w1(d, a.peak_gflops)
 
 
