@@ -98,3 +98,16 @@ TEST_CASE("max/min ties send the derivative to the first operand, as TF does") {
     CHECK(dp == std::vector<double>{3, 1, 3, 2});
     CHECK(dq == std::vector<double>{0, 2, 0, 1});
 }
+
+TEST_CASE("a fused select over runs shorter than one SIMD vector is right for every example") {
+    // Regression: GCC 12.2 -O3 -march=native (AVX-512) auto-vectorised the scalar tail of a
+    // fused map step across examples and gave wrong rows for examples 2 and 3 (6 doubles per
+    // example, 7 examples). executor.hpp keeps that tail scalar.
+    constexpr auto w = input<"w", 6>;
+    constexpr auto m = input<"m", 6>;
+    constexpr auto e = where(greater_equal(m, lit<1.0>), w, lit<0.0>) * lit<2.0>;
+    auto f = [](std::string_view n, std::size_t i) { return n == "m" ? ((i % 6) < 4 ? 1.0 : 0.0) : leaf_value(n, i); };
+    std::vector<double> want(7 * 6);
+    for (std::size_t i = 0; i < want.size(); ++i) want[i] = f("m", i) >= 1 ? 2 * leaf_value("w", i) : 0.0;
+    test::check_forward<std::remove_cvref_t<decltype(e)>>(7, want, f);
+}

@@ -2,6 +2,7 @@
 // ctrec: the whole library (core DSL, differentiation, CPU programs, layers, training).
 #include "ctrec/core/dsl.hpp"
 #include "ctrec/core/contract_order.hpp"
+#include "ctrec/core/rewrite.hpp"
 #include "ctrec/ad/jvp.hpp"
 #include "ctrec/ad/vjp.hpp"
 #include "ctrec/ad/programs.hpp"
@@ -30,5 +31,6 @@
 #include "ctrec/layers/autoint.hpp"
 #include "ctrec/layers/irazor.hpp"
 #include "ctrec/layers/dmr_u2i.hpp"
+#include "ctrec/layers/din.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"

@@ -172,7 +172,14 @@ struct executor {
                     std::size_t j = 0;
                     if constexpr (R >= W)
                         for (; j + W <= R; j += W) joined<V, id<N>>(c, b, r0 + j).store_unaligned(dst + r0 + j);
-                    for (; j < R; ++j) dst[r0 + j] = joined<T, id<N>>(c, b, r0 + j);
+                    for (; j < R; ++j) {
+                        dst[r0 + j] = joined<T, id<N>>(c, b, r0 + j);
+                        // GCC 12.2 at -O3 with AVX-512 auto-vectorises this scalar tail across
+                        // examples wrongly (a fused where(x >= 1, w, 0) of 6 doubles gave wrong
+                        // rows for examples 2 and 3; tests/test_serving.cpp): an empty asm keeps
+                        // the tail scalar. The SIMD runs above are explicit and unaffected.
+                        asm volatile("" ::: "memory");
+                    }
                 }
             }
         }

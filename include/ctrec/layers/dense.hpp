@@ -76,7 +76,9 @@ constexpr auto effective_kernel() {
 template <fixed_string Scope, dense_config C, node X>
 constexpr auto dense(X x) {
     static_assert(C.units > 0, "ctrec::layers::dense: units must be positive");
-    static_assert(X::shape.rank >= 1 && X::batched, "ctrec::layers::dense: the input must be a batched tensor (B, ..., D_in)");
+    // An unbatched input is a shared (per-call) value, e.g. a user's pooled behaviours when one
+    // user is scored against a batch of candidates: it is projected once per call.
+    static_assert(X::shape.rank >= 1, "ctrec::layers::dense: the input must be a tensor (B, ..., D_in)");
     static_assert(!C.inactive_relu_monitor || C.activation == act_relu,
                   "ctrec::layers::dense: inactive_relu_monitor needs activation relu");
     static_assert(!C.inactive_relu_monitor || X::shape.rank == 1,

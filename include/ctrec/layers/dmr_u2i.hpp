@@ -52,7 +52,9 @@ template <fixed_string Scope, dmr_u2i_config C, node Item, node Seq>
 constexpr auto dmr_u2i(Item item, Seq seq) {
     static_assert(C.cmp_dim > 0, "ctrec::layers::dmr_u2i: cmp_dim must be positive");
     static_assert(Item::batched && Item::shape.rank == 1, "ctrec::layers::dmr_u2i: item must be (B, I_e)");
-    static_assert(Seq::batched && Seq::shape.rank == 2, "ctrec::layers::dmr_u2i: seq must be (B, T, U_e)");
+    // seq may be a shared input (one user against a batch of candidate items): then all but
+    // the final product with the item runs once per call (examples/serving.cpp).
+    static_assert(Seq::shape.rank == 2, "ctrec::layers::dmr_u2i: seq must be (B, T, U_e) or a shared (T, U_e)");
     constexpr std::size_t T = Seq::shape.d[0], U = Seq::shape.d[1], I = Item::shape.d[0], Cd = C.cmp_dim;
 
     constexpr auto pos_emb = param_node<scoped<Scope, "pos_emb">(), make_dims<T, Cd>()>{};
