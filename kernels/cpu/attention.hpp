@@ -6,7 +6,7 @@
 // stack buffer of rows x N (L1), never in the workspace.
 //
 //   forward   online softmax (running max m, running sum l, rescaled O accumulator) over
-//             key blocks of up to 4 SIMD vectors, so the scores of one block are in registers
+//             key blocks of up to 3 SIMD vectors, so the scores of one block are in registers
 //             and only `rows` x K accumulators persist across blocks (flash-attention style;
 //             N is unbounded by the register file).
 //   backward  dX = dS X + dS^T X + A^T dO, dS = A (dO X^T - rowsum(dO O)): per query block the
@@ -24,6 +24,10 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/simd.hpp"
 
@@ -31,8 +35,8 @@ namespace ctrec::cpu {
 
 namespace attention_detail {
 
-inline constexpr std::size_t rows = 4;     // query rows per block: 4 x (up to 4) score vectors in registers
-inline constexpr std::size_t max_kv = 4;   // SIMD vectors of keys per block
+inline constexpr std::size_t rows = 8;    // query rows per block: 8 x (up to 3) score vectors + 3 key vectors in registers
+inline constexpr std::size_t max_kv = 3;  // SIMD vectors of keys per block (N = 39 floats: one block)
 constexpr std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
 
 template <class T>
@@ -71,13 +75,13 @@ inline void dots_block(const T* const* q, const T* xt, std::size_t j0, T* s, std
         for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_aligned(s + r * ld + v * W);
 }
 // One key block of nv (1..max_kv) vectors: dispatch to the unrolled form.
+static_assert(max_kv == 3, "ctrec internal: the key-block dispatches below list 1..max_kv");
 template <class T, std::size_t K, std::size_t Np>
 inline void dots(const T* const* q, const T* xt, std::size_t j0, std::size_t nv, T* s, std::size_t ld) {
     switch (nv) {
     case 1: dots_block<T, K, Np, 1>(q, xt, j0, s, ld); break;
     case 2: dots_block<T, K, Np, 2>(q, xt, j0, s, ld); break;
-    case 3: dots_block<T, K, Np, 3>(q, xt, j0, s, ld); break;
-    default: dots_block<T, K, Np, 4>(q, xt, j0, s, ld); break;
+    default: dots_block<T, K, Np, 3>(q, xt, j0, s, ld); break;
     }
 }
 // All Np keys: s has row stride Np.
@@ -130,11 +134,40 @@ struct row_acc {
     }
 };
 
+// Largest lane of v (AVX-512 has a reduction sequence; elsewhere a tree over the lanes).
 template <class T>
-inline T hmax(const T* s, std::size_t n) {
-    T m = s[0];
-    for (std::size_t j = 1; j < n; ++j) m = std::max(m, s[j]);
-    return m;
+inline T hmax(typename simd<T>::V v) {
+#if defined(__AVX512F__)
+    if constexpr (simd<T>::W == 16 && std::is_same_v<T, float>) return _mm512_reduce_max_ps(v);
+    else if constexpr (simd<T>::W == 8 && std::is_same_v<T, double>) return _mm512_reduce_max_pd(v);
+    else
+#endif
+    {
+        constexpr std::size_t W = simd<T>::W;
+        alignas(64) T l[W];
+        v.store_aligned(l);
+        for (std::size_t h = W / 2; h > 0; h /= 2)
+            for (std::size_t i = 0; i < h; ++i) l[i] = std::max(l[i], l[i + h]);
+        return l[0];
+    }
+}
+// Largest of s[0, n), n a multiple of W (no scalar dependency chain over n).
+template <class T>
+inline T max_of(const T* s, std::size_t n) {
+    using V = typename simd<T>::V;
+    constexpr std::size_t W = simd<T>::W;
+    V m = V::load_aligned(s);
+    for (std::size_t j = W; j < n; j += W) m = xsimd::max(m, V::load_aligned(s + j));
+    return hmax<T>(m);
+}
+// sum of a[j] b[j] over n (a multiple of W), aligned.
+template <class T>
+inline T dot(const T* a, const T* b, std::size_t n) {
+    using V = typename simd<T>::V;
+    constexpr std::size_t W = simd<T>::W;
+    V acc(T(0));
+    for (std::size_t j = 0; j < n; j += W) acc = xsimd::fma(V::load_aligned(a + j), V::load_aligned(b + j), acc);
+    return xsimd::hadd(acc);
 }
 // s[j] = exp(s[j] - m) over n (a multiple of W) values; returns their sum.
 template <class T>
@@ -160,6 +193,8 @@ inline void block_rows(const T* x, std::size_t i0, const T* q[rows]) {
 // rows past mr and padded keys set to 0.
 template <class T, std::size_t N, std::size_t Np>
 inline void softmax_rows(T* s, std::size_t mr) {
+    using V = typename simd<T>::V;
+    constexpr std::size_t W = simd<T>::W;
     for (std::size_t r = 0; r < rows; ++r) {
         T* sr = s + r * Np;
         if (r >= mr) {
@@ -167,10 +202,57 @@ inline void softmax_rows(T* s, std::size_t mr) {
             continue;
         }
         for (std::size_t j = N; j < Np; ++j) sr[j] = -std::numeric_limits<T>::infinity();
-        const T l = exp_shift(sr, Np, hmax(sr, N));
-        const T inv = T(1) / l;
-        for (std::size_t j = 0; j < N; ++j) sr[j] *= inv;
+        const V inv(T(1) / exp_shift(sr, Np, max_of(sr, Np)));
+        for (std::size_t j = 0; j < Np; j += W) (V::load_aligned(sr + j) * inv).store_aligned(sr + j);
     }
+}
+
+// One key block of the forward pass (NV vectors of keys from j0, `valid` of them real keys):
+// scores in registers, masked, the online-softmax update of the running max m and the lane-wise
+// running sums l, the weights exp(s - m) written to p (rows x NV W, L1) and added into acc.
+template <class T, std::size_t K, std::size_t Np, std::size_t NV>
+inline void forward_block(const T* const* q, const T* xt, std::size_t j0, std::size_t valid, T* m,
+                          typename simd<T>::V* l, row_acc<T, K>& acc, const T* xv, T* p) {
+    using V = typename simd<T>::V;
+    constexpr std::size_t W = simd<T>::W, Bk = NV * W;
+    V sc[rows][NV];
+    for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t v = 0; v < NV; ++v) sc[r][v] = V(T(0));
+    for (std::size_t c = 0; c < K; ++c) {
+        V col[NV];
+        for (std::size_t v = 0; v < NV; ++v) col[v] = V::load_aligned(xt + c * Np + j0 + v * W);
+        for (std::size_t r = 0; r < rows; ++r) {
+            const V qa(q[r][c]);
+            for (std::size_t v = 0; v < NV; ++v) sc[r][v] = xsimd::fma(qa, col[v], sc[r][v]);
+        }
+    }
+    if (valid < Bk) {  // padded keys (zero columns of xt) get -inf
+        alignas(64) T lane[W];
+        for (std::size_t i = 0; i < W; ++i) lane[i] = T(i);
+        const V idx = V::load_aligned(lane), ninf(-std::numeric_limits<T>::infinity());
+        for (std::size_t v = 0; v < NV; ++v) {
+            const auto keep = idx + V(T(v * W)) < V(T(valid));
+            for (std::size_t r = 0; r < rows; ++r) sc[r][v] = xsimd::select(keep, sc[r][v], ninf);
+        }
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+        V vm = sc[r][0];
+        for (std::size_t v = 1; v < NV; ++v) vm = xsimd::max(vm, sc[r][v]);
+        const T mn = std::max(m[r], hmax<T>(vm));
+        if (mn != m[r]) {  // rescale what was accumulated under the old maximum (0 on the first block)
+            const T f = std::exp(m[r] - mn);
+            l[r] *= V(f);
+            acc.scale(r, f);
+            m[r] = mn;
+        }
+        const V mv(mn);
+        for (std::size_t v = 0; v < NV; ++v) {
+            const V e = xsimd::exp(sc[r][v] - mv);
+            l[r] += e;
+            e.store_aligned(p + r * Bk + v * W);
+        }
+    }
+    acc.add(p, Bk, xv, valid);
 }
 
 } // namespace attention_detail
@@ -179,9 +261,10 @@ inline void softmax_rows(T* s, std::size_t mr) {
 template <class T, std::size_t N, std::size_t K>
 void attention_forward(const T* x, T* o, std::size_t nb) {
     using namespace attention_detail;
+    using V = typename simd<T>::V;
     constexpr std::size_t W = simd<T>::W, Np = round_up(N, W), Bk = max_kv * W;
     alignas(64) T xt[K * Np];
-    alignas(64) T s[rows * Bk];
+    alignas(64) T p[rows * Bk];
     row_acc<T, K> acc;
     for (std::size_t b = 0; b < nb; ++b) {
         const T* xb = x + b * N * K;
@@ -190,25 +273,20 @@ void attention_forward(const T* x, T* o, std::size_t nb) {
         for (std::size_t i0 = 0; i0 < N; i0 += rows) {
             const T* q[rows];
             block_rows<T, N, K>(xb, i0, q);
-            T m[rows], l[rows];
-            for (std::size_t r = 0; r < rows; ++r) m[r] = -std::numeric_limits<T>::infinity(), l[r] = T(0);
+            T m[rows];
+            V l[rows];
+            for (std::size_t r = 0; r < rows; ++r) m[r] = -std::numeric_limits<T>::infinity(), l[r] = V(T(0));
             acc.clear();
             for (std::size_t j0 = 0; j0 < Np; j0 += Bk) {
-                const std::size_t nv = std::min(max_kv, (Np - j0) / W), nk = nv * W, valid = std::min(nk, N - j0);
-                dots<T, K, Np>(q, xt, j0, nv, s, Bk);
-                for (std::size_t r = 0; r < rows; ++r) {
-                    T* sr = s + r * Bk;
-                    for (std::size_t j = valid; j < nk; ++j) sr[j] = -std::numeric_limits<T>::infinity();
-                    // online softmax: rescale what was accumulated under the old maximum
-                    const T mn = std::max(m[r], hmax(sr, valid));
-                    const T f = std::exp(m[r] - mn);  // 0 on the first block (m = -inf)
-                    l[r] = l[r] * f + exp_shift(sr, nk, mn);
-                    acc.scale(r, f);
-                    m[r] = mn;
+                const std::size_t nv = std::min(max_kv, (Np - j0) / W), valid = std::min(nv * W, N - j0);
+                const T* xv = xb + j0 * K;
+                switch (nv) {
+                case 1: forward_block<T, K, Np, 1>(q, xt, j0, valid, m, l, acc, xv, p); break;
+                case 2: forward_block<T, K, Np, 2>(q, xt, j0, valid, m, l, acc, xv, p); break;
+                default: forward_block<T, K, Np, 3>(q, xt, j0, valid, m, l, acc, xv, p); break;
                 }
-                acc.add(s, Bk, xb + j0 * K, valid);
             }
-            for (std::size_t r = 0; r < rows && i0 + r < N; ++r) acc.store(r, ob + (i0 + r) * K, T(1) / l[r], false);
+            for (std::size_t r = 0; r < rows && i0 + r < N; ++r) acc.store(r, ob + (i0 + r) * K, T(1) / xsimd::hadd(l[r]), false);
         }
     }
 }
@@ -244,10 +322,11 @@ void attention_backward(const T* x, const T* o, const T* dout, T* dx, std::size_
                     for (std::size_t k = 0; k < K; ++k) d += g[r][k] * ob[(i0 + r) * K + k];
                 T* ar = a + r * Np;
                 T* pr = dp + r * Np;
-                for (std::size_t j = 0; j < Np; ++j) {
-                    const T aj = ar[j];
-                    ar[j] = aj * (pr[j] - d);  // dS
-                    pr[j] = aj;
+                const V dv(d);
+                for (std::size_t j = 0; j < Np; j += W) {
+                    const V aj = V::load_aligned(ar + j);
+                    (aj * (V::load_aligned(pr + j) - dv)).store_aligned(ar + j);  // dS
+                    aj.store_aligned(pr + j);
                 }
             }
             // query term: dX_i += sum_j dS_ij X_j
@@ -276,6 +355,7 @@ void attention_backward(const T* x, const T* o, const T* dout, T* dx, std::size_
 template <class T, std::size_t N, std::size_t K>
 void attention_jvp(const T* x, const T* dx, T* dout, std::size_t nb) {
     using namespace attention_detail;
+    using V = typename simd<T>::V;
     constexpr std::size_t W = simd<T>::W, Np = round_up(N, W);
     alignas(64) T xt[K * Np];
     alignas(64) T dxt[K * Np];
@@ -301,9 +381,11 @@ void attention_jvp(const T* x, const T* dx, T* dout, std::size_t nb) {
             for (std::size_t r = 0; r < rows; ++r) {
                 T* ar = a + r * Np;
                 T* sr = ds + r * Np;
-                T rs = 0;  // rowsum(A dS)
-                for (std::size_t j = 0; j < Np; ++j) sr[j] += ds2[r * Np + j], rs += ar[j] * sr[j];
-                for (std::size_t j = 0; j < Np; ++j) sr[j] = ar[j] * (sr[j] - rs);  // dA
+                for (std::size_t j = 0; j < Np; j += W)
+                    (V::load_aligned(sr + j) + V::load_aligned(ds2 + r * Np + j)).store_aligned(sr + j);
+                const V rs(dot(ar, sr, Np));  // rowsum(A dS)
+                for (std::size_t j = 0; j < Np; j += W)
+                    (V::load_aligned(ar + j) * (V::load_aligned(sr + j) - rs)).store_aligned(sr + j);  // dA
             }
             acc.clear();
             acc.add(a, Np, tb, N);   // A dX
