@@ -151,8 +151,9 @@ void BM_ctrec_jvp(benchmark::State& st) {
 
 // ============================================ Eigen ============================================
 // Written the way a careful engineer would: fixed-size row-major matrices (X 39 x 16, S / A
-// 39 x 39, all on the stack, so Eigen unrolls and vectorises with no allocation), one
-// example at a time: S = X X^T, A = exp(S - rowmax) / rowsum, O = A X per layer.
+// 39 x 39, all on the stack, no allocation), one example at a time: S = X X^T,
+// A = exp(S - rowmax) / rowsum, O = A X per layer. Products are lazyProduct (coefficient-based,
+// unrolled for fixed sizes): ~10% faster here than Eigen's blocked GEMM path for these sizes.
 // Backward: the forward keeps X_l and A_l of the three layers (per example, in L1), then per
 // layer from the top: dA = G X^T, dS = A (dA - rowsum(A dA)), dX = A^T G + (dS + dS^T) X.
 // JVP: dS = P + P^T with P = dX X^T, dA = A (dS - rowsum(A dS)), dO = dA X + A dX.
@@ -182,9 +183,9 @@ struct EigenAutoInt {
         for (int b = 0; b < B; ++b) {
             x = CMapNKu(X + std::size_t(b) * OUT);
             for (int l = 0; l < L; ++l) {
-                a.noalias() = x * x.transpose();
+                a.noalias() = x.lazyProduct(x.transpose());
                 eigen_softmax_rows(a);
-                o.noalias() = a * x;
+                o.noalias() = a.lazyProduct(x);
                 x = o;
             }
             MapNKu(out.data() + std::size_t(b) * OUT) = x;
@@ -198,19 +199,19 @@ struct EigenAutoInt {
         for (int b = 0; b < B; ++b) {
             xs[0] = CMapNKu(X + std::size_t(b) * OUT);
             for (int l = 0; l < L; ++l) {
-                as[l].noalias() = xs[l] * xs[l].transpose();
+                as[l].noalias() = xs[l].lazyProduct(xs[l].transpose());
                 eigen_softmax_rows(as[l]);
-                xs[l + 1].noalias() = as[l] * xs[l];
+                xs[l + 1].noalias() = as[l].lazyProduct(xs[l]);
             }
             MapNKu(out.data() + std::size_t(b) * OUT) = xs[L];
             g = CMapNKu(cot + std::size_t(b) * OUT);
             for (int l = L - 1; l >= 0; --l) {
-                da.noalias() = g * xs[l].transpose();
+                da.noalias() = g.lazyProduct(xs[l].transpose());
                 const ColN rs = as[l].cwiseProduct(da).rowwise().sum();
                 ds = as[l].cwiseProduct(da.colwise() - rs);
-                gxl.noalias() = as[l].transpose() * g;
-                gxl.noalias() += ds * xs[l];
-                gxl.noalias() += ds.transpose() * xs[l];
+                gxl.noalias() = as[l].transpose().lazyProduct(g);
+                gxl.noalias() += ds.lazyProduct(xs[l]);
+                gxl.noalias() += ds.transpose().lazyProduct(xs[l]);
                 g = gxl;
             }
             MapNKu(gx.data() + std::size_t(b) * OUT) = g;
@@ -223,15 +224,15 @@ struct EigenAutoInt {
             x = CMapNKu(X + std::size_t(b) * OUT);
             t = CMapNKu(dX + std::size_t(b) * OUT);
             for (int l = 0; l < L; ++l) {
-                a.noalias() = x * x.transpose();
+                a.noalias() = x.lazyProduct(x.transpose());
                 eigen_softmax_rows(a);
-                p.noalias() = t * x.transpose();
+                p.noalias() = t.lazyProduct(x.transpose());
                 ds = p + p.transpose();
                 const ColN rs = a.cwiseProduct(ds).rowwise().sum();
                 da = a.cwiseProduct(ds.colwise() - rs);
-                o.noalias() = a * x;
-                to.noalias() = da * x;
-                to.noalias() += a * t;
+                o.noalias() = a.lazyProduct(x);
+                to.noalias() = da.lazyProduct(x);
+                to.noalias() += a.lazyProduct(t);
                 x = o, t = to;
             }
             MapNKu(out.data() + std::size_t(b) * OUT) = x;

@@ -30,6 +30,7 @@
 #endif
 
 #include "cpu/simd.hpp"
+#include "cpu/transpose.hpp"
 
 namespace ctrec::cpu {
 
@@ -48,11 +49,9 @@ struct simd {
 // xt[c * Np + j] = x[j * K + c] for j < N, 0 for N <= j < Np.
 template <class T, std::size_t N, std::size_t K, std::size_t Np>
 inline void transpose_pad(const T* x, T* xt) {
-    for (std::size_t c = 0; c < K; ++c) {
-        T* d = xt + c * Np;
-        for (std::size_t j = 0; j < N; ++j) d[j] = x[j * K + c];
-        for (std::size_t j = N; j < Np; ++j) d[j] = T(0);
-    }
+    transpose_strided(x, N, K, K, xt, Np);  // 8 x 8 register blocks (cpu/transpose.hpp)
+    if constexpr (Np > N)
+        for (std::size_t c = 0; c < K; ++c) std::fill_n(xt + c * Np + N, Np - N, T(0));
 }
 
 // s[r * ld + v * W + l] = <q[r], column j0 + v * W + l of xt> for NV vectors of keys.
@@ -169,6 +168,20 @@ inline T dot(const T* a, const T* b, std::size_t n) {
     for (std::size_t j = 0; j < n; j += W) acc = xsimd::fma(V::load_aligned(a + j), V::load_aligned(b + j), acc);
     return xsimd::hadd(acc);
 }
+// sum of a[k] b[k] over K (two rows, unaligned)
+template <class T, std::size_t K>
+inline T row_dot(const T* a, const T* b) {
+    using V = typename simd<T>::V;
+    constexpr std::size_t W = simd<T>::W, KV = K / W;
+    T s = 0;
+    if constexpr (KV > 0) {
+        V acc(T(0));
+        for (std::size_t k = 0; k < KV; ++k) acc = xsimd::fma(V::load_unaligned(a + k * W), V::load_unaligned(b + k * W), acc);
+        s = xsimd::hadd(acc);
+    }
+    for (std::size_t k = KV * W; k < K; ++k) s += a[k] * b[k];
+    return s;
+}
 // s[j] = exp(s[j] - m) over n (a multiple of W) values; returns their sum.
 template <class T>
 inline T exp_shift(T* s, std::size_t n, T m) {
@@ -239,7 +252,9 @@ inline void forward_block(const T* const* q, const T* xt, std::size_t j0, std::s
         V vm = sc[r][0];
         for (std::size_t v = 1; v < NV; ++v) vm = xsimd::max(vm, sc[r][v]);
         const T mn = std::max(m[r], hmax<T>(vm));
-        if (mn != m[r]) {  // rescale what was accumulated under the old maximum (0 on the first block)
+        if (j0 == 0) {  // first block: nothing accumulated yet
+            m[r] = mn;
+        } else if (mn != m[r]) {  // rescale what was accumulated under the old maximum
             const T f = std::exp(m[r] - mn);
             l[r] *= V(f);
             acc.scale(r, f);
@@ -317,9 +332,7 @@ void attention_backward(const T* x, const T* o, const T* dout, T* dx, std::size_
             softmax_rows<T, N, Np>(a, mr);
             dots_all<T, K, Np>(g, xt, dp);
             for (std::size_t r = 0; r < rows; ++r) {
-                T d = 0;  // rowsum(dO O) of row i
-                if (r < mr)
-                    for (std::size_t k = 0; k < K; ++k) d += g[r][k] * ob[(i0 + r) * K + k];
+                const T d = r < mr ? row_dot<T, K>(g[r], ob + (i0 + r) * K) : T(0);  // rowsum(dO O) of row i
                 T* ar = a + r * Np;
                 T* pr = dp + r * Np;
                 const V dv(d);
@@ -333,16 +346,26 @@ void attention_backward(const T* x, const T* o, const T* dout, T* dx, std::size_
             acc.clear();
             acc.add(a, Np, xb, N);
             for (std::size_t r = 0; r < mr; ++r) acc.store(r, db + (i0 + r) * K, T(1), true);
-            // key and value terms: dX_j += sum_i dS_ij X_i + A_ij dO_i
+            // key and value terms: dX_j += sum_i dS_ij X_i + A_ij dO_i. With K one vector wide the
+            // block's X and dO rows stay in registers (2 x rows), so per key only the weights are
+            // loaded (broadcasts) next to the FMAs; two accumulator chains for the FMA latency.
+            V qv[rows][1], gv[rows][1];
+            if constexpr (KV == 1)
+                for (std::size_t r = 0; r < rows; ++r) qv[r][0] = V::load_unaligned(q[r]), gv[r][0] = V::load_unaligned(g[r]);
             for (std::size_t j = 0; j < N; ++j) {
                 T* dj = db + j * K;
                 for (std::size_t k = 0; k < KV; ++k) {
-                    V t = V::load_unaligned(dj + k * W);
+                    V t = V::load_unaligned(dj + k * W), u(T(0));
                     for (std::size_t r = 0; r < rows; ++r) {
-                        t = xsimd::fma(V(a[r * Np + j]), V::load_unaligned(q[r] + k * W), t);
-                        t = xsimd::fma(V(dp[r * Np + j]), V::load_unaligned(g[r] + k * W), t);
+                        if constexpr (KV == 1) {
+                            t = xsimd::fma(V(a[r * Np + j]), qv[r][0], t);
+                            u = xsimd::fma(V(dp[r * Np + j]), gv[r][0], u);
+                        } else {
+                            t = xsimd::fma(V(a[r * Np + j]), V::load_unaligned(q[r] + k * W), t);
+                            u = xsimd::fma(V(dp[r * Np + j]), V::load_unaligned(g[r] + k * W), u);
+                        }
                     }
-                    t.store_unaligned(dj + k * W);
+                    (t + u).store_unaligned(dj + k * W);
                 }
                 for (std::size_t k = KV * W; k < K; ++k)
                     for (std::size_t r = 0; r < rows; ++r) dj[k] += a[r * Np + j] * q[r][k] + dp[r * Np + j] * g[r][k];
