@@ -55,8 +55,9 @@ inline void transpose_pad(const T* x, T* xt) {
 }
 
 // s[r * ld + v * W + l] = <q[r], column j0 + v * W + l of xt> for NV vectors of keys.
+// With mask_from < NV W, lanes from mask_from on (padded keys) are set to -inf in registers.
 template <class T, std::size_t K, std::size_t Np, std::size_t NV>
-inline void dots_block(const T* const* q, const T* xt, std::size_t j0, T* s, std::size_t ld) {
+inline void dots_block(const T* const* q, const T* xt, std::size_t j0, T* s, std::size_t ld, std::size_t mask_from) {
     using V = typename simd<T>::V;
     constexpr std::size_t W = simd<T>::W;
     V acc[rows][NV];
@@ -70,25 +71,43 @@ inline void dots_block(const T* const* q, const T* xt, std::size_t j0, T* s, std
             for (std::size_t v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(qa, col[v], acc[r][v]);
         }
     }
+    if (mask_from < NV * W) {
+        alignas(64) T lane[W];
+        for (std::size_t i = 0; i < W; ++i) lane[i] = T(i);
+        const V idx = V::load_aligned(lane), ninf(-std::numeric_limits<T>::infinity());
+        for (std::size_t v = 0; v < NV; ++v) {
+            const auto keep = idx + V(T(v * W)) < V(T(mask_from));
+            for (std::size_t r = 0; r < rows; ++r) acc[r][v] = xsimd::select(keep, acc[r][v], ninf);
+        }
+    }
     for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_aligned(s + r * ld + v * W);
 }
-// One key block of nv (1..max_kv) vectors: dispatch to the unrolled form.
-static_assert(max_kv == 3, "ctrec internal: the key-block dispatches below list 1..max_kv");
-template <class T, std::size_t K, std::size_t Np>
-inline void dots(const T* const* q, const T* xt, std::size_t j0, std::size_t nv, T* s, std::size_t ld) {
-    switch (nv) {
-    case 1: dots_block<T, K, Np, 1>(q, xt, j0, s, ld); break;
-    case 2: dots_block<T, K, Np, 2>(q, xt, j0, s, ld); break;
-    default: dots_block<T, K, Np, 3>(q, xt, j0, s, ld); break;
-    }
+// Calls f(integral_constant<NV>) for a key block of nv (1..MaxV) vectors; only the forms up to
+// MaxV = min(max_kv, Np / W) are instantiated (a wider one would index past a short X^T).
+static_assert(max_kv == 3, "ctrec internal: with_nv lists 1..max_kv");
+template <std::size_t MaxV, class F>
+inline void with_nv(std::size_t nv, F&& f) {
+    if constexpr (MaxV >= 3)
+        if (nv >= 3) return f(std::integral_constant<std::size_t, 3>{});
+    if constexpr (MaxV >= 2)
+        if (nv == 2) return f(std::integral_constant<std::size_t, 2>{});
+    f(std::integral_constant<std::size_t, 1>{});
 }
-// All Np keys: s has row stride Np.
+// One key block of nv vectors: dispatch to the unrolled form.
 template <class T, std::size_t K, std::size_t Np>
+inline void dots(const T* const* q, const T* xt, std::size_t j0, std::size_t nv, T* s, std::size_t ld, std::size_t mask_from) {
+    with_nv<std::min(max_kv, Np / simd<T>::W)>(nv, [&](auto v) { dots_block<T, K, Np, v()>(q, xt, j0, s, ld, mask_from); });
+}
+// All Np keys: s has row stride Np. Masked: keys from N on are -inf (scores for a softmax);
+// otherwise they are 0 (X^T is zero-padded).
+template <class T, std::size_t K, std::size_t Np, std::size_t N = Np>
 inline void dots_all(const T* const* q, const T* xt, T* s) {
     constexpr std::size_t W = simd<T>::W;
-    for (std::size_t j0 = 0; j0 < Np; j0 += max_kv * W)
-        dots<T, K, Np>(q, xt, j0, std::min(max_kv, (Np - j0) / W), s + j0, Np);
+    for (std::size_t j0 = 0; j0 < Np; j0 += max_kv * W) {
+        const std::size_t nv = std::min(max_kv, (Np - j0) / W);
+        dots<T, K, Np>(q, xt, j0, nv, s + j0, Np, N - std::min(N, j0));
+    }
 }
 
 // acc[r][:] += sum_{j < n} w[r * ld + j] * m[j * K + :], the K axis in SIMD vectors (+ scalar tail).
@@ -168,17 +187,21 @@ inline T dot(const T* a, const T* b, std::size_t n) {
     for (std::size_t j = 0; j < n; j += W) acc = xsimd::fma(V::load_aligned(a + j), V::load_aligned(b + j), acc);
     return xsimd::hadd(acc);
 }
-// exp(x) for the softmax's shifted scores x <= 0 (or -inf). With AVX-512 in float: Cephes'
-// expf polynomial (degree 6 after reduction by n ln 2, ~1-2 ulp) and vscalefps for the 2^n,
-// ~13 instructions against ~22 for xsimd::exp, whose range checks (overflow, NaN) cannot
-// trigger here. x is clamped at -87 (exp = 1.6e-38, a normal float), so -inf (masked keys)
-// gives a negligible weight instead of 0; masked keys are never read as values. Other types
-// and ISAs use xsimd::exp.
+// exp(x) for the softmax's shifted scores x <= 0 (or -inf, a masked key).
+// Float: weights below e^-60 (~1e-26 of the row's largest weight, far below float's
+// resolution of a sum that includes 1) are flushed to exactly 0: denormal weights, and the
+// denormal products they make downstream (A, dS), each cost a microcode assist (~100+ cycles);
+// before this flush the backward spent 3/4 of its time in them. Masked keys get exactly 0.
+// With AVX-512: Cephes' expf polynomial (degree 6 after reduction by n ln 2, ~1-2 ulp) and
+// vscalefps for the 2^n, the flush folded into its zero-masking: ~14 instructions against ~22
+// for xsimd::exp (whose overflow / NaN checks cannot trigger here). Elsewhere xsimd::exp.
 template <class T>
 inline typename simd<T>::V exp_nonpos(typename simd<T>::V x) {
+    using V = typename simd<T>::V;
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float> && simd<T>::W == 16) {
-        const __m512 v = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+        const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-60.0f), _CMP_GE_OQ);
+        const __m512 v = _mm512_max_ps(x, _mm512_set1_ps(-60.0f));
         const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
@@ -190,10 +213,12 @@ inline typename simd<T>::V exp_nonpos(typename simd<T>::V x) {
         p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
         p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
         p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-        return _mm512_scalef_ps(p, n);
+        return _mm512_maskz_scalef_ps(keep, p, n);
     } else
 #endif
-    {
+    if constexpr (std::is_same_v<T, float>) {
+        return xsimd::select(x >= V(-60.0f), xsimd::exp(x), V(0.0f));
+    } else {
         return xsimd::exp(x);
     }
 }
@@ -232,22 +257,22 @@ inline void block_rows(const T* x, std::size_t i0, const T* q[rows]) {
     for (std::size_t r = 0; r < rows; ++r) q[r] = x + std::min(i0 + r, N - 1) * K;
 }
 
-// Exact softmax of a query block's rows (stride Np, N valid keys): a[r] = softmax(s[r]),
-// rows past mr and padded keys set to 0.
+// Exact softmax of a query block's rows (stride Np; padded keys already -inf: dots_all<..., N>):
+// a[r] = softmax(s[r]); rows past mr set to 0. Phase by phase over the rows (max, exp and
+// sum, scale), so the rows' latency chains (reductions, a division) overlap.
 template <class T, std::size_t N, std::size_t Np>
 inline void softmax_rows(T* s, std::size_t mr) {
     using V = typename simd<T>::V;
     constexpr std::size_t W = simd<T>::W;
-    for (std::size_t r = 0; r < rows; ++r) {
+    T m[rows], l[rows];
+    for (std::size_t r = 0; r < mr; ++r) m[r] = max_of(s + r * Np, Np);
+    for (std::size_t r = 0; r < mr; ++r) l[r] = exp_shift(s + r * Np, Np, m[r]);
+    for (std::size_t r = 0; r < mr; ++r) {
         T* sr = s + r * Np;
-        if (r >= mr) {
-            std::fill_n(sr, Np, T(0));
-            continue;
-        }
-        for (std::size_t j = N; j < Np; ++j) sr[j] = -std::numeric_limits<T>::infinity();
-        const V inv(T(1) / exp_shift(sr, Np, max_of(sr, Np)));
+        const V inv(T(1) / l[r]);
         for (std::size_t j = 0; j < Np; j += W) (V::load_aligned(sr + j) * inv).store_aligned(sr + j);
     }
+    for (std::size_t r = mr; r < rows; ++r) std::fill_n(s + r * Np, Np, T(0));
 }
 
 // One key block of the forward pass (NV vectors of keys from j0, `valid` of them real keys):
@@ -325,11 +350,8 @@ void attention_forward(const T* x, T* o, std::size_t nb) {
             for (std::size_t j0 = 0; j0 < Np; j0 += Bk) {
                 const std::size_t nv = std::min(max_kv, (Np - j0) / W), valid = std::min(nv * W, N - j0);
                 const T* xv = xb + j0 * K;
-                switch (nv) {
-                case 1: forward_block<T, K, Np, 1>(q, xt, j0, valid, m, l, acc, xv, p); break;
-                case 2: forward_block<T, K, Np, 2>(q, xt, j0, valid, m, l, acc, xv, p); break;
-                default: forward_block<T, K, Np, 3>(q, xt, j0, valid, m, l, acc, xv, p); break;
-                }
+                with_nv<std::min(max_kv, Np / W)>(
+                    nv, [&](auto v) { forward_block<T, K, Np, v()>(q, xt, j0, valid, m, l, acc, xv, p); });
             }
             for (std::size_t r = 0; r < rows && i0 + r < N; ++r) acc.store(r, ob + (i0 + r) * K, T(1) / xsimd::hadd(l[r]), false);
         }
@@ -358,7 +380,7 @@ void attention_backward(const T* x, const T* o, const T* dout, T* dx, std::size_
             const T *q[rows], *g[rows];
             block_rows<T, N, K>(xb, i0, q);
             block_rows<T, N, K>(gb, i0, g);
-            dots_all<T, K, Np>(q, xt, a);
+            dots_all<T, K, Np, N>(q, xt, a);
             softmax_rows<T, N, Np>(a, mr);
             dots_all<T, K, Np>(g, xt, dp);
             for (std::size_t r = 0; r < rows; ++r) {
@@ -427,7 +449,7 @@ void attention_jvp(const T* x, const T* dx, T* dout, std::size_t nb) {
             const T *q[rows], *t[rows];
             block_rows<T, N, K>(xb, i0, q);
             block_rows<T, N, K>(tb, i0, t);
-            dots_all<T, K, Np>(q, xt, a);
+            dots_all<T, K, Np, N>(q, xt, a);
             softmax_rows<T, N, Np>(a, mr);
             dots_all<T, K, Np>(t, xt, ds);    // dX_i . X_j
             dots_all<T, K, Np>(q, dxt, ds2);  // X_i . dX_j
