@@ -303,19 +303,24 @@ inline void forward_block(const T* const* q, const T* xt, std::size_t j0, std::s
             for (std::size_t r = 0; r < rows; ++r) sc[r][v] = xsimd::select(keep, sc[r][v], ninf);
         }
     }
+    // phase by phase over the rows (maxima, rescaling, exponentials), so the rows' reduction
+    // latencies overlap
+    T mn[rows];
     for (std::size_t r = 0; r < rows; ++r) {
         V vm = sc[r][0];
         for (std::size_t v = 1; v < NV; ++v) vm = xsimd::max(vm, sc[r][v]);
-        const T mn = std::max(m[r], hmax<T>(vm));
-        if (j0 == 0) {  // first block: nothing accumulated yet
-            m[r] = mn;
-        } else if (mn != m[r]) {  // rescale what was accumulated under the old maximum
-            const T f = std::exp(m[r] - mn);
-            l[r] *= V(f);
-            acc.scale(r, f);
-            m[r] = mn;
-        }
-        const V mv(mn);
+        mn[r] = std::max(m[r], hmax<T>(vm));
+    }
+    if (j0 != 0)  // rescale what was accumulated under an older maximum (nothing on the first block)
+        for (std::size_t r = 0; r < rows; ++r)
+            if (mn[r] != m[r]) {
+                const T f = std::exp(m[r] - mn[r]);
+                l[r] *= V(f);
+                acc.scale(r, f);
+            }
+    for (std::size_t r = 0; r < rows; ++r) {
+        m[r] = mn[r];
+        const V mv(mn[r]);
         for (std::size_t v = 0; v < NV; ++v) {
             const V e = exp_nonpos<T>(sc[r][v] - mv);
             l[r] += e;
