@@ -129,7 +129,22 @@ struct row_acc {
         for (std::size_t k = 0; k < KT; ++k) t[r][k] *= f;
     }
     void add(const T* w, std::size_t ld, const T* m, std::size_t n) {
-        for (std::size_t j = 0; j < n; ++j) {
+        std::size_t j = 0;
+        if constexpr (KV == 1 && KT == 0) {
+            // K one vector wide: two keys per step into a second accumulator set, so the FMA
+            // chains (one per row) are half as long as the loop
+            V u[rows];
+            for (std::size_t r = 0; r < rows; ++r) u[r] = V(T(0));
+            for (; j + 2 <= n; j += 2) {
+                const V m0 = V::load_unaligned(m + j * K), m1 = V::load_unaligned(m + (j + 1) * K);
+                for (std::size_t r = 0; r < rows; ++r) {
+                    v[r][0] = xsimd::fma(V(w[r * ld + j]), m0, v[r][0]);
+                    u[r] = xsimd::fma(V(w[r * ld + j + 1]), m1, u[r]);
+                }
+            }
+            for (std::size_t r = 0; r < rows; ++r) v[r][0] += u[r];
+        }
+        for (; j < n; ++j) {
             const T* mj = m + j * K;
             V mv[KV ? KV : 1];
             for (std::size_t k = 0; k < KV; ++k) mv[k] = V::load_unaligned(mj + k * W);
