@@ -19,11 +19,19 @@
 
 namespace ctrec {
 
+// The CPU kernels keep per-example scratch on the stack: X^T (and dX^T) and a few rows x N
+// score rows, at most (2 K + 24) N values (the JVP, in double: 8 bytes each). Bounded here at
+// 4 MiB so that a thread with a default stack cannot overflow (N = 39, K = 16: 17 KB;
+// K = 16 allows N up to ~9000).
+inline constexpr std::size_t attention_max_scratch_bytes = std::size_t(4) << 20;
+
 template <class X>
 struct attention_node {
     static_assert(check_shapes<"self_attention", X::shape, X::shape, (X::shape.rank == 2 && X::shape.d[0] > 0 && X::shape.d[1] > 0)>,
                   "ctrec: self_attention needs a per-example (N, K) matrix");
     static_assert(X::batched, "ctrec: self_attention needs a per-example (batched) operand");
+    static_assert((2 * X::shape.d[1] + 24) * (X::shape.d[0] + 16) * 8 <= attention_max_scratch_bytes,
+                  "ctrec: self_attention: N x K too large for the CPU kernels' stack scratch (attention_max_scratch_bytes)");
     static constexpr kind node_kind = kind::attention;
     static constexpr std::size_t n = X::shape.d[0], k = X::shape.d[1];
     static constexpr dims shape = X::shape;
