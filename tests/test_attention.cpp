@@ -116,6 +116,7 @@ TEST_CASE("self_attention: forward against naive loops and the unfused form (flo
     att_case<39, 16>::check_values(4);  // AutoInt's W3 size: N not a multiple of the width
     att_case<130, 8>::check_values(2);  // several key blocks: the online softmax rescales
     att_case<33, 19>::check_values(2);  // K = a vector plus a tail
+    att_case<20, 16>::check_values(3);  // a key block of two vectors (float), one and a half (double)
 }
 
 TEST_CASE("self_attention: one row is the identity; the output differs per example") {
@@ -151,6 +152,7 @@ TEST_CASE("self_attention: the gradient equals the closed form dS X + dS^T X + A
     att_case<7, 5>::check_gradient(3);
     att_case<39, 16>::check_gradient(2);
     att_case<130, 8>::check_gradient(2);
+    att_case<20, 16>::check_gradient(2);
 }
 
 TEST_CASE("self_attention: float64 finite differences, JVP and duality") {
