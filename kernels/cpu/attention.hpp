@@ -19,7 +19,10 @@
 // rounded up to the SIMD width (a per-example copy of N x K values); the value side (sums over
 // j of a weight times a row of X) is vectorised along K. Padded keys are masked with -inf
 // before the softmax; a query block past the last row repeats the last row and its weights
-// are zeroed, so it contributes nothing.
+// are zeroed, so it contributes nothing. In float, weights below e^-60 of a row's largest are
+// flushed to 0 (exp_nonpos: denormals would cost microcode assists).
+// Block sizes: 8 query rows x up to 3 key vectors = 24 score registers (+3 key vectors) of the
+// 32 AVX-512 registers; N = 39 in float is then 5 query blocks of one key block each.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
