@@ -34,6 +34,11 @@ FLOP_PER_EXAMPLE = {  # GEMM FLOPs (multiply-add = 2)
     ("W2", "fwd"): 26793744.0,
     ("W2", "fwdbwd"): 3 * 26677248.0,
     ("W2", "jvp"): 3 * 26677248.0,
+    # W3 AutoInt N=39 K=16, 3 layers: 3 x (4 N^2 K + 4 N^2) (0.31 M, bench/ROOFLINE.md);
+    # forward+backward and JVP 3x
+    ("W3", "fwd"): 3 * (4 * 39 * 39 * 16 + 4 * 39 * 39.0),
+    ("W3", "fwdbwd"): 9 * (4 * 39 * 39 * 16 + 4 * 39 * 39.0),
+    ("W3", "jvp"): 9 * (4 * 39 * 39 * 16 + 4 * 39 * 39.0),
     # W5 DCN matrix: 3 x (2 D^2 + 3 D), D = 624 (2.34 M); forward+backward and JVP 3x
     ("W5", "fwd"): 3 * (2 * 624 * 624 + 3 * 624.0),
     ("W5", "fwdbwd"): 9 * (2 * 624 * 624 + 3 * 624.0),
@@ -53,6 +58,7 @@ FLOP_PER_EXAMPLE_REWRITTEN = {
 TITLES = {
     "W1": "W1 MLP 256-512-256-128-1, float32, one thread",
     "W2": "W2 CIN N=39 K=16 [128, 128], float32, one thread",
+    "W3": "W3 AutoInt N=39 K=16, 3 layers of softmax(X X^T) X, float32, one thread",
     "W5": "W5 DCN matrix D=624, 3 cross layers, float32, one thread",
     "W4": "W4 DIN attention H=32 T=50, MLP [80, 40, 1] relu, sum, float32, one thread",
 }
@@ -116,9 +122,9 @@ def w1_rows(doc):
             p50 = to_us(pick(runs, name, "real_time"), unit)
         rows.setdefault((wl, mode, B), {})[impl] = {
             "p50": p50,
+            "cpu": pick(runs, name, "cpu_p50_us"),
             "p99": pick(runs, name, "p99_us"),
             "mean": to_us(pick(runs, name, "real_time"), unit),
-            "cpu": pick(runs, name, "cpu_p50_us"),  # thread CPU time (W4)
         }
     return rows
 
@@ -168,12 +174,13 @@ def print_w1(doc, peak_override):
           f"load avg at start {ctx.get('load_avg', '?')}")
     rows = w1_rows(doc)
     hdr = ("workload", "B", "ctrec us", "p99 us", "Eigen us", "Torch us", "Eigen/ctrec", "Torch/ctrec",
-           "ctrec GF/s", "ctrec %pk", "Eigen %pk", "Torch %pk")
+           "ctrec GF/s", "ctrec %pk", "Eigen %pk", "Torch %pk", "cpu: ctrec us", "Eigen/ctrec", "Torch/ctrec")
     table = []
     order = sorted(rows, key=lambda k: (k[0], MODES.index(k[1]) if k[1] in MODES else 9, k[2]))
     for wl, mode, B in order:
         r = rows[(wl, mode, B)]
         c, e, t = (r.get(i, {}).get("p50") for i in IMPLS)
+        cc, ce, ct = (r.get(i, {}).get("cpu") for i in IMPLS)  # thread CPU time (older JSON: none)
         flop = FLOP_PER_EXAMPLE.get((wl, mode), float("nan")) * B
 
         def pk(v):
@@ -181,7 +188,7 @@ def print_w1(doc, peak_override):
 
         table.append((f"{wl} {mode}", str(B), fmt_us(c), fmt_us(r.get("ctrec", {}).get("p99")), fmt_us(e), fmt_us(t),
                       fmt_ratio(e, c), fmt_ratio(t, c), f"{flop / (c * 1e-6) / 1e9:.1f}" if c else "-",
-                      pk(c), pk(e), pk(t)))
+                      pk(c), pk(e), pk(t), fmt_us(cc), fmt_ratio(ce, cc), fmt_ratio(ct, cc)))
     widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(hdr)]
     line = "  ".join(h.rjust(w) if i > 0 else h.ljust(w) for i, (h, w) in enumerate(zip(hdr, widths)))
     print()
@@ -190,7 +197,8 @@ def print_w1(doc, peak_override):
     for row in table:
         print("  ".join(v.rjust(w) if i > 0 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
     print()
-    print("  times: median per-iteration latency (median over repetitions); ratios > 1x: ctrec faster")
+    print("  times: median per-iteration latency (median over repetitions); ratios > 1x: ctrec faster;")
+    print("  cpu: the same from the thread CPU time of each call (time descheduled on a loaded machine excluded)")
     wn = [(k, rows[k]["ctrec_wn"]["p50"], rows[k].get("ctrec", {}).get("p50")) for k in order if "ctrec_wn" in rows[k]]
     if wn:
         print("  MLP with Monolith's default weight norm (effective kernels folded by prepare()):")
@@ -243,6 +251,7 @@ def main():
     ap.add_argument("--skip-w2", action="store_true", help="do not run bench_w2_cin (run when built)")
     ap.add_argument("--skip-w4", action="store_true", help="do not run bench_w4_din (run when built)")
     ap.add_argument("--skip-w5", action="store_true", help="do not run bench_w5_dcn (run when built)")
+    ap.add_argument("--skip-w3", action="store_true", help="do not run bench_w3_autoint (run when built)")
     ap.add_argument("--taskset", default=None, help="pin the benchmarks to this CPU (taskset -c)")
     ap.add_argument("--no-interleave", action="store_true",
                     help="run the repetitions of each benchmark back to back (default: random interleaving)")
@@ -281,6 +290,9 @@ def main():
         w4 = os.path.join(bdir, "bench_w4_din")
         if not a.skip_w4 and os.path.exists(w4):
             docs.append(("w4_din", run_bench(w4, w1_args, a.taskset)))
+        w3 = os.path.join(bdir, "bench_w3_autoint")
+        if not a.skip_w3 and os.path.exists(w3):
+            docs.append(("w3_autoint", run_bench(w3, w1_args, a.taskset)))
         w5 = os.path.join(bdir, "bench_w5_dcn")
         if not a.skip_w5 and os.path.exists(w5):
             docs.append(("w5_dcn", run_bench(w5, w1_args, a.taskset)))
@@ -297,7 +309,7 @@ def main():
             print_roofline(d)
     for d in docs:
         names = [b.get("run_name", b["name"]) for b in d.get("benchmarks", [])]
-        if any(n.startswith("W1/") or n.startswith("W2/") or n.startswith("W5/") or n.startswith("W4/") for n in names):
+        if any(n.startswith(("W1/", "W2/", "W3/", "W4/", "W5/")) for n in names):
             print_w1(d, a.peak_gflops)
 
 

@@ -11,6 +11,7 @@
 
 #include "ctrec/core/error.hpp"
 #include "ctrec/core/plan.hpp"
+#include "cpu/attention.hpp"
 #include "cpu/gemm.hpp"
 #include "cpu/kr_gemm.hpp"
 #include "cpu/transpose.hpp"
@@ -453,6 +454,24 @@ struct executor {
                 static_cast<std::ptrdiff_t>(N::J), d, static_cast<std::ptrdiff_t>(N::ka + N::kb));
     }
 
+    // Fused self-attention (cpu/attention.hpp): one pass per example, no N x N buffer.
+    template <class N>
+    static void attention_step(const context& c) {
+        using X = tl_at_t<0, typename N::operands>;
+        if constexpr (N::node_kind == kind::attention) {
+            attention_forward<T, N::n, N::k>(static_cast<const T*>(c.base[id<X>]), ptr<N>(c, 0), c.nb);
+        } else if constexpr (N::node_kind == kind::attention_vjp) {
+            using O = tl_at_t<1, typename N::operands>;
+            using G = tl_at_t<2, typename N::operands>;
+            attention_backward<T, N::n, N::k>(static_cast<const T*>(c.base[id<X>]), static_cast<const T*>(c.base[id<O>]),
+                                              static_cast<const T*>(c.base[id<G>]), ptr<N>(c, 0), c.nb);
+        } else {
+            using dX = tl_at_t<1, typename N::operands>;
+            attention_jvp<T, N::n, N::k>(static_cast<const T*>(c.base[id<X>]), static_cast<const T*>(c.base[id<dX>]),
+                                         ptr<N>(c, 0), c.nb);
+        }
+    }
+
     template <class N>
     static void gather_step(const context& c) {
         using Table = tl_at_t<0, typename N::operands>;
@@ -527,6 +546,7 @@ struct executor {
         else if constexpr (k == kind::kr_gram) kr_gram_step<N>(c);
         else if constexpr (k == kind::kr_dual) kr_dual_step<N>(c);
         else if constexpr (k == kind::kr_matmul2) kr_matmul2_step<N>(c);
+        else if constexpr (k == kind::attention || k == kind::attention_vjp || k == kind::attention_jvp) attention_step<N>(c);
         else if constexpr (k == kind::gather) gather_step<N>(c);
         else if constexpr (k == kind::scatter_add) scatter_step<N>(c);
         else movement_step<N>(c);

@@ -4,6 +4,7 @@
 //   jvp_rule<N, Tangents>::type     tangent of N from its operands' tangents
 //   vjp_rule<N, I, Ct>::type        cotangent contribution of N to operand I,
 //                                   already shaped (and batch-summed) like it
+#include "ctrec/core/attention.hpp"
 #include "ctrec/core/contract_plan.hpp"
 #include "ctrec/core/ops.hpp"
 
@@ -186,5 +187,17 @@ template <class Ids, class C, dims S, class Ct>
 struct vjp_rule<scatter_add_node<Ids, C, S>, 1, Ct> { using type = make_t<gather_node<Ct, Ids>>; };
 template <class Ids, class C, dims S, class Ct>
 struct vjp_rule<scatter_add_node<Ids, C, S>, 0, Ct> { using type = zero_node<Ids::shape, true>; };
+
+// Fused self-attention (core/attention.hpp): one node per derivative, each recomputing the
+// scores per query block. The gradient or tangent is broadcast to a per-example value first
+// (the kernels read one (N, K) block per example).
+template <class X, class dX>
+struct jvp_rule<attention_node<X>, tlist<dX>> {
+    using type = make_t<attention_jvp_node<X, detail::broadcast_to_t<dX, X>>>;
+};
+template <class X, class Ct>
+struct vjp_rule<attention_node<X>, 0, Ct> {
+    using type = make_t<attention_vjp_node<X, attention_node<X>, detail::broadcast_to_t<Ct, X>>>;
+};
 
 } // namespace ctrec::ad

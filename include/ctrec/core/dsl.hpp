@@ -7,6 +7,7 @@
 //   constexpr auto y = ctrec::sigmoid(ctrec::matmul(x, W) + ctrec::param<"b", 64>);
 //
 // Shape mistakes fail to compile with the operation and both shapes named.
+#include "ctrec/core/attention.hpp"
 #include "ctrec/core/ops.hpp"
 
 namespace ctrec {

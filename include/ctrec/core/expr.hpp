@@ -45,13 +45,17 @@ enum class kind {
     kr_gram,      // its weight gradient: (P (*) Q)^T . G summed over the batch
     kr_dual,      // both input gradients of kr_matmul in one pass: [dP | dQ]
     kr_matmul2,   // (P (*) Q + P2 (*) Q2) . W in one GEMM: the tangent of kr_matmul
+    attention,    // softmax(X X^T) X per example, one pass, no N x N buffer (core/attention.hpp)
+    attention_vjp,// its input gradient (X is query, key and value): dS X + dS^T X + A^T dO
+    attention_jvp,// its tangent along dX
 };
 
 inline constexpr std::string_view kind_name(kind k) {
     constexpr std::string_view names[] = {"input", "param", "index_input", "constant", "zero", "map",
                                           "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
                                           "transpose", "slice", "pad", "concat", "gather", "scatter_add",
-                                          "batch_size", "random", "kr_matmul", "kr_gram", "kr_dual", "kr_matmul2"};
+                                          "batch_size", "random", "kr_matmul", "kr_gram", "kr_dual", "kr_matmul2",
+                                          "attention", "attention_vjp", "attention_jvp"};
     return names[static_cast<int>(k)];
 }
 

@@ -17,11 +17,12 @@
 // in a one-element std::tuple. A list input, which the source rejects, does not compile here
 // (the input must be one (B, N, K) tensor).
 //
-// Evaluation: each layer is two plain two-operand einsums around a fused softmax, so the
-// per-example workspace holds N x N logits / weights and N x K activations; no N x N x K
-// product is ever formed (tests/test_autoint.cpp checks the forward and gradient plans).
-// A flash-attention-style single pass (S and A kept in registers, never stored) would need
-// a fused contraction-softmax-contraction step in the core; it is not done here.
+// Evaluation: each layer is one fused self_attention node (core/attention.hpp): one pass per
+// example whose scores stay in registers / an L1 row buffer (online softmax over key blocks),
+// so the workspace holds only the (N, K) activations between layers, forward and backward
+// (the derivative nodes recompute the scores per block; tests/test_autoint.cpp checks the
+// plans). The values are those of softmax<1>(einsum<"ik,jk->ij">(x, x)) . x: the unfused
+// form is kept in tests/test_attention.cpp as a second reference.
 #include "ctrec/layers/layer.hpp"
 #include "ctrec/layers/merge.hpp"
 
@@ -39,9 +40,7 @@ constexpr auto autoint_layers(X x) {
     if constexpr (L == 0) {
         return x;
     } else {
-        constexpr auto s = einsum<"ik,jk->ij">(x, x);  // S[i, j] = <X_i, X_j>
-        constexpr auto a = softmax<1>(s);              // over j
-        return autoint_layers<L - 1>(einsum<"ij,jk->ik">(a, x));
+        return autoint_layers<L - 1>(self_attention(x));  // softmax over j of <X_i, X_j>, times X
     }
 }
 } // namespace detail
