@@ -21,7 +21,8 @@ void vec_mat(std::size_t batch) {
             want[b * N + n] = s;
         }
     test::check_close(test::run<double, E>(batch), want, 1e-12);
-    test::check_close(test::run<float, E>(batch), want, 1e-5);
+    // float rounding grows with the length of the sum (~sqrt(K) ulps)
+    test::check_close(test::run<float, E>(batch), want, K > 256 ? 4e-5 : 1e-5);
 }
 } // namespace
 
@@ -31,7 +32,8 @@ TEST_CASE("matmul (K) x (K, N) over many shapes and batch sizes") {
         vec_mat<7, 5>(batch);     // below one SIMD vector: dot / scalar paths
         vec_mat<33, 40>(batch);   // vector blocks plus a column tail
         vec_mat<64, 1>(batch);    // N = 1: dot products
-        vec_mat<20, 129>(batch);  // several register blocks plus a scalar tail
+        vec_mat<20, 129>(batch);  // several register blocks plus a one-column tail
+        vec_mat<1030, 21>(batch); // K too deep for the packed tail panel: scalar tail
     }
     constexpr auto x = input<"x", 9>;
     constexpr auto W = param<"W", 9, 21>;

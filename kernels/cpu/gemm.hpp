@@ -82,9 +82,46 @@ inline void kernel_n(const T* A, const T* B, T* C, const gemm_args& g, std::size
                        epi);
 }
 
+// The last g.N % W columns (fewer than one vector) from a K x W panel of them, zero padded
+// (pack_b_tail): one vector FMA per row and k instead of W scalar ones. Only the real
+// columns are stored (the next row or another buffer follows them).
+template <int MR, class T, class Epi>
+inline void kernel_tail(const T* A, const T* tail, T* C, const gemm_args& g, std::size_t m0, std::size_t n0,
+                        std::size_t rem, bool acc, const Epi& epi, std::size_t am0) {
+    using V = simd_t<T>;
+    constexpr std::size_t W = V::size;
+    V c[MR];
+    for (int r = 0; r < MR; ++r) c[r] = V(T(0));
+    const T* a = A + static_cast<std::ptrdiff_t>(am0) * g.sam;
+    for (std::size_t k = 0; k < g.K; ++k) {
+        const V bv = V::load_aligned(tail + k * W);
+        const T* ak = a + static_cast<std::ptrdiff_t>(k) * g.sak;
+        for (int r = 0; r < MR; ++r) c[r] = xsimd::fma(V(ak[r * g.sam]), bv, c[r]);
+    }
+    for (int r = 0; r < MR; ++r) {
+        alignas(64) T lanes[W];
+        c[r].store_aligned(lanes);
+        T* cp = C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n0;
+        for (std::size_t l = 0; l < rem; ++l) {
+            T s = lanes[l] + (acc ? cp[l] : T(0));
+            cp[l] = Epi::identity ? s : epi.scalar(m0 + r, n0 + l, s);
+        }
+    }
+}
+inline constexpr std::size_t max_tail_k = 1024;  // the tail panel lives on the stack (32 KiB of float)
+template <class T>
+inline void pack_b_tail(const T* B, const gemm_args& g, std::size_t n0, T* tail) {
+    constexpr std::size_t W = simd_t<T>::size;
+    const std::size_t rem = g.N - n0;
+    for (std::size_t k = 0; k < g.K; ++k) {
+        const T* bk = B + static_cast<std::ptrdiff_t>(k) * g.sbk + n0;
+        for (std::size_t l = 0; l < W; ++l) tail[k * W + l] = l < rem ? bk[l] : T(0);
+    }
+}
+
 template <int MR, class T, class Epi>
 inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t m0, bool acc, const Epi& epi,
-                   std::size_t am0) {
+                   std::size_t am0, const T* tail = nullptr) {
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
     // one row (B = 1, weight streaming): a long contiguous run of each weight row per k
@@ -92,7 +129,11 @@ inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t
     std::size_t n = 0;
     for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi, am0, n);
     for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi, am0, n);
-    for (; n < g.N; ++n)  // fewer than W columns left
+    if (n < g.N && tail) {
+        kernel_tail<MR>(A, tail, C, g, m0, n, g.N - n, acc, epi, am0);
+        return;
+    }
+    for (; n < g.N; ++n)  // fewer than W columns left, no panel of them
         for (int r = 0; r < MR; ++r) {
             T s = 0;
             for (std::size_t k = 0; k < g.K; ++k)
@@ -122,6 +163,14 @@ inline constexpr std::size_t max_packed_k = 512;
 template <class T, class Epi>
 inline void gemm_vec_n(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
     constexpr int MR = blocking<T>::MR;
+    constexpr std::size_t W = simd_t<T>::size;
+    // columns past the last whole vector: packed once, zero padded, for every row block
+    alignas(64) T tail_panel[max_tail_k * W];
+    const T* tail = nullptr;
+    if (g.N % W && g.M > 1 && g.K <= max_tail_k) {
+        pack_b_tail(B, g, g.N / W * W, tail_panel);
+        tail = tail_panel;
+    }
     std::size_t m = 0;
     if (g.sak != 1 && g.K <= max_packed_k && g.N >= blocking<T>::NV * simd_t<T>::size) {
         alignas(64) T panel[max_packed_k * MR];
@@ -129,16 +178,16 @@ inline void gemm_vec_n(const T* A, const T* B, T* C, const gemm_args& g, bool ac
         for (; m + MR <= g.M; m += MR) {
             pack_a<MR>(A, g, m, panel);
             // the panel holds rows m .. m+MR-1 as its rows 0 .. MR-1 (sam = 1, sak = MR)
-            rows_n<MR>(panel, B, C, pg, m, acc, epi, 0);
+            rows_n<MR>(panel, B, C, pg, m, acc, epi, 0, tail);
         }
     }
-    for (; m + MR <= g.M; m += MR) rows_n<MR>(A, B, C, g, m, acc, epi, m);
+    for (; m + MR <= g.M; m += MR) rows_n<MR>(A, B, C, g, m, acc, epi, m, tail);
     switch (g.M - m) {
-        case 5: if constexpr (MR > 5) rows_n<5>(A, B, C, g, m, acc, epi, m); break;
-        case 4: if constexpr (MR > 4) rows_n<4>(A, B, C, g, m, acc, epi, m); break;
-        case 3: rows_n<3>(A, B, C, g, m, acc, epi, m); break;
-        case 2: rows_n<2>(A, B, C, g, m, acc, epi, m); break;
-        case 1: rows_n<1>(A, B, C, g, m, acc, epi, m); break;
+        case 5: if constexpr (MR > 5) rows_n<5>(A, B, C, g, m, acc, epi, m, tail); break;
+        case 4: if constexpr (MR > 4) rows_n<4>(A, B, C, g, m, acc, epi, m, tail); break;
+        case 3: rows_n<3>(A, B, C, g, m, acc, epi, m, tail); break;
+        case 2: rows_n<2>(A, B, C, g, m, acc, epi, m, tail); break;
+        case 1: rows_n<1>(A, B, C, g, m, acc, epi, m, tail); break;
         default: break;
     }
 }
