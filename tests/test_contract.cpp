@@ -156,17 +156,18 @@ TEST_CASE("a dense layer with bias and activation fused into the GEMM epilogue")
 }
 
 TEST_CASE("parameter gradient x^T . dy over several tiles: packed A panels, first tile overwrites") {
-    // N = 80 columns >= one full register block, so the packed vec-N path runs; 150 examples
+    // N = 84 columns: full register blocks plus a 4-column tail (float and double), so the packed
+    // vec-N path runs with its accumulating tail panel; 150 examples
     // span several tiles, so the batch sum overwrites on the first and adds on the others.
     constexpr auto x = input<"x", 13>;
-    constexpr auto W = param<"W", 13, 80>;
+    constexpr auto W = param<"W", 13, 84>;
     using E = std::remove_cvref_t<decltype(act::relu(matmul(x, W)))>;
     for (std::size_t batch : {std::size_t(1), std::size_t(7), std::size_t(150)}) {
         using G = grad_program<double, E>;
         G::parameters p;
-        for (std::size_t i = 0; i < 13 * 80; ++i) p.get<"W">()[i] = leaf_value("W", i);
+        for (std::size_t i = 0; i < 13 * 84; ++i) p.get<"W">()[i] = leaf_value("W", i);
         G::workspace ws;
-        std::vector<double> xs(batch * 13), ct(batch * 80), y(batch * 80), dx(batch * 13), dW(13 * 80, -7.0);
+        std::vector<double> xs(batch * 13), ct(batch * 84), y(batch * 84), dx(batch * 13), dW(13 * 84, -7.0);
         for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = leaf_value("x", i);
         for (std::size_t i = 0; i < ct.size(); ++i) ct[i] = leaf_value("ct", i);
         G::io io;
@@ -175,20 +176,20 @@ TEST_CASE("parameter gradient x^T . dy over several tiles: packed A panels, firs
         for (int rep = 0; rep < 2; ++rep) {  // twice: no state survives between calls
             G::run(p, ws, batch, io);
             for (std::size_t k = 0; k < 13; ++k)
-                for (std::size_t n = 0; n < 80; ++n) {
+                for (std::size_t n = 0; n < 84; ++n) {
                     double want = 0;
                     for (std::size_t b = 0; b < batch; ++b) {
                         double z = 0;
-                        for (std::size_t i = 0; i < 13; ++i) z += xs[b * 13 + i] * leaf_value("W", i * 80 + n);
-                        if (z > 0) want += xs[b * 13 + k] * ct[b * 80 + n];
+                        for (std::size_t i = 0; i < 13; ++i) z += xs[b * 13 + i] * leaf_value("W", i * 84 + n);
+                        if (z > 0) want += xs[b * 13 + k] * ct[b * 84 + n];
                     }
-                    CHECK(dW[k * 80 + n] == doctest::Approx(want).epsilon(1e-12));
+                    CHECK(dW[k * 84 + n] == doctest::Approx(want).epsilon(1e-12));
                 }
         }
     }
     // relu's derivative is read from its output: the only per-example buffer of the gradient
     // program is dy * (y > 0) (read by both products); no stored mask, no pre-activation
-    CHECK(grad_program<float, E>::plan_type::data.tile_elems == 80);
+    CHECK(grad_program<float, E>::plan_type::data.tile_elems == 96);  // 84 rounded up to 16;
 }
 
 TEST_CASE("dy . W^T through packed strips of W: edge columns, k chunks, epilogue, row remainders") {

@@ -129,7 +129,15 @@ inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t
     std::size_t n = 0;
     for (; n + NV * W <= g.N; n += NV * W) kernel_n<MR, NV>(A, B, C, g, m0, n, acc, epi, am0, n);
     for (; n + W <= g.N; n += W) kernel_n<MR, 1>(A, B, C, g, m0, n, acc, epi, am0, n);
-    if (n < g.N && tail) {
+    if (n < g.N && !acc && g.N >= W) {
+        // the last W columns as one full vector window: the columns it shares with the
+        // blocks above are recomputed with the same FMA sequence and stored again with the
+        // same value, and the epilogue runs in SIMD with every read in bounds (a step's
+        // output never shares a buffer with its operands: plan.hpp's liveness)
+        kernel_n<MR, 1>(A, B, C, g, m0, g.N - W, acc, epi, am0, g.N - W);
+        return;
+    }
+    if (n < g.N && tail) {  // accumulating into C: each column exactly once
         kernel_tail<MR>(A, tail, C, g, m0, n, g.N - n, acc, epi, am0);
         return;
     }
@@ -164,10 +172,11 @@ template <class T, class Epi>
 inline void gemm_vec_n(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
     constexpr int MR = blocking<T>::MR;
     constexpr std::size_t W = simd_t<T>::size;
-    // columns past the last whole vector: packed once, zero padded, for every row block
+    // columns past the last whole vector, when accumulating into C (else rows_n runs an
+    // overlapping full window): packed once, zero padded, for every row block
     alignas(64) T tail_panel[max_tail_k * W];
     const T* tail = nullptr;
-    if (g.N % W && g.M > 1 && g.K <= max_tail_k) {
+    if (acc && g.N % W && g.M > 1 && g.K <= max_tail_k) {
         pack_b_tail(B, g, g.N / W * W, tail_panel);
         tail = tail_panel;
     }
