@@ -81,7 +81,7 @@ namespace detail {
 // The record of the attention RNN over x (T, I) with scores a (T) and optional mask.
 template <fixed_string Scope, agru_config C, node X, node A, node... M>
 constexpr auto agru_record(X, A, M...) {
-    constexpr std::size_t T = X::shape.d[0], I = X::shape.d[1], U = C.units;
+    constexpr std::size_t I = X::shape.d[1], U = C.units;
     using Wg = param_node<scoped<Scope, "gates/kernel">(), make_dims<I + U, 2 * U>()>;
     using bg = param_node<scoped<Scope, "gates/bias">(), make_dims<2 * U>()>;
     using Wc = param_node<scoped<Scope, "candidate/kernel">(), make_dims<I + U, U>()>;
