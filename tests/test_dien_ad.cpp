@@ -15,11 +15,8 @@ namespace {
 constexpr std::size_t T = 4, E = 3, U = 5, B = 3;
 constexpr auto q = input<"q", U>;
 constexpr auto k = input<"k", T, E>;
-constexpr auto mask = input<"mask", T>;
 template <class R>
 using out_t = std::remove_cvref_t<decltype(R::out)>;
-// check_derivatives draws leaves uniform in [-1, 1]; the mask becomes 0 / 1
-double shape_mask(std::string_view n, double v) { return n == "mask" ? (v > -0.4 ? 1.0 : 0.0) : v; }
 } // namespace
 
 TEST_CASE("dien: derivatives, AGRU (relu, the default) and AUGRU (tanh)") {

@@ -15,8 +15,6 @@ constexpr auto k = input<"k", T, E>;
 constexpr auto mask = input<"mask", T>;
 template <class R>
 using out_t = std::remove_cvref_t<decltype(R::out)>;
-// check_derivatives draws leaves uniform in [-1, 1]; the mask becomes 0 / 1
-double shape_mask(std::string_view n, double v) { return n == "mask" ? (v > -0.4 ? 1.0 : 0.0) : v; }
 } // namespace
 
 TEST_CASE("dien: padding changes no gradient; padded keys get zero gradient") {
