@@ -1,5 +1,5 @@
-// DIEN (spec 2.3) derivatives with a mask (AUGRU, tanh) and under monolith_compat (sigmoid,
-// the mask ignored): finite differences in float64 for q, k and every variable, JVP, duality.
+// DIEN (spec 2.3) derivatives with a mask (AUGRU, tanh): finite differences in float64 for q,
+// k and every variable, JVP, duality. (monolith_compat's check is in test_dien_pad.cpp.)
 #include "dien_reference.hpp"
 
 #include "ctrec/layers/dien.hpp"
@@ -19,10 +19,8 @@ using out_t = std::remove_cvref_t<decltype(R::out)>;
 double shape_mask(std::string_view n, double v) { return n == "mask" ? (v > -0.4 ? 1.0 : 0.0) : v; }
 } // namespace
 
-TEST_CASE("dien: derivatives with a mask, and under monolith_compat") {
+TEST_CASE("dien: derivatives with a mask") {
     test::check_ad<out_t<decltype(dien<"d", {.num_units = U, .att_type = agru_att::augru, .activation = act_tanh}>(q, k, mask))>>(
-        B, shape_mask);
-    test::check_ad<out_t<decltype(dien<"d", {.num_units = U, .activation = act_sigmoid, .monolith_compat = true}>(q, k, mask))>>(
         B, shape_mask);
 }
 

@@ -1,5 +1,7 @@
 // DIEN (spec 2.3): padding changes no gradient - garbage keys at padded steps give the same
-// parameter and query gradients, and the padded keys get exactly zero gradient.
+// parameter and query gradients, and the padded keys get exactly zero gradient; derivatives
+// under monolith_compat (sigmoid, the mask ignored): finite differences in float64, JVP,
+// duality (split from test_dien_ad_mask.cpp for compile time).
 #include "dien_reference.hpp"
 
 #include "ctrec/layers/dien.hpp"
@@ -13,6 +15,8 @@ constexpr std::size_t T = 4, E = 3, U = 5, B = 3;
 constexpr auto q = input<"q", U>;
 constexpr auto k = input<"k", T, E>;
 constexpr auto mask = input<"mask", T>;
+// check_derivatives draws leaves uniform in [-1, 1]; the mask becomes 0 / 1
+double shape_mask(std::string_view n, double v) { return n == "mask" ? (v > -0.4 ? 1.0 : 0.0) : v; }
 template <class R>
 using out_t = std::remove_cvref_t<decltype(R::out)>;
 } // namespace
@@ -43,4 +47,9 @@ TEST_CASE("dien: padding changes no gradient; padded keys get zero gradient") {
     double gw = 0;
     for (double v : b[G::grad<"d/gru_cell/recurrent_kernel">]) gw += std::abs(v);
     CHECK(gw > 0);
+}
+
+TEST_CASE("dien: derivatives under monolith_compat (the mask is ignored)") {
+    test::check_ad<out_t<decltype(dien<"d", {.num_units = U, .activation = act_sigmoid, .monolith_compat = true}>(q, k, mask))>>(
+        B, shape_mask);
 }

@@ -88,7 +88,8 @@ constexpr auto dien_impl(Q q, K k, M... mask) {
     static_assert(Q::batched && Q::shape.rank == 1, "ctrec::layers::dien: the query must be (B, U)");
     static_assert(K::batched && K::shape.rank == 2, "ctrec::layers::dien: the keys must be (B, T, E)");
     static_assert(dien_query_width<C.num_units, Q::shape.d[0]>::value);
-    constexpr std::size_t T = K::shape.d[0], E = K::shape.d[1], U = C.num_units;
+    [[maybe_unused]] constexpr std::size_t T = K::shape.d[0];
+    constexpr std::size_t E = K::shape.d[1], U = C.num_units;
     static_assert(sizeof...(M) <= 1 && ((M::batched && M::shape == make_dims<T>()) && ...),
                   "ctrec::layers::dien: the mask must be (B, T)");
 
