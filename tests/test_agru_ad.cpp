@@ -78,3 +78,15 @@ TEST_CASE("scan: Keras GRU primitive derivatives (X, recurrent kernel, recurrent
     }
 }
 
+
+TEST_CASE("scan: derivatives with U = 20 (the SIMD dot products of the reverse mode: full vectors, 4-row blocks, tails)") {
+    constexpr std::size_t T2 = 3, U2 = 20;
+    using X = input_node<"X", make_dims<T2, 3 * U2>()>;
+    using R = param_node<"R", make_dims<U2, 3 * U2>()>;
+    using br = param_node<"br", make_dims<3 * U2>()>;
+    using G = scan_node<scan_cell::keras_gru, scan_act::tanh, X, R, br, const_node<0.0>>;
+    test::check_ad<slice_node<1, 0, U2, G>>(2);
+    constexpr auto x2 = input<"x", T2, I>;
+    constexpr auto a2 = input<"a", T2>;
+    test::check_ad<out_t<decltype(agru_rnn<"c", {.units = U2, .att_type = agru_att::augru}>(x2, a2))>>(2);
+}

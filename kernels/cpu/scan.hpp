@@ -3,7 +3,7 @@
 // one example at a time: the recurrence is sequential over T, and per step the state products
 // are vector x matrix products (h (U) x W (U, G)), written as rank-1 updates over contiguous
 // rows of W (the inner loop runs over G contiguous columns: the compiler vectorises it) or,
-// for the transposed products of the reverse mode, as dot products of contiguous rows.
+// for the transposed products of the reverse mode, as SIMD dot products of contiguous rows.
 // Scratch is on the stack, sized by the template constants (no allocation).
 //
 // The input-side products are not here: the node's X operand already holds them for all T.
@@ -15,6 +15,7 @@
 #include <cstddef>
 
 #include "ctrec/core/expr.hpp"
+#include "cpu/simd.hpp"
 
 namespace ctrec::cpu::scan {
 
@@ -45,13 +46,37 @@ inline void vec_mat(const T* x, const T* W, T* y) {
         for (std::size_t j = 0; j < G; ++j) y[j] += xi * w[j];
     }
 }
-// y[i] += sum_j W[i, off + j] d[j] for j < n (a slice of columns of W (U, G) times d)
+// y[i] += sum_j W[i, off + j] d[j] for j < n (a slice of columns of W (U, G) times d): dot
+// products of contiguous rows, in SIMD (a plain float reduction loop would stay scalar: the
+// compiler may not reorder it), four rows at a time so each load of d serves four rows.
 template <std::size_t U, std::size_t G, class T>
 inline void mat_vec(const T* W, std::size_t off, std::size_t n, const T* d, T* y) {
-    for (std::size_t i = 0; i < U; ++i) {
+    using V = simd_t<T>;
+    constexpr std::size_t L = V::size;
+    const std::size_t nv = n / L * L;
+    std::size_t i = 0;
+    for (; i + 4 <= U; i += 4) {
+        const T* w0 = W + i * G + off;
+        V a0(T(0)), a1(T(0)), a2(T(0)), a3(T(0));
+        for (std::size_t j = 0; j < nv; j += L) {
+            const V dv = V::load_unaligned(d + j);
+            a0 = xsimd::fma(V::load_unaligned(w0 + j), dv, a0);
+            a1 = xsimd::fma(V::load_unaligned(w0 + G + j), dv, a1);
+            a2 = xsimd::fma(V::load_unaligned(w0 + 2 * G + j), dv, a2);
+            a3 = xsimd::fma(V::load_unaligned(w0 + 3 * G + j), dv, a3);
+        }
+        T s0 = xsimd::hadd(a0), s1 = xsimd::hadd(a1), s2 = xsimd::hadd(a2), s3 = xsimd::hadd(a3);
+        for (std::size_t j = nv; j < n; ++j) {
+            s0 += w0[j] * d[j], s1 += w0[G + j] * d[j], s2 += w0[2 * G + j] * d[j], s3 += w0[3 * G + j] * d[j];
+        }
+        y[i] += s0, y[i + 1] += s1, y[i + 2] += s2, y[i + 3] += s3;
+    }
+    for (; i < U; ++i) {
         const T* w = W + i * G + off;
-        T s = T(0);
-        for (std::size_t j = 0; j < n; ++j) s += w[j] * d[j];
+        V a(T(0));
+        for (std::size_t j = 0; j < nv; j += L) a = xsimd::fma(V::load_unaligned(w + j), V::load_unaligned(d + j), a);
+        T s = xsimd::hadd(a);
+        for (std::size_t j = nv; j < n; ++j) s += w[j] * d[j];
         y[i] += s;
     }
 }
