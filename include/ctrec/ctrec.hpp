@@ -32,5 +32,7 @@
 #include "ctrec/layers/irazor.hpp"
 #include "ctrec/layers/dmr_u2i.hpp"
 #include "ctrec/layers/din.hpp"
+#include "ctrec/layers/agru.hpp"
+#include "ctrec/layers/dien.hpp"
 #include "ctrec/train/sgd.hpp"
 #include "ctrec/train/train_program.hpp"

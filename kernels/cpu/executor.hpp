@@ -14,6 +14,7 @@
 #include "cpu/attention.hpp"
 #include "cpu/gemm.hpp"
 #include "cpu/kr_gemm.hpp"
+#include "cpu/scan.hpp"
 #include "cpu/transpose.hpp"
 #include "cpu/simd.hpp"
 
@@ -472,6 +473,43 @@ struct executor {
         }
     }
 
+    // Gated recurrences (cpu/scan.hpp): one example at a time, the T steps in order (forward,
+    // forward mode) or reversed (reverse mode). A zero or constant operand is passed as null.
+    template <class O>
+    static const T* opt_ptr(const context& c, std::size_t b) {
+        if constexpr (O::node_kind == kind::zero || O::node_kind == kind::constant) return nullptr;
+        else {
+            static_assert(O::node_kind != kind::random && O::node_kind != kind::batch_size,
+                          "ctrec internal: a scan operand must be stored");
+            return ptr<O>(c, b);
+        }
+    }
+    template <class N, std::size_t I>
+    using op_t = tl_at_t<I, typename N::operands>;
+    template <class N, std::size_t I>
+    static const T* op_or_null(const context& c, std::size_t b) {
+        if constexpr (I < N::operands::size) return opt_ptr<op_t<N, I>>(c, b);
+        else return nullptr;
+    }
+    template <class N>
+    static void scan_step(const context& c) {
+        for (std::size_t b = 0; b < c.nb; ++b) {
+            if constexpr (N::node_kind == kind::scan)
+                scan::forward<T, N::cell, N::act, N::T, N::U>(opt_ptr<op_t<N, 0>>(c, b), opt_ptr<op_t<N, 1>>(c, b),
+                                                              opt_ptr<op_t<N, 2>>(c, b), opt_ptr<op_t<N, 3>>(c, b),
+                                                              op_or_null<N, 4>(c, b), ptr<N>(c, b));
+            else if constexpr (N::node_kind == kind::scan_vjp)
+                scan::backward<T, N::cell, N::act, N::T, N::U>(opt_ptr<op_t<N, 0>>(c, b), opt_ptr<op_t<N, 1>>(c, b),
+                                                               opt_ptr<op_t<N, 2>>(c, b), opt_ptr<op_t<N, 3>>(c, b),
+                                                               opt_ptr<op_t<N, 4>>(c, b), op_or_null<N, 5>(c, b), ptr<N>(c, b));
+            else
+                scan::tangent<T, N::cell, N::act, N::T, N::U>(opt_ptr<op_t<N, 0>>(c, b), opt_ptr<op_t<N, 1>>(c, b),
+                                                              opt_ptr<op_t<N, 2>>(c, b), opt_ptr<op_t<N, 3>>(c, b),
+                                                              opt_ptr<op_t<N, 4>>(c, b), opt_ptr<op_t<N, 5>>(c, b),
+                                                              opt_ptr<op_t<N, 6>>(c, b), op_or_null<N, 7>(c, b), ptr<N>(c, b));
+        }
+    }
+
     template <class N>
     static void gather_step(const context& c) {
         using Table = tl_at_t<0, typename N::operands>;
@@ -548,6 +586,7 @@ struct executor {
         else if constexpr (k == kind::kr_matmul2) kr_matmul2_step<N>(c);
         else if constexpr (k == kind::attention || k == kind::attention_vjp || k == kind::attention_jvp) attention_step<N>(c);
         else if constexpr (k == kind::gather) gather_step<N>(c);
+        else if constexpr (k == kind::scan || k == kind::scan_vjp || k == kind::scan_jvp) scan_step<N>(c);
         else if constexpr (k == kind::scatter_add) scatter_step<N>(c);
         else movement_step<N>(c);
     }

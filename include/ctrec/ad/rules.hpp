@@ -103,6 +103,56 @@ struct jvp_rule<gather_node<T, I>, tlist<dT, dI>> { using type = make_t<gather_n
 template <class I, class C, dims S, class dI, class dC>
 struct jvp_rule<scatter_add_node<I, C, S>, tlist<dI, dC>> { using type = make_t<scatter_add_node<I, dC, S>>; };
 
+
+// ---- gated recurrences (scan_node) ----------------------------------------------------
+// The state products stay inside scan_jvp / scan_vjp; everything that does not depend on
+// the recurrence (the weight tangents' products with the stored states, the weight
+// gradients as sums over t and the batch of stored states times per-step gradients) is an
+// ordinary contraction of record columns, so the existing GEMMs and batch sums do it.
+namespace detail {
+// h_{t-1} for t = 0..T-1 (h_{-1} = 0): the record's h columns shifted down one step
+template <class Rec, std::size_t T, std::size_t U>
+struct scan_hprev {
+    using H = make_t<slice_node<1, 0, U, Rec>>;
+    using type = make_t<pad_node<0, 1, 0, make_t<slice_node<0, 0, T - 1, H>>>>;
+};
+template <class Rec, std::size_t U>
+struct scan_hprev<Rec, 1, U> { using type = zero_node<make_dims<1, U>(), true>; };
+template <class N>
+using scan_hprev_t = typename scan_hprev<N, N::shape.d[0], N::U>::type;
+// agru / augru: r_t * h_{t-1}, the operand of the candidate's state product
+template <class N>
+using scan_rh_t = mul_t<make_t<slice_node<1, N::U, 2 * N::U, N>>, scan_hprev_t<N>>;
+// keras_gru: h_{t-1} dW1 + dW2 (the tangent of g not due to h);
+// agru / augru: [h_{t-1} dW1 | (r h_{t-1}) dW2], added to the pre-activations like dX
+template <class N, class dW1, class dW2, bool Gru>
+struct scan_ext {
+    using type = add_t<make_t<contract_node<parse_contract(fixed_string("tu,ug->tg")), scan_hprev_t<N>, dW1>>,
+                       broadcast_to_t<dW2, zero_node<make_dims<N::T, 3 * N::U>(), true>>>;
+};
+template <class N, class dW1, class dW2>
+struct scan_ext<N, dW1, dW2, false> {
+    using type = make_t<concat_node<
+        1, broadcast_to_t<make_t<contract_node<parse_contract(fixed_string("tu,ug->tg")), scan_hprev_t<N>, dW1>>,
+                          zero_node<make_dims<N::T, 2 * N::U>(), true>>,
+        broadcast_to_t<make_t<contract_node<parse_contract(fixed_string("tu,uv->tv")), scan_rh_t<N>, dW2>>,
+                       zero_node<make_dims<N::T, N::U>(), true>>>>;
+};
+} // namespace detail
+
+template <scan_cell C, scan_act Ac, class X, class W1, class W2, class A, class... M, class dX, class dW1, class dW2, class dA, class... dM>
+struct jvp_rule<scan_node<C, Ac, X, W1, W2, A, M...>, tlist<dX, dW1, dW2, dA, dM...>> {
+    using N = scan_node<C, Ac, X, W1, W2, A, M...>;
+    static constexpr std::size_t T = N::T, U = N::U;
+    using Hp = detail::scan_hprev_t<N>;
+    using ext = typename detail::scan_ext<N, dW1, dW2, C == scan_cell::keras_gru>::type;
+    using dE = detail::broadcast_to_t<ext, zero_node<make_dims<T, 3 * U>(), true>>;
+    using dXb = detail::broadcast_to_t<dX, zero_node<make_dims<T, 3 * U>(), true>>;
+    using dAb = std::conditional_t<C == scan_cell::keras_gru, zero_node<make_dims<T>(), true>,
+                                   detail::broadcast_to_t<dA, zero_node<make_dims<T>(), true>>>;
+    using type = make_t<scan_jvp_node<C, Ac, N, W1, W2, A, dXb, dE, dAb, M...>>;
+};
+
 // ---- reverse mode ---------------------------------------------------------------------
 template <class N, std::size_t I, class Ct> struct vjp_rule;
 
@@ -144,6 +194,61 @@ template <class P, class Q, class W, class Ct>
 struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 1, Ct> { using type = typename kr_input_vjp<P, Q, W, Ct, 1>::type; };
 template <class P, class Q, class W, class Ct>
 struct vjp_rule<kr_matmul_node<kr_role::out_j, P, Q, W>, 2, Ct> { using type = make_t<kr_gram_node<P, Q, Ct>>; };
+
+namespace detail {
+template <class N, class Ct, bool Masked = N::masked>
+struct scan_v;
+template <scan_cell C, scan_act Ac, class X, class W1, class W2, class A, class... M, class Ct, bool Mk>
+struct scan_v<scan_node<C, Ac, X, W1, W2, A, M...>, Ct, Mk> {
+    using type = make_t<scan_vjp_node<C, Ac, scan_node<C, Ac, X, W1, W2, A, M...>, W1, W2, A, Ct, M...>>;
+};
+template <class N, class Ct> using scan_v_t = typename scan_v<N, Ct>::type;
+} // namespace detail
+
+namespace detail {
+// Operand J's gradient from V (the scan_vjp rows) for a keras_gru scan N:
+// X: V[:, :3U]; W1: sum over t and the batch of h_{t-1}^T dg, dg = [dz | dr | dhh * r];
+// W2 (recurrent bias): dg summed over t and the batch.
+template <class N, class V, std::size_t J, bool Gru = N::cell == scan_cell::keras_gru>
+struct scan_operand_grad {
+    static constexpr std::size_t U = N::U;
+    using dG = make_t<concat_node<1, make_t<slice_node<1, 0, 2 * U, V>>, make_t<slice_node<1, 3 * U, 4 * U, V>>>>;
+    using Op = tl_at_t<J, typename N::operands>;
+    template <std::size_t K, class = void> struct pick { using type = zero_node<Op::shape, Op::batched>; };
+    template <class Z> struct pick<0, Z> { using type = make_t<slice_node<1, 0, 3 * U, V>>; };
+    template <class Z> struct pick<1, Z> {
+        using type = make_t<contract_node<parse_contract(fixed_string("tu,tg->ug")), scan_hprev_t<N>, dG, Op::batched>>;
+    };
+    template <class Z> struct pick<2, Z> { using type = unbroadcast_t<dG, Op>; };
+    using type = typename pick<J>::type;
+};
+// agru / augru: X: V[:, :3U]; W1: h_{t-1}^T [dr | du]; W2: (r h_{t-1})^T dc; A: V[:, 3U].
+template <class N, class V, std::size_t J>
+struct scan_operand_grad<N, V, J, false> {
+    static constexpr std::size_t U = N::U, T = N::T;
+    using Op = tl_at_t<J, typename N::operands>;
+    template <std::size_t K, class = void> struct pick { using type = zero_node<Op::shape, Op::batched>; };
+    template <class Z> struct pick<0, Z> { using type = make_t<slice_node<1, 0, 3 * U, V>>; };
+    template <class Z> struct pick<1, Z> {
+        using type = make_t<contract_node<parse_contract(fixed_string("tu,tg->ug")), scan_hprev_t<N>,
+                                          make_t<slice_node<1, 0, 2 * U, V>>, Op::batched>>;
+    };
+    template <class Z> struct pick<2, Z> {
+        using type = make_t<contract_node<parse_contract(fixed_string("tu,tv->uv")), scan_rh_t<N>,
+                                          make_t<slice_node<1, 2 * U, 3 * U, V>>, Op::batched>>;
+    };
+    template <class Z> struct pick<3, Z> {
+        using type = unbroadcast_t<make_t<reshape_node<make_dims<T>(), make_t<slice_node<1, 3 * U, 3 * U + 1, V>>>>, Op>;
+    };
+    using type = typename pick<J>::type;
+};
+} // namespace detail
+
+template <scan_cell C, scan_act Ac, class X, class W1, class W2, class A, class... M, std::size_t I, class Ct>
+struct vjp_rule<scan_node<C, Ac, X, W1, W2, A, M...>, I, Ct> {
+    using N = scan_node<C, Ac, X, W1, W2, A, M...>;
+    using type = typename detail::scan_operand_grad<N, detail::scan_v_t<N, Ct>, I>::type;
+};
 template <unsigned M, class A, std::size_t I, class Ct>
 struct vjp_rule<reduce_node<reduce_sum_op, M, A>, I, Ct> {
     using type = detail::broadcast_to_t<make_t<reshape_node<keepdims(A::shape, M), Ct>>, A>;

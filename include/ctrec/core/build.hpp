@@ -77,6 +77,15 @@ struct make<kr_gram_node<P, Q, G>> {
     using N = kr_gram_node<P, Q, G>;
     using type = std::conditional_t<detail::any_zero<P, Q, G>(), detail::zero_of<N>, N>;
 };
+// a recurrence's reverse mode is linear in the cotangent, its forward mode in the tangents
+template <scan_cell C, scan_act Ac, class Rec, class W1, class W2, class A, class Ct, class... M>
+struct make<scan_vjp_node<C, Ac, Rec, W1, W2, A, Ct, M...>> {
+    using type = detail::linear_t<scan_vjp_node<C, Ac, Rec, W1, W2, A, Ct, M...>, Ct>;
+};
+template <scan_cell C, scan_act Ac, class Rec, class W1, class W2, class A, class dX, class dE, class dA, class... M>
+struct make<scan_jvp_node<C, Ac, Rec, W1, W2, A, dX, dE, dA, M...>> {
+    using type = detail::linear_t<scan_jvp_node<C, Ac, Rec, W1, W2, A, dX, dE, dA, M...>, dX, dE, dA>;
+};
 template <class Op, unsigned M, class A>
 struct make<reduce_node<Op, M, A>> { using type = detail::linear_t<reduce_node<Op, M, A>, A>; };
 template <class A>

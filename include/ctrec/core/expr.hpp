@@ -48,6 +48,9 @@ enum class kind {
     attention,    // softmax(X X^T) X per example, one pass, no N x N buffer (core/attention.hpp)
     attention_vjp,// its input gradient (X is query, key and value): dS X + dS^T X + A^T dO
     attention_jvp,// its tangent along dX
+    scan,         // a gated recurrence over the per-example time axis (GRU / AGRU / AUGRU): a (T, S) record
+    scan_vjp,     // its reverse mode (BPTT over the stored record): per-step pre-activation gradients
+    scan_jvp,     // its forward mode: the state tangents, through the recurrence
 };
 
 inline constexpr std::string_view kind_name(kind k) {
@@ -55,7 +58,8 @@ inline constexpr std::string_view kind_name(kind k) {
                                           "contract", "reduce", "batch_sum", "reshape", "stop_gradient",
                                           "transpose", "slice", "pad", "concat", "gather", "scatter_add",
                                           "batch_size", "random", "kr_matmul", "kr_gram", "kr_dual", "kr_matmul2",
-                                          "attention", "attention_vjp", "attention_jvp"};
+                                          "attention", "attention_vjp", "attention_jvp",
+                                          "scan", "scan_vjp", "scan_jvp"};
     return names[static_cast<int>(k)];
 }
 
@@ -515,6 +519,95 @@ struct kr_matmul2_node {
     static constexpr dims shape = make_dims<R, J>();
     static constexpr bool batched = true;
     using operands = tlist<P, Q, P2, Q2, Wt>;
+};
+
+// ---- gated recurrences (DIEN's GRU and AGRU / AUGRU scans) -------------------------------
+// scan_node<Cell, Act, X, W1, W2, A, M...>: per example, a recurrence over the T rows of X
+// with state h (U), h_0 = 0. The input-side products are NOT part of the node: X (T, 3U)
+// already holds x_t W (+ the input bias) for every t, computed by one ordinary GEMM before
+// the scan; the node does only the products with the state.
+//   keras_gru (reset-after, gate order z, r, h; W1 = recurrent kernel (U, 3U), W2 = recurrent
+//     bias (3U), A unused (a const_node)):
+//       g = h W1 + W2; z = sig(X_z + g_z); r = sig(X_r + g_r); hh = act(X_h + r * g_h);
+//       h' = z * h + (1 - z) * hh
+//   agru / augru (Monolith AGRUCell, reset-before; W1 = state rows of gates/kernel (U, 2U),
+//     W2 = state rows of candidate/kernel (U, U), A = attention scores (T)):
+//       [r | u] = sig(X_g + h W1); c = act(X_c + (r * h) W2);
+//       agru:  h' = (1 - a) h + a c;   augru: v = (1 - a) u, h' = v * h + (1 - v) * c
+// M (optional, (T)): a step is real when m_t >= 1; a padded step leaves h unchanged.
+// The value is a (T, S) record per example: row t = [h_t | gates of step t], the states the
+// layer reads and everything the reverse mode needs (static BPTT storage, O(T U)):
+//   keras_gru: S = 5U, [h | z | r | hh | g_h];   agru / augru: S = 4U, [h | r | u | c].
+// Only the h columns are differentiable values: the gate columns are auxiliary (their
+// cotangent is ignored by scan_vjp and scan_jvp gives them a zero tangent), so read them
+// only through the layer's slices of h.
+enum class scan_cell { keras_gru, agru, augru };
+enum class scan_act { linear, relu, tanh, sigmoid };  // the candidate activation (derivative from its output)
+
+constexpr std::size_t scan_record_width(scan_cell c, std::size_t u) { return c == scan_cell::keras_gru ? 5 * u : 4 * u; }
+// width of scan_vjp's rows: keras_gru [dz | dr | dhh | dhh * r] (pre-activation gradients, the
+// last block is the gradient of g_h); agru / augru [dr | du | dc | da] (3U + 1)
+constexpr std::size_t scan_vjp_width(scan_cell c, std::size_t u) { return c == scan_cell::keras_gru ? 4 * u : 3 * u + 1; }
+
+namespace detail {
+template <scan_cell C, class X, class W1, class W2, class A, class... M>
+constexpr bool scan_ok() {
+    if (X::shape.rank != 2 || W1::shape.rank != 2 || sizeof...(M) > 1) return false;
+    constexpr std::size_t T = X::shape.d[0], U = W1::shape.d[0];
+    if (T == 0 || U == 0 || X::shape.d[1] != 3 * U) return false;
+    if (((M::shape != make_dims<T>()) || ...)) return false;
+    if constexpr (C == scan_cell::keras_gru) return W1::shape == make_dims<U, 3 * U>() && W2::shape == make_dims<3 * U>();
+    else return W1::shape == make_dims<U, 2 * U>() && W2::shape == make_dims<U, U>() && A::shape == make_dims<T>();
+}
+} // namespace detail
+
+template <scan_cell Cell, scan_act Act, class X, class W1, class W2, class A, class... M>
+struct scan_node {
+    static_assert(check_shapes<"scan", X::shape, W1::shape, detail::scan_ok<Cell, X, W1, W2, A, M...>()>,
+                  "ctrec: scan needs X (T, 3U), the state weights of its cell, scores (T) and an optional mask (T)");
+    static_assert(X::batched && !W1::batched && !W2::batched, "ctrec: scan needs per-example X and unbatched weights");
+    static constexpr kind node_kind = kind::scan;
+    static constexpr scan_cell cell = Cell;
+    static constexpr scan_act act = Act;
+    static constexpr bool masked = sizeof...(M) == 1;
+    static constexpr std::size_t T = X::shape.d[0], U = W1::shape.d[0], S = scan_record_width(Cell, U);
+    static constexpr dims shape = make_dims<T, S>();
+    static constexpr bool batched = true;
+    using operands = tlist<X, W1, W2, A, M...>;
+};
+
+// Reverse mode of scan_node<Cell, Act, ..., M...> whose value is Rec, for the cotangent Ct
+// (T, S) of that record (only its h columns are read): BPTT over the stored record,
+// giving per step the gradients of the pre-activations (width scan_vjp_width).
+template <scan_cell Cell, scan_act Act, class Rec, class W1, class W2, class A, class Ct, class... M>
+struct scan_vjp_node {
+    static_assert(Rec::shape == Ct::shape && Rec::batched, "ctrec internal: scan_vjp operands");
+    static constexpr kind node_kind = kind::scan_vjp;
+    static constexpr scan_cell cell = Cell;
+    static constexpr scan_act act = Act;
+    static constexpr bool masked = sizeof...(M) == 1;
+    static constexpr std::size_t T = Rec::shape.d[0], U = W1::shape.d[0], S = Rec::shape.d[1];
+    static constexpr dims shape = make_dims<T, scan_vjp_width(Cell, U)>();
+    static constexpr bool batched = true;
+    using operands = tlist<Rec, W1, W2, A, Ct, M...>;
+};
+
+// Forward mode: the tangent of the record Rec (h columns; the gate columns are 0) for
+// tangents entering the pre-activations from outside the recurrence: dX (T, 3U) (input
+// projections; for agru / augru also the weight-tangent products), dE (T, 3U) (keras_gru:
+// the tangent of g not due to h, h dW1 + dW2, whose h block is gated by r) and dA (T).
+template <scan_cell Cell, scan_act Act, class Rec, class W1, class W2, class A, class dX, class dE, class dA, class... M>
+struct scan_jvp_node {
+    static_assert(Rec::batched && dX::shape == make_dims<Rec::shape.d[0], 3 * W1::shape.d[0]>() && dE::shape == dX::shape,
+                  "ctrec internal: scan_jvp operands");
+    static constexpr kind node_kind = kind::scan_jvp;
+    static constexpr scan_cell cell = Cell;
+    static constexpr scan_act act = Act;
+    static constexpr bool masked = sizeof...(M) == 1;
+    static constexpr std::size_t T = Rec::shape.d[0], U = W1::shape.d[0], S = Rec::shape.d[1];
+    static constexpr dims shape = Rec::shape;
+    static constexpr bool batched = true;
+    using operands = tlist<Rec, W1, W2, A, dX, dE, dA, M...>;
 };
 
 // A node whose value is complete only after all batch tiles ran (it sums over
