@@ -730,39 +730,16 @@ void register_all() {
 
 #if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
 // ---- per-step cycle profile of the ctrec programs (-DCTREC_PROFILE_STEPS) --------------------
-template <class P, class Run>
-void profile(const char* what, std::size_t B, int reps, Run&& run) {
-    using E = typename P::exec;
-    constexpr const auto& D = P::plan_type::data;
-    std::fill(std::begin(E::step_cycles), std::end(E::step_cycles), 0ull);
-    run();  // warm-up
-    std::fill(std::begin(E::step_cycles), std::end(E::step_cycles), 0ull);
-    const unsigned long long t0 = __builtin_ia32_rdtsc();
-    for (int i = 0; i < reps; ++i) run();
-    const double total = double(__builtin_ia32_rdtsc() - t0);
-    std::vector<std::pair<unsigned long long, std::size_t>> s;
-    for (std::size_t i = 0; i < E::n; ++i)
-        if (E::step_cycles[i]) s.push_back({E::step_cycles[i], i});
-    std::sort(s.rbegin(), s.rend());
-    std::printf("%s, B = %zu: %.0f kcycles per call (rdtsc), steps:\n", what, B, total / reps / 1e3);
-    for (auto [cyc, i] : s) {
-        const auto& r = D.rec[i];
-        std::string shape;
-        for (std::size_t a = 0; a < r.shape.rank; ++a) shape += (a ? "x" : "") + std::to_string(r.shape.d[a]);
-        const std::string k(ctrec::kind_name(r.k));
-        std::printf("  step %3zu %-10s %-3s (%-10s) %9.1f kcyc/call %5.1f%%\n", i, k.c_str(), r.batched ? "B" : "",
-                    shape.c_str(), double(cyc) / reps / 1e3, 100.0 * double(cyc) / total);
-    }
-}
+using bench::profile_steps;
 void profile_all() {
     for (std::size_t B : {std::size_t(1), std::size_t(64), std::size_t(kMaxB)}) {
         auto m = std::make_unique<CtrecFwd>(B);
-        profile<M>("ctrec forward", B, B == 1 ? 500 : B == 64 ? 20 : 2, [&] { m->run(B); });
+        profile_steps<M>("ctrec forward", B, B == 1 ? 500 : B == 64 ? 20 : 2, [&] { m->run(B); });
     }
     auto g = std::make_unique<CtrecGrad>(kGradB);
-    profile<G>("ctrec forward+backward", kGradB, 10, [&] { g->run(kGradB); });
+    profile_steps<G>("ctrec forward+backward", kGradB, 10, [&] { g->run(kGradB); });
     auto j = std::make_unique<CtrecJvp>(kGradB);
-    profile<J>("ctrec jvp", kGradB, 10, [&] { j->run(kGradB); });
+    profile_steps<J>("ctrec jvp", kGradB, 10, [&] { j->run(kGradB); });
 }
 #endif
 
