@@ -57,13 +57,13 @@ inline void transpose_pad(const T* x, T* xt) {
         for (std::size_t c = 0; c < K; ++c) std::fill_n(xt + c * Np + N, Np - N, T(0));
 }
 
-// s[r * ld + v * W + l] = <q[r], column j0 + v * W + l of xt> for NV vectors of keys.
-// With mask_from < NV W, lanes from mask_from on (padded keys) are set to -inf in registers.
+// acc[r][v] lane l = <q[r], column j0 + v * W + l of xt>, for NV vectors of keys, in registers.
+// Lanes from `valid` on (padded keys) are set to -inf.
 template <class T, std::size_t K, std::size_t Np, std::size_t NV>
-inline void dots_block(const T* const* q, const T* xt, std::size_t j0, T* s, std::size_t ld, std::size_t mask_from) {
+inline void score_tile(const T* const* q, const T* xt, std::size_t j0, std::size_t valid,
+                       typename simd<T>::V (&acc)[rows][NV]) {
     using V = typename simd<T>::V;
     constexpr std::size_t W = simd<T>::W;
-    V acc[rows][NV];
     for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t v = 0; v < NV; ++v) acc[r][v] = V(T(0));
     for (std::size_t c = 0; c < K; ++c) {
@@ -74,15 +74,24 @@ inline void dots_block(const T* const* q, const T* xt, std::size_t j0, T* s, std
             for (std::size_t v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(qa, col[v], acc[r][v]);
         }
     }
-    if (mask_from < NV * W) {
+    if (valid < NV * W) {
         alignas(64) T lane[W];
         for (std::size_t i = 0; i < W; ++i) lane[i] = T(i);
         const V idx = V::load_aligned(lane), ninf(-std::numeric_limits<T>::infinity());
         for (std::size_t v = 0; v < NV; ++v) {
-            const auto keep = idx + V(T(v * W)) < V(T(mask_from));
+            const auto keep = idx + V(T(v * W)) < V(T(valid));
             for (std::size_t r = 0; r < rows; ++r) acc[r][v] = xsimd::select(keep, acc[r][v], ninf);
         }
     }
+}
+
+// s[r * ld + v * W + l]: the scores of score_tile, stored (mask_from plays `valid`).
+template <class T, std::size_t K, std::size_t Np, std::size_t NV>
+inline void dots_block(const T* const* q, const T* xt, std::size_t j0, T* s, std::size_t ld, std::size_t mask_from) {
+    using V = typename simd<T>::V;
+    constexpr std::size_t W = simd<T>::W;
+    V acc[rows][NV];
+    score_tile<T, K, Np, NV>(q, xt, j0, mask_from, acc);
     for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t v = 0; v < NV; ++v) acc[r][v].store_aligned(s + r * ld + v * W);
 }
@@ -302,25 +311,7 @@ inline void forward_block(const T* const* q, const T* xt, std::size_t j0, std::s
     using V = typename simd<T>::V;
     constexpr std::size_t W = simd<T>::W, Bk = NV * W;
     V sc[rows][NV];
-    for (std::size_t r = 0; r < rows; ++r)
-        for (std::size_t v = 0; v < NV; ++v) sc[r][v] = V(T(0));
-    for (std::size_t c = 0; c < K; ++c) {
-        V col[NV];
-        for (std::size_t v = 0; v < NV; ++v) col[v] = V::load_aligned(xt + c * Np + j0 + v * W);
-        for (std::size_t r = 0; r < rows; ++r) {
-            const V qa(q[r][c]);
-            for (std::size_t v = 0; v < NV; ++v) sc[r][v] = xsimd::fma(qa, col[v], sc[r][v]);
-        }
-    }
-    if (valid < Bk) {  // padded keys (zero columns of xt) get -inf
-        alignas(64) T lane[W];
-        for (std::size_t i = 0; i < W; ++i) lane[i] = T(i);
-        const V idx = V::load_aligned(lane), ninf(-std::numeric_limits<T>::infinity());
-        for (std::size_t v = 0; v < NV; ++v) {
-            const auto keep = idx + V(T(v * W)) < V(T(valid));
-            for (std::size_t r = 0; r < rows; ++r) sc[r][v] = xsimd::select(keep, sc[r][v], ninf);
-        }
-    }
+    score_tile<T, K, Np, NV>(q, xt, j0, valid, sc);  // padded keys get -inf
     // phase by phase over the rows (maxima, rescaling, exponentials), so the rows' reduction
     // latencies overlap
     T mn[rows];
