@@ -1,0 +1,249 @@
+#pragma once
+// From expressions to an exact-size table and an execution plan, all constexpr.
+//
+//   model   the roots of a program in one graph: the user's roots (program), the root and the
+//           gradient of every input and parameter (grad_program), or the root and its tangent
+//           (jvp_program)
+//   table   the nodes reachable from the roots, renumbered, in arrays of exactly their size: the
+//           one constant a program keeps (a `static constexpr` member of the program class, so
+//           every symbol of the executor is keyed by the short program name plus a step index)
+//   plan    per node: whether it is a step, its batch pass, its buffer (liveness, first fit)
+#include <algorithm>
+
+#include "ctrec/flat/autodiff.hpp"
+
+namespace ctrec::flat {
+
+inline constexpr std::size_t max_roots = 1024;
+
+void ctrec_flat_error_too_many_roots();
+void ctrec_flat_error_grad_program_needs_a_per_example_root_or_an_unbatched_scalar();
+
+struct model {
+    graph g{};
+    std::uint32_t n_roots = 0;
+    std::uint32_t roots[max_roots]{};
+    std::uint32_t edges = 0;  // reverse mode: edges visited
+    std::uint32_t n_wrt = 0;  // grad_program: the leaves differentiated (roots 1..n_wrt)
+    std::uint32_t wrt[max_roots]{};
+};
+
+enum class model_kind { forward, grad, jvp };
+
+template <std::size_t N>
+constexpr model forward_model(const expr* const (&roots)[N]) {
+    model m;
+    std::uint32_t ids[N]{};
+    m.g = join_all(roots, ids);
+    for (std::size_t i = 0; i < N; ++i) m.roots[m.n_roots++] = ids[i];
+    return m;
+}
+
+// Root, then d root / d leaf for every input leaf, then every parameter leaf (graph order).
+// A per-example root is seeded by the input "cotangent"; an unbatched scalar root (a loss) by 1.
+constexpr model grad_model(const expr& root) {
+    model m;
+    m.g = root.g;
+    graph& g = m.g;
+    const node r = root.rec();
+    if (!r.batched && r.shape.size() != 1) ctrec_flat_error_grad_program_needs_a_per_example_root_or_an_unbatched_scalar();
+    const std::uint32_t seed =
+        r.batched ? build::leaf(g, opcode::input, r.shape, true, "cotangent") : build::constant(g, 1.0, r.shape);
+    std::uint32_t ct[max_nodes]{};
+    m.edges = reverse(g, root.id, seed, ct).edges;
+    m.roots[m.n_roots++] = root.id;
+    bool reach[max_nodes]{};  // leaves the root depends on (the graph may hold other values)
+    reach[root.id] = true;
+    for (std::uint32_t i = root.id + 1; i-- > 0;)
+        if (reach[i])
+            for (std::uint32_t j = 0; j < g.nodes[i].nops; ++j) reach[g.operand(i, j)] = true;
+    for (int pass = 0; pass < 2; ++pass)
+        for (std::uint32_t i = 0; i <= root.id; ++i) {
+            const node l = g.nodes[i];
+            if (!reach[i] || l.op != (pass == 0 ? opcode::input : opcode::param)) continue;
+            if (g.name_of(i) == "cotangent") continue;
+            const std::uint32_t c = ct[i] == none ? build::constant(g, 0.0, l.shape) : ct[i];
+            if (m.n_roots >= max_roots) ctrec_flat_error_too_many_roots();
+            m.roots[m.n_roots++] = build::broadcast_to(g, c, l.shape, l.batched);
+            m.wrt[m.n_wrt++] = i;
+        }
+    return m;
+}
+
+// Root and its tangent along the tangent leaves "d.<name>".
+constexpr model jvp_model(const expr& root) {
+    model m;
+    m.g = root.g;
+    std::uint32_t tan[max_nodes]{};
+    forward(m.g, root.id, tan);
+    const node r = root.rec();
+    const std::uint32_t t = tan[root.id] == none ? build::constant(m.g, 0.0, r.shape) : tan[root.id];
+    m.roots[m.n_roots++] = root.id;
+    m.roots[m.n_roots++] = build::broadcast_to(m.g, t, r.shape, r.batched);
+    return m;
+}
+
+// ---- the exact-size table ---------------------------------------------------------------------
+struct table_sizes {
+    std::size_t nodes = 0, operands = 0, chars = 0, roots = 0;
+};
+
+constexpr void mark_live(const model& m, bool* live) {
+    for (std::uint32_t r = 0; r < m.n_roots; ++r) live[m.roots[r]] = true;
+    for (std::uint32_t r = 0; r < m.n_wrt; ++r) live[m.wrt[r]] = true;
+    for (std::uint32_t i = m.g.n; i-- > 0;)
+        if (live[i])
+            for (std::uint32_t j = 0; j < m.g.nodes[i].nops; ++j) live[m.g.operand(i, j)] = true;
+}
+
+constexpr table_sizes sizes_of(const model& m) {
+    bool live[max_nodes]{};
+    mark_live(m, live);
+    table_sizes s;
+    for (std::uint32_t i = 0; i < m.g.n; ++i)
+        if (live[i]) ++s.nodes, s.operands += m.g.nodes[i].nops, s.chars += m.g.nodes[i].name_len;
+    s.roots = m.n_roots;
+    return s;
+}
+
+template <table_sizes S>
+struct table {
+    static constexpr std::size_t size = S.nodes, n_roots = S.roots;
+    node nodes[S.nodes ? S.nodes : 1]{};
+    std::uint32_t pool[S.operands ? S.operands : 1]{};
+    char names[S.chars ? S.chars : 1]{};
+    std::uint32_t roots[S.roots ? S.roots : 1]{};
+    std::uint32_t wrt[S.roots ? S.roots : 1]{};  // grad programs: the leaf of gradient root 1 + k
+    std::uint32_t edges = 0, n_wrt = 0;
+    constexpr std::uint32_t operand(std::size_t i, std::size_t j) const { return pool[nodes[i].first + j]; }
+    constexpr std::string_view name_of(std::size_t i) const { return {names + nodes[i].name, nodes[i].name_len}; }
+};
+
+template <table_sizes S>
+constexpr table<S> freeze(const model& m) {
+    table<S> t;
+    bool live[max_nodes]{};
+    mark_live(m, live);
+    std::uint32_t map[max_nodes]{};
+    std::uint32_t n = 0, np = 0, nc = 0;
+    for (std::uint32_t i = 0; i < m.g.n; ++i) {
+        if (!live[i]) continue;
+        node r = m.g.nodes[i];
+        const std::uint32_t first = r.first, name = r.name;
+        r.first = np;
+        for (std::uint32_t j = 0; j < r.nops; ++j) t.pool[np++] = map[m.g.pool[first + j]];
+        r.name = nc;
+        for (std::uint32_t k = 0; k < r.name_len; ++k) t.names[nc++] = m.g.names[name + k];
+        t.nodes[n] = r;
+        map[i] = n++;
+    }
+    for (std::uint32_t r = 0; r < m.n_roots; ++r) t.roots[r] = map[m.roots[r]];
+    t.edges = m.edges;
+    t.n_wrt = m.n_wrt;
+    for (std::uint32_t r = 0; r < m.n_wrt; ++r) t.wrt[r] = map[m.wrt[r]];
+    return t;
+}
+
+// ---- the plan ----------------------------------------------------------------------------------
+// Passes over the batch a plan may need: each level of batch statistics adds one.
+inline constexpr int max_passes = 16;
+void ctrec_flat_error_more_than_16_nested_sums_over_the_batch();
+
+constexpr bool reduces_batch(const node& r, bool any_batched_operand) {
+    return !r.batched && any_batched_operand;  // batch_sum, or a contraction that sums the batch
+}
+
+template <std::size_t N>
+struct plan {
+    bool step[N ? N : 1]{};      // has a compute step (incl. copies into outputs)
+    bool reducer[N ? N : 1]{};   // unbatched, summed over the batch while tiles run
+    bool alias[N ? N : 1]{};     // a view of its operand's buffer
+    int pass[N ? N : 1]{};       // batched: first pass computing it; reducer: the pass accumulating it
+    int avail[N ? N : 1]{};      // unbatched: first pass that may read it
+    bool needed[max_passes][N ? N : 1]{};  // batched or reducer step runs in pass q
+    int root[N ? N : 1]{};       // first root index it is, or -1
+    std::ptrdiff_t offset[N ? N : 1]{};  // workspace offset, -1 if none
+    int passes = 1;
+    std::size_t tile_elems = 0;  // per-example elements of the tile region
+    std::size_t persistent = 0;  // unbatched region
+    std::size_t steps = 0;
+};
+
+constexpr std::size_t align16(std::size_t x) { return (x + 15) / 16 * 16; }
+
+template <class Table>
+constexpr plan<Table::size> make_plan(const Table& t) {
+    constexpr std::size_t N = Table::size;
+    plan<N> p;
+    for (std::size_t i = 0; i < N; ++i) p.root[i] = -1, p.offset[i] = -1;
+    for (std::size_t r = Table::n_roots; r-- > 0;) p.root[t.roots[r]] = static_cast<int>(r);
+    for (std::size_t i = 0; i < N; ++i) {
+        const node& r = t.nodes[i];
+        bool any_batched = false;
+        int q = 0;
+        for (std::size_t j = 0; j < r.nops; ++j) {
+            const std::uint32_t o = t.operand(i, j);
+            any_batched = any_batched || t.nodes[o].batched;
+            q = std::max(q, t.nodes[o].batched ? p.pass[o] : p.avail[o]);
+        }
+        p.reducer[i] = reduces_batch(r, any_batched);
+        p.pass[i] = q;
+        p.avail[i] = p.reducer[i] ? q + 1 : q;
+        if ((r.batched || p.reducer[i]) && q + 1 > p.passes) p.passes = q + 1;
+        p.alias[i] = is_view(r.op);
+        p.step[i] = (!is_leaf(r.op) && !p.alias[i]) || p.root[i] >= 0;
+        p.steps += p.step[i];
+    }
+    if (p.passes > max_passes) ctrec_flat_error_more_than_16_nested_sums_over_the_batch();
+    // which batched steps run in which pass: a batched value is recomputed in every pass that
+    // reads it (never stored for the whole batch)
+    for (int q = 0; q < p.passes; ++q) {
+        bool need_as_operand[N ? N : 1]{};
+        for (std::size_t i = N; i-- > 0;) {
+            const node& r = t.nodes[i];
+            if (!r.batched && !p.reducer[i]) continue;
+            bool need = p.reducer[i] ? p.pass[i] == q : (p.pass[i] <= q && (need_as_operand[i] || (p.root[i] >= 0 && p.pass[i] == q)));
+            if (p.reducer[i] && p.pass[i] != q) need = false;
+            p.needed[q][i] = need && p.step[i];
+            if (need || (p.alias[i] && need_as_operand[i]))
+                for (std::size_t j = 0; j < r.nops; ++j) need_as_operand[t.operand(i, j)] = true;
+        }
+    }
+    // liveness: the last step reading each value (views forward their readers)
+    std::size_t last_use[N ? N : 1]{};
+    for (std::size_t i = 0; i < N; ++i) last_use[i] = i;
+    for (std::size_t i = N; i-- > 0;)
+        for (std::size_t j = 0; j < t.nodes[i].nops; ++j) {
+            const std::uint32_t o = t.operand(i, j);
+            const std::size_t u = p.alias[i] ? last_use[i] : i;
+            if (u > last_use[o]) last_use[o] = u;
+        }
+    // buffers: roots are written into the caller's outputs; the rest get workspace
+    std::size_t live_off[N ? N : 1]{}, live_end[N ? N : 1]{}, live_size[N ? N : 1]{};
+    std::size_t nlive = 0;
+    for (std::size_t i = 0; i < N; ++i) {
+        const node& r = t.nodes[i];
+        if (is_leaf(r.op) || p.alias[i] || p.root[i] >= 0) continue;
+        const std::size_t sz = align16(r.shape.size());
+        if (!r.batched) {
+            p.offset[i] = static_cast<std::ptrdiff_t>(p.persistent);
+            p.persistent += sz;
+            continue;
+        }
+        std::size_t off = 0;
+        for (bool moved = true; moved;) {
+            moved = false;
+            for (std::size_t j = 0; j < nlive; ++j)
+                if (live_end[j] >= i && off < live_off[j] + live_size[j] && live_off[j] < off + sz) {
+                    off = live_off[j] + live_size[j];
+                    moved = true;
+                }
+        }
+        live_off[nlive] = off, live_size[nlive] = sz, live_end[nlive] = last_use[i], ++nlive;
+        p.offset[i] = static_cast<std::ptrdiff_t>(off);
+        if (off + sz > p.tile_elems) p.tile_elems = off + sz;
+    }
+    return p;
+}
+
+} // namespace ctrec::flat

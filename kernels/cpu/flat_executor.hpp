@@ -1,0 +1,395 @@
+#pragma once
+// CPU backend of the graph-as-data core (include/ctrec/flat): runs a program's plan tile by tile.
+// Step code is instantiated per (program, step index): `exec<P>::step<I>`, a short symbol whatever
+// the model's size, and each step reads its node record from the program's constexpr table. A
+// pass runs the exact list of its steps (a constexpr array), not a filter over every node.
+// Each step is one loop nest: an elementwise loop (SIMD where every operand is contiguous or a
+// scalar), a GEMM (cpu/gemm.hpp, via the same contraction lowering as the type core), a
+// reduction, a batch sum or a data movement. Nothing here allocates.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "ctrec/core/contract_plan.hpp"
+#include "ctrec/flat/program.hpp"
+#include "cpu/gemm.hpp"
+#include "cpu/simd.hpp"
+
+namespace ctrec::cpu::flat_exec {
+
+using ctrec::flat::node;
+using ctrec::flat::opcode;
+
+// The elementwise ops, for scalars and SIMD batches alike (vmath<V>).
+template <opcode Op, class V>
+inline V apply(V a, V b, V c) {
+    using M = vmath<V>;
+    if constexpr (Op == opcode::add) return a + b;
+    else if constexpr (Op == opcode::sub) return a - b;
+    else if constexpr (Op == opcode::mul) return a * b;
+    else if constexpr (Op == opcode::div) return a / b;
+    else if constexpr (Op == opcode::neg) return -a;
+    else if constexpr (Op == opcode::exp) return M::exp(a);
+    else if constexpr (Op == opcode::log) return M::log(a);
+    else if constexpr (Op == opcode::log1p) return M::log1p(a);
+    else if constexpr (Op == opcode::sqrt) return M::sqrt(a);
+    else if constexpr (Op == opcode::rsqrt) return M::splat(1.0) / M::sqrt(a);
+    else if constexpr (Op == opcode::tanh) return M::tanh(a);
+    else if constexpr (Op == opcode::sigmoid) return M::splat(1.0) / (M::splat(1.0) + M::exp(-a));
+    else if constexpr (Op == opcode::relu) return M::max(a, M::splat(0.0));
+    else if constexpr (Op == opcode::maximum) return M::max(a, b);
+    else if constexpr (Op == opcode::greater) return M::gt(a, b);
+    else if constexpr (Op == opcode::greater_equal) return M::ge(a, b);
+    else if constexpr (Op == opcode::where) return M::select(a, b, c);
+    else if constexpr (Op == opcode::batch_broadcast) return a;
+    else static_assert(Op == opcode::add, "ctrec internal: not an elementwise op");
+    (void)b, (void)c;
+}
+
+template <class P>
+struct exec {
+    using T = typename P::element_type;
+    using V = simd_t<T>;
+    static constexpr std::size_t W = V::size;
+    static constexpr const auto& tab = P::tab;
+    static constexpr const auto& pl = P::pl;
+    static constexpr std::size_t N = P::size;
+
+    struct context {
+        T* base[N ? N : 1] = {};  // element 0 of the node's value for example 0 of the tile
+        std::size_t nb = 0;       // examples in this tile
+        double batch = 0;         // examples in this call
+        bool first_tile = true;   // reducers overwrite instead of adding
+    };
+
+    template <std::uint32_t O>
+    static T* ptr(const context& c, std::size_t b) {
+        constexpr node o = tab.nodes[O];
+        return c.base[O] + (o.batched ? b * o.shape.size() : 0);
+    }
+    // Element k of operand O for example b (constants and the batch size have no buffer).
+    template <class Vt, std::uint32_t O>
+    static Vt read(const context& c, std::size_t b, std::size_t k) {
+        constexpr node o = tab.nodes[O];
+        if constexpr (o.op == opcode::constant) return vmath<Vt>::splat(o.value);
+        else if constexpr (o.op == opcode::batch_size) return vmath<Vt>::splat(c.batch);
+        else if constexpr (std::is_same_v<Vt, T>) return ptr<O>(c, b)[k];
+        else return Vt::load_unaligned(ptr<O>(c, b) + k);
+    }
+
+    // ---- elementwise ------------------------------------------------------------------------
+    template <class Vt, std::uint32_t I, std::uint32_t J>
+    static Vt operand_at(const context& c, std::size_t b, std::size_t i) {
+        constexpr node r = tab.nodes[I];
+        if constexpr (J >= r.nops) {
+            return Vt(T(0));
+        } else {
+            constexpr std::uint32_t O = tab.operand(I, J);
+            constexpr node o = tab.nodes[O];
+            if constexpr (o.shape.size() == 1 && !std::is_same_v<Vt, T>) return Vt(read<T, O>(c, b, 0));
+            else return read<Vt, O>(c, b, bcast_index<o.shape, r.shape>(i));
+        }
+    }
+    template <std::uint32_t I>
+    static constexpr bool map_simd() {
+        constexpr node r = tab.nodes[I];
+        bool ok = r.shape.size() >= W;
+        for (std::uint32_t j = 0; j < r.nops; ++j) {
+            const node& o = tab.nodes[tab.operand(I, j)];
+            ok = ok && (o.shape == r.shape || o.shape.size() == 1 || o.op == opcode::constant);
+        }
+        return ok;
+    }
+    template <class Vt, std::uint32_t I>
+    static Vt map_value(const context& c, std::size_t b, std::size_t i) {
+        return apply<tab.nodes[I].op, Vt>(operand_at<Vt, I, 0>(c, b, i), operand_at<Vt, I, 1>(c, b, i),
+                                          operand_at<Vt, I, 2>(c, b, i));
+    }
+    template <std::uint32_t I>
+    static void map_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::size_t size = r.shape.size();
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b) {
+            T* dst = ptr<I>(c, b);
+            std::size_t i = 0;
+            if constexpr (map_simd<I>())
+                for (; i + W <= size; i += W) map_value<V, I>(c, b, i).store_unaligned(dst + i);
+            for (; i < size; ++i) {
+                dst[i] = map_value<T, I>(c, b, i);
+                // GCC 12.2 -O3 with AVX-512 auto-vectorised such scalar tails across examples
+                // wrongly in the type core's executor (tests/test_serving.cpp): keep it scalar
+                asm volatile("" ::: "memory");
+            }
+        }
+    }
+
+    // ---- contraction --------------------------------------------------------------------------
+    template <std::uint32_t I>
+    static void contract_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::uint32_t A = tab.operand(I, 0), B = tab.operand(I, 1);
+        constexpr node na = tab.nodes[A], nbn = tab.nodes[B];
+        static_assert(na.op != opcode::constant && nbn.op != opcode::constant && na.op != opcode::batch_size &&
+                          nbn.op != opcode::batch_size,
+                      "ctrec internal: a contraction operand must be stored");
+        constexpr contract_plan Pc = plan_contraction(r.spec, na.shape, nbn.shape, na.batched, nbn.batched, r.batched);
+        const T* a = c.base[A];
+        const T* bp = c.base[B];
+        if constexpr (Pc.swap) std::swap(a, bp);
+        const std::size_t nb = c.nb;
+        auto ext = [nb](const gemm_dim& d) { return d.extent * (d.times_batch ? nb : 1); };
+        gemm_args g{ext(Pc.m), ext(Pc.n), ext(Pc.k), Pc.m.sa, Pc.k.sa, Pc.k.sb, Pc.n.sb, Pc.m.sc, Pc.n.sc};
+        if (g.M == 0 || g.N == 0) {
+            if (Pc.reduces_batch && c.first_tile) std::fill_n(c.base[I], r.shape.size(), T(0));  // empty batch
+            return;
+        }
+        outer_loops<Pc, 0>(a, bp, c.base[I], g, Pc.reduces_batch && !c.first_tile, nb);
+    }
+    template <contract_plan Pc, std::size_t L>
+    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, bool acc, std::size_t nb) {
+        if constexpr (L == Pc.n_outer) {
+            gemm(a, b, dst, g, acc, no_epilogue{});
+        } else {
+            constexpr gemm_dim d = Pc.outer[L];
+            const std::size_t e = d.extent * (d.times_batch ? nb : 1);
+            for (std::size_t t = 0; t < e; ++t) {
+                const auto s = static_cast<std::ptrdiff_t>(t);
+                outer_loops<Pc, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, acc || (Pc.outer_is_k[L] && t > 0), nb);
+            }
+        }
+    }
+
+    // ---- reductions ------------------------------------------------------------------------------
+    template <std::uint32_t I>
+    static void reduce_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::uint32_t A = tab.operand(I, 0);
+        constexpr dims as = tab.nodes[A].shape;
+        constexpr bool is_max = r.op == opcode::reduce_max;
+        constexpr T init = is_max ? -std::numeric_limits<T>::infinity() : T(0);
+        // output index of operand element k: drop the reduced axes
+        constexpr auto ostride = [as, r] {
+            std::array<std::size_t, max_rank> s{};
+            std::size_t o = 1;
+            for (std::size_t ax = as.rank; ax-- > 0;)
+                if (!(r.mask >> ax & 1u)) s[ax] = o, o *= as.d[ax];
+            return s;
+        }();
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b) {
+            T* dst = ptr<I>(c, b);
+            std::fill_n(dst, r.shape.size(), init);
+            for (std::size_t k = 0; k < as.size(); ++k) {
+                std::size_t o = 0;
+                for (std::size_t ax = 0; ax < as.rank; ++ax) o += (k / as.stride(ax) % as.d[ax]) * ostride[ax];
+                const T v = read<T, A>(c, b, k);
+                if constexpr (is_max) dst[o] = v > dst[o] ? v : dst[o];
+                else dst[o] += v;
+            }
+        }
+    }
+    template <std::uint32_t I>
+    static void batch_sum_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::uint32_t A = tab.operand(I, 0);
+        constexpr std::size_t size = r.shape.size();
+        T* dst = c.base[I];
+        if (c.first_tile) std::fill_n(dst, size, T(0));
+        for (std::size_t b = 0; b < c.nb; ++b) {
+            std::size_t i = 0;
+            if constexpr (size >= W)
+                for (; i + W <= size; i += W) (V::load_unaligned(dst + i) + read<V, A>(c, b, i)).store_unaligned(dst + i);
+            for (; i < size; ++i) dst[i] += read<T, A>(c, b, i);
+        }
+    }
+
+    // ---- data movement ---------------------------------------------------------------------------
+    template <std::uint32_t I>
+    static void movement_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr dims os = r.shape;
+        constexpr std::size_t ax = r.axis;
+        constexpr std::size_t outer = os.size() / (os.d[ax] * os.stride(ax)), inner = os.stride(ax);
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b) {
+            T* dst = ptr<I>(c, b);
+            if constexpr (r.op == opcode::concat) {
+                [&]<std::uint32_t... J>(std::integer_sequence<std::uint32_t, J...>) {
+                    std::size_t at = 0;
+                    ((copy_part<tab.operand(I, J)>(c, b, dst, outer, inner, os.d[ax], at),
+                      at += tab.nodes[tab.operand(I, J)].shape.d[ax]),
+                     ...);
+                }(std::make_integer_sequence<std::uint32_t, r.nops>{});
+            } else {
+                constexpr std::uint32_t A = tab.operand(I, 0);
+                constexpr dims as = tab.nodes[A].shape;
+                for (std::size_t u = 0; u < outer; ++u)
+                    for (std::size_t x = 0; x < os.d[ax]; ++x) {
+                        T* d = dst + (u * os.d[ax] + x) * inner;
+                        if constexpr (r.op == opcode::slice) {
+                            for (std::size_t v = 0; v < inner; ++v) d[v] = read<T, A>(c, b, (u * as.d[ax] + x + r.begin) * inner + v);
+                        } else {
+                            const bool in = x >= r.begin && x < r.begin + as.d[ax];
+                            for (std::size_t v = 0; v < inner; ++v)
+                                d[v] = in ? read<T, A>(c, b, (u * as.d[ax] + x - r.begin) * inner + v) : T(0);
+                        }
+                    }
+            }
+        }
+    }
+    template <std::uint32_t O>
+    static void copy_part(const context& c, std::size_t b, T* dst, std::size_t outer, std::size_t inner, std::size_t out_ax,
+                          std::size_t at) {
+        constexpr std::size_t size = tab.nodes[O].shape.size();
+        const std::size_t len = size / outer;
+        for (std::size_t u = 0; u < outer; ++u)
+            for (std::size_t j = 0; j < len; ++j) dst[(u * out_ax + at) * inner + j] = read<T, O>(c, b, u * len + j);
+    }
+
+    // A root no step computes (a leaf, a view, a constant): copied into its output.
+    template <std::uint32_t I>
+    static void copy_root(const context& c, T* out) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::size_t size = r.shape.size();
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b)
+            for (std::size_t i = 0; i < size; ++i) {
+                if constexpr (r.op == opcode::constant) out[b * size + i] = static_cast<T>(r.value);
+                else if constexpr (r.op == opcode::batch_size) out[b * size + i] = static_cast<T>(c.batch);
+                else out[b * size + i] = ptr<I>(c, b)[i];
+            }
+    }
+
+    // Not inlined: a step is a whole loop nest, and a plan with several passes calls it from each.
+    template <std::uint32_t I>
+    [[gnu::noinline]] static void step(const context& c, T* const* out) {
+        constexpr node r = tab.nodes[I];
+        if constexpr (flat::is_leaf(r.op) || pl.alias[I]) {
+            copy_root<I>(c, out[pl.root[I]]);
+        } else if constexpr (flat::is_elementwise(r.op)) map_step<I>(c);
+        else if constexpr (r.op == opcode::contract) contract_step<I>(c);
+        else if constexpr (r.op == opcode::reduce_sum || r.op == opcode::reduce_max) reduce_step<I>(c);
+        else if constexpr (r.op == opcode::batch_sum) batch_sum_step<I>(c);
+        else movement_step<I>(c);
+    }
+
+    // The steps of one phase, as an exact constexpr list: Phase -1 - A = unbatched steps that
+    // become computable before pass A (A = passes: after the last); Phase Q >= 0: tile steps of
+    // pass Q.
+    template <int Phase>
+    static constexpr std::size_t count_steps() {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < N; ++i) n += in_phase(i, Phase);
+        return n;
+    }
+    static constexpr bool in_phase(std::size_t i, int phase) {
+        if (!pl.step[i]) return false;
+        const bool tiled = tab.nodes[i].batched || pl.reducer[i];
+        if (phase >= 0) return tiled && pl.needed[phase][i];
+        return !tiled && pl.avail[i] == -1 - phase;
+    }
+    template <int Phase>
+    static constexpr auto steps_of() {
+        std::array<std::uint32_t, count_steps<Phase>() + 1> a{};
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < N; ++i)
+            if (in_phase(i, Phase)) a[k++] = static_cast<std::uint32_t>(i);
+        return a;
+    }
+    template <int Phase>
+    static void run_phase(const context& c, T* const* out) {
+        static constexpr auto list = steps_of<Phase>();
+        [&]<std::size_t... K>(std::index_sequence<K...>) {
+            (step<list[K]>(c, out), ...);
+        }(std::make_index_sequence<count_steps<Phase>()>{});
+    }
+
+    // Runtime tables for binding (one loop over the nodes per tile, no per-node templates).
+    struct binding {
+        std::uint8_t what[N ? N : 1] = {};  // 0 none, 1 param, 2 input, 3 alias, 4 root, 5 workspace
+        std::uint32_t slot[N ? N : 1] = {};
+        std::size_t size[N ? N : 1] = {};
+        bool batched[N ? N : 1] = {};
+    };
+    static constexpr binding bind_table = [] {
+        binding t{};
+        for (std::size_t i = 0; i < N; ++i) {
+            const node& r = tab.nodes[i];
+            t.size[i] = r.shape.size();
+            t.batched[i] = r.batched;
+            if (r.op == opcode::param) t.what[i] = 1, t.slot[i] = static_cast<std::uint32_t>(P::param_slot(i));
+            else if (r.op == opcode::input) t.what[i] = 2, t.slot[i] = static_cast<std::uint32_t>(P::input_slot(i));
+            else if (pl.alias[i]) t.what[i] = 3, t.slot[i] = tab.operand(i, 0);
+            else if (pl.root[i] >= 0 && !flat::is_leaf(r.op)) t.what[i] = 4, t.slot[i] = static_cast<std::uint32_t>(pl.root[i]);
+            else if (pl.offset[i] >= 0) t.what[i] = 5, t.slot[i] = static_cast<std::uint32_t>(pl.offset[i]);
+        }
+        return t;
+    }();
+
+    static void bind(context& c, const T* params, T* ws, const T* const* in, T* const* out, std::size_t b0) {
+        static constexpr const binding& t = bind_table;
+        for (std::size_t i = 0; i < N; ++i) {
+            const std::size_t off = t.batched[i] ? b0 * t.size[i] : 0;
+            switch (t.what[i]) {
+                case 1: c.base[i] = const_cast<T*>(params) + P::parameters::offsets[t.slot[i]]; break;
+                case 2: c.base[i] = const_cast<T*>(in[t.slot[i]]) + off; break;
+                case 3: c.base[i] = c.base[t.slot[i]]; break;
+                case 4: c.base[i] = out[t.slot[i]] + off; break;
+                case 5: c.base[i] = t.batched[i] ? ws + pl.persistent + t.slot[i] * P::tile : ws + t.slot[i]; break;
+                default: break;
+            }
+        }
+    }
+
+    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out) {
+        context c{};
+        c.batch = static_cast<double>(batch);
+        T* tile_out[P::n_outputs ? P::n_outputs : 1];
+        auto outs_at = [&](std::size_t b0) {
+            for (std::size_t r = 0; r < P::n_outputs; ++r)
+                tile_out[r] = out[r] + (tab.nodes[tab.roots[r]].batched ? b0 * tab.nodes[tab.roots[r]].shape.size() : 0);
+        };
+        [&]<int... Q>(std::integer_sequence<int, Q...>) {
+            ((c.nb = 1, bind(c, params, ws, in, out, 0), outs_at(0), run_phase<-1 - Q>(c, tile_out),
+              [&] {
+                  for (std::size_t b0 = 0; b0 < batch; b0 += P::tile) {
+                      c.nb = batch - b0 < P::tile ? batch - b0 : P::tile;
+                      c.first_tile = b0 == 0;
+                      bind(c, params, ws, in, out, b0);
+                      outs_at(b0);
+                      run_phase<Q>(c, tile_out);
+                  }
+                  if (batch == 0) {  // reducers of an empty batch are zero
+                      c.nb = 0, c.first_tile = true;
+                      bind(c, params, ws, in, out, 0);
+                      outs_at(0);
+                      run_phase<Q>(c, tile_out);
+                  }
+              }()),
+             ...);
+        }(std::make_integer_sequence<int, pl.passes>{});
+        c.nb = 1;
+        bind(c, params, ws, in, out, 0);
+        outs_at(0);
+        run_phase<-1 - pl.passes>(c, tile_out);
+        // a node that is several roots was written into the first; copy it to the others
+        for (std::size_t r = 0; r < P::n_outputs; ++r) {
+            const std::size_t i = tab.roots[r];
+            const auto first = static_cast<std::size_t>(pl.root[i]);
+            if (first != r) std::copy_n(out[first], tab.nodes[i].shape.size() * (tab.nodes[i].batched ? batch : 1), out[r]);
+        }
+    }
+};
+
+} // namespace ctrec::cpu::flat_exec
+
+namespace ctrec::flat {
+struct cpu_backend {
+    template <class P, class T>
+    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out) {
+        cpu::flat_exec::exec<P>::run(params, ws, batch, in, out);
+    }
+};
+} // namespace ctrec::flat
