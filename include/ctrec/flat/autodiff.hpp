@@ -135,8 +135,14 @@ constexpr tangent_name tangent_of(std::string_view nm) {
 // Forward mode up to `root`: tan[i] receives node i's tangent (`none` where it is zero).
 constexpr void forward(graph& g, std::uint32_t root, std::uint32_t* tan) {
     using namespace build;
+    // a reduce_max has no tangent rule: its tangent is `poison`, an error for any consumer but
+    // stop_gradient (softmax's shift)
+    constexpr std::uint32_t poison = none - 1;
     for (std::uint32_t i = 0; i <= root; ++i) {
         const node r = g.nodes[i];
+        if (r.op != opcode::stop_gradient)
+            for (std::uint32_t j = 0; j < r.nops; ++j)
+                if (tan[g.operand(i, j)] == poison) ctrec_flat_error_reduce_max_has_no_derivative_use_it_under_stop_gradient();
         auto T = [&](std::uint32_t j) { return tan[g.operand(i, j)]; };
         auto X = [&](std::uint32_t j) { return g.operand(i, j); };
         auto mul_or = [&](std::uint32_t t, std::uint32_t f) { return t == none ? none : map(g, opcode::mul, t, f); };
@@ -193,7 +199,7 @@ constexpr void forward(graph& g, std::uint32_t root, std::uint32_t* tan) {
             case opcode::reduce_sum:
                 t = T(0) == none ? none : reduce_sum(g, broadcast_to(g, T(0), g.nodes[X(0)].shape, false), r.mask);
                 break;
-            case opcode::reduce_max: if (T(0) != none) ctrec_flat_error_reduce_max_has_no_derivative_use_it_under_stop_gradient(); break;
+            case opcode::reduce_max: t = T(0) == none ? none : poison; break;
             case opcode::batch_sum:
                 if (T(0) != none) t = g.nodes[T(0)].batched ? batch_sum(g, T(0)) : map(g, opcode::mul, T(0), build::batch_size(g));
                 break;

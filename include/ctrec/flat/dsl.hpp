@@ -32,6 +32,10 @@ struct label {
         return r;
     }
     constexpr label operator+(const label& v) const { return *this + v.view(); }
+    template <std::size_t N>
+    constexpr label operator+(const char (&v)[N]) const {
+        return *this + std::string_view(v, N - 1);
+    }
     constexpr label operator+(std::size_t i) const {
         char d[24]{};
         std::size_t k = 0;
