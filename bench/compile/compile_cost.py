@@ -24,8 +24,10 @@ SERIES = {
     "type_realistic_score": ("type_realistic.cpp", "model", [(1, {"TRAIN": 0})]),
     "type_realistic_train": ("type_realistic.cpp", "model", [(1, {"TRAIN": 1})]),
     # the graph-as-data core (include/ctrec/flat): DCN-like chains, x used three times a layer
-    "flat_dcn_fwd":        ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "GRAD": 0}) for n in (1, 3, 6, 12, 24, 48)]),
-    "flat_dcn_grad":       ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "GRAD": 1}) for n in (1, 3, 6, 12, 24, 48)]),
+    "flat_dcn_fwd":        ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 0}) for n in (1, 3, 6, 12, 24)]),
+    "flat_dcn_train":      ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in range(1, 7)] +
+                                                            [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in (12, 24)]),
+    "flat_dcn_train_kn":   ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "true", "GRAD": 1}) for n in range(1, 7)]),
 }
 
 

@@ -300,7 +300,7 @@ struct exec {
     }
     template <int Phase>
     static void run_phase(const context& c, T* const* out) {
-        static constexpr auto list = steps_of<Phase>();
+        [[maybe_unused]] static constexpr auto list = steps_of<Phase>();  // unused when a phase is empty
         [&]<std::size_t... K>(std::index_sequence<K...>) {
             (step<list[K]>(c, out), ...);
         }(std::make_index_sequence<count_steps<Phase>()>{});

@@ -5,6 +5,9 @@
 # compiles, or fails for another reason, exits 0 and so fails the test.
 set -u
 cxx=$1 src=$2 root=$3
+# a shape error must stop the compiler quickly, with its message, without -fmax-errors:
+# a cascade that runs away (the type core once reached 8.9 GB) hits this cap and fails the test
+ulimit -v $((1536 * 1024))
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 if "$cxx" -std=c++20 -fsyntax-only -I"$root/include" -I"$root/kernels" "$src" >"$log" 2>&1; then

@@ -23,13 +23,13 @@
 #include "ctrec/core/fixed_string.hpp"
 
 #ifndef CTREC_FLAT_MAX_NODES
-#define CTREC_FLAT_MAX_NODES 2048
+#define CTREC_FLAT_MAX_NODES 8192
 #endif
 #ifndef CTREC_FLAT_MAX_OPERANDS
-#define CTREC_FLAT_MAX_OPERANDS 4096
+#define CTREC_FLAT_MAX_OPERANDS 16384
 #endif
 #ifndef CTREC_FLAT_MAX_NAME_CHARS
-#define CTREC_FLAT_MAX_NAME_CHARS 16384
+#define CTREC_FLAT_MAX_NAME_CHARS 32768
 #endif
 
 namespace ctrec::flat {
