@@ -92,12 +92,10 @@ constexpr auto fields = f::input<"fields", 26, 4>;
 constexpr auto field_concat = [] {
     f::expr parts[26]{};
     for (std::size_t i = 0; i < 26; ++i) parts[i] = f::slice(fields, 0, i, i + 1) * f::lit<2.0>;
-    f::expr r = parts[0];
     // concat of 26 operands, written as one call
     return f::concat(0, {parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6], parts[7], parts[8],
                          parts[9], parts[10], parts[11], parts[12], parts[13], parts[14], parts[15], parts[16],
                          parts[17], parts[18], parts[19], parts[20], parts[21], parts[22], parts[23], parts[24], parts[25]});
-    (void)r;
 }();
 constexpr auto pairs160 = [] {
     // 16 left x 10 right fields, one product per pair, joined: GroupInt's shape

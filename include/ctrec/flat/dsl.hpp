@@ -121,8 +121,7 @@ constexpr expr where(const expr& c, const expr& a, const expr& b) { return apply
 constexpr expr einsum(std::string_view spec, const expr& a, const expr& b) {
     fixed_string<32> fs{};
     for (std::size_t i = 0; i < spec.size() && i < 31; ++i) fs.v[i] = spec[i];
-    contract_spec s = parse_contract(fs);
-    s.parsed = s.parsed || (s.rc > 0 || spec.find("->") != std::string_view::npos);
+    const contract_spec s = parse_contract(fs);  // a malformed spec stays unparsed: contract() rejects it
     const expr* es[2] = {&a, &b};
     std::uint32_t ids[2]{};
     expr r{join_all(es, ids), 0};
