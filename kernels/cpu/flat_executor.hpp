@@ -42,6 +42,9 @@ inline V apply(V a, V b, V c) {
     else if constexpr (Op == opcode::greater) return M::gt(a, b);
     else if constexpr (Op == opcode::greater_equal) return M::ge(a, b);
     else if constexpr (Op == opcode::where) return M::select(a, b, c);
+    else if constexpr (Op == opcode::minimum) return M::min(a, b);
+    else if constexpr (Op == opcode::abs) return M::abs(a);
+    else if constexpr (Op == opcode::erf) return M::erf(a);
     else if constexpr (Op == opcode::batch_broadcast) return a;
     else static_assert(Op == opcode::add, "ctrec internal: not an elementwise op");
     (void)b, (void)c;

@@ -59,6 +59,9 @@ T apply(opcode op, T a, T b, T c) {
         case opcode::greater: return a > b ? T(1) : T(0);
         case opcode::greater_equal: return a >= b ? T(1) : T(0);
         case opcode::where: return a != T(0) ? b : c;
+        case opcode::minimum: return a <= b ? a : b;
+        case opcode::abs: return a < T(0) ? -a : a;
+        case opcode::erf: return M::erf(a);
         case opcode::batch_broadcast: return a;
         default: return T(0);
     }

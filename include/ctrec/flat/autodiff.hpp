@@ -54,6 +54,13 @@ constexpr std::uint32_t vjp(graph& g, std::uint32_t y, std::uint32_t j, std::uin
         case opcode::maximum:  // ties go to the first operand (TF)
             return j == 0 ? map(g, opcode::mul, c, map(g, opcode::greater_equal, x0, x1))
                           : map(g, opcode::mul, c, map(g, opcode::greater, x1, x0));
+        case opcode::minimum:  // ties go to the first operand (TF)
+            return j == 0 ? map(g, opcode::mul, c, map(g, opcode::greater_equal, x1, x0))
+                          : map(g, opcode::mul, c, map(g, opcode::greater, x0, x1));
+        case opcode::abs:  // sign(x), 0 at 0 (TF)
+            return map(g, opcode::mul, c, map(g, opcode::sub, map(g, opcode::greater, x0, L(0.0)), map(g, opcode::greater, L(0.0), x0)));
+        case opcode::erf:  // 2 / sqrt(pi) exp(-x^2)
+            return map(g, opcode::mul, c, map(g, opcode::mul, L(1.1283791670955126), map(g, opcode::exp, map(g, opcode::neg, map(g, opcode::mul, x0, x0)))));
         case opcode::greater:
         case opcode::greater_equal: return none;
         case opcode::where:
@@ -179,6 +186,17 @@ constexpr void forward(graph& g, std::uint32_t root, std::uint32_t* tan) {
             case opcode::maximum:
                 t = detail::add_or(g, mul_or(T(0), map(g, opcode::greater_equal, X(0), X(1))),
                                    mul_or(T(1), map(g, opcode::greater, X(1), X(0))));
+                break;
+            case opcode::minimum:
+                t = detail::add_or(g, mul_or(T(0), map(g, opcode::greater_equal, X(1), X(0))),
+                                   mul_or(T(1), map(g, opcode::greater, X(0), X(1))));
+                break;
+            case opcode::abs:
+                t = mul_or(T(0), map(g, opcode::sub, map(g, opcode::greater, X(0), L(0.0)), map(g, opcode::greater, L(0.0), X(0))));
+                break;
+            case opcode::erf:
+                t = mul_or(T(0), map(g, opcode::mul, L(1.1283791670955126),
+                                     map(g, opcode::exp, map(g, opcode::neg, map(g, opcode::mul, X(0), X(0))))));
                 break;
             case opcode::where:
                 if (T(1) != none || T(2) != none)

@@ -46,7 +46,7 @@ enum class opcode : std::uint8_t {
     batch_size,  // examples in the call, as an unbatched scalar
     // elementwise (NumPy broadcasting over the per-example axes; batchedness is "any operand")
     add, sub, mul, div, neg, exp, log, log1p, sqrt, rsqrt, tanh, sigmoid, relu, maximum, greater,
-    greater_equal, where, batch_broadcast,
+    greater_equal, where, minimum, abs, erf, batch_broadcast,
     // structure
     contract,    // two-operand einsum; keep_batch = false sums the batch (a parameter gradient)
     reduce_sum,  // sum over the per-example axes in `mask`
@@ -63,7 +63,7 @@ inline constexpr std::string_view opcode_name(opcode o) {
     constexpr std::string_view names[] = {
         "input", "param", "constant", "batch_size", "add", "sub", "mul", "div", "neg", "exp", "log", "log1p",
         "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "maximum", "greater", "greater_equal", "where",
-        "batch_broadcast", "contract", "reduce_sum", "reduce_max", "batch_sum", "reshape", "stop_gradient", "concat", "slice",
+        "minimum", "abs", "erf", "batch_broadcast", "contract", "reduce_sum", "reduce_max", "batch_sum", "reshape", "stop_gradient", "concat", "slice",
         "pad"};
     return names[static_cast<int>(o)];
 }

@@ -17,6 +17,7 @@ namespace ctrec::flat {
 inline constexpr std::size_t max_roots = 1024;
 
 void ctrec_flat_error_too_many_roots();
+void ctrec_flat_error_two_leaves_share_a_name_with_different_shapes();
 void ctrec_flat_error_grad_program_needs_a_per_example_root_or_an_unbatched_scalar();
 
 struct model {
@@ -26,9 +27,11 @@ struct model {
     std::uint32_t edges = 0;  // reverse mode: edges visited
     std::uint32_t n_wrt = 0;  // grad_program: the leaves differentiated (roots 1..n_wrt)
     std::uint32_t wrt[max_roots]{};
+    std::uint32_t n_updates = 0;  // train_program: roots 1 + n_wrt + u are the new values of the
+    std::uint32_t targets[max_roots]{};  // state variables targets[u]
 };
 
-enum class model_kind { forward, grad, jvp };
+enum class model_kind { forward, grad, jvp, train };
 
 template <std::size_t N>
 constexpr model forward_model(const expr* const (&roots)[N]) {
@@ -91,6 +94,7 @@ struct table_sizes {
 constexpr void mark_live(const model& m, bool* live) {
     for (std::uint32_t r = 0; r < m.n_roots; ++r) live[m.roots[r]] = true;
     for (std::uint32_t r = 0; r < m.n_wrt; ++r) live[m.wrt[r]] = true;
+    for (std::uint32_t r = 0; r < m.n_updates; ++r) live[m.targets[r]] = true;
     for (std::uint32_t i = m.g.n; i-- > 0;)
         if (live[i])
             for (std::uint32_t j = 0; j < m.g.nodes[i].nops; ++j) live[m.g.operand(i, j)] = true;
@@ -114,7 +118,8 @@ struct table {
     char names[S.chars ? S.chars : 1]{};
     std::uint32_t roots[S.roots ? S.roots : 1]{};
     std::uint32_t wrt[S.roots ? S.roots : 1]{};  // grad programs: the leaf of gradient root 1 + k
-    std::uint32_t edges = 0, n_wrt = 0;
+    std::uint32_t targets[S.roots ? S.roots : 1]{};  // train programs: the variable of state root 1 + n_wrt + u
+    std::uint32_t edges = 0, n_wrt = 0, n_updates = 0;
     constexpr std::uint32_t operand(std::size_t i, std::size_t j) const { return pool[nodes[i].first + j]; }
     constexpr std::string_view name_of(std::size_t i) const { return {names + nodes[i].name, nodes[i].name_len}; }
 };
@@ -141,6 +146,14 @@ constexpr table<S> freeze(const model& m) {
     t.edges = m.edges;
     t.n_wrt = m.n_wrt;
     for (std::uint32_t r = 0; r < m.n_wrt; ++r) t.wrt[r] = map[m.wrt[r]];
+    t.n_updates = m.n_updates;
+    for (std::uint32_t r = 0; r < m.n_updates; ++r) t.targets[r] = map[m.targets[r]];
+    // one parameter per name (two leaves of one name but different shapes would share storage)
+    for (std::uint32_t i = 0; i < n; ++i)
+        if (t.nodes[i].op == opcode::param || t.nodes[i].op == opcode::input)
+            for (std::uint32_t j = i + 1; j < n; ++j)
+                if (t.nodes[j].op == t.nodes[i].op && t.name_of(i) == t.name_of(j))
+                    ctrec_flat_error_two_leaves_share_a_name_with_different_shapes();
     return t;
 }
 

@@ -32,15 +32,23 @@ struct cpu_backend;
 struct reference_backend;
 
 namespace detail {
-template <const auto&... Roots>
-constexpr model model_of(model_kind k) {
-    if constexpr (sizeof...(Roots) == 1) {
-        constexpr const expr* r[1] = {&Roots...};
-        if (k == model_kind::grad) return grad_model(*r[0]);
-        if (k == model_kind::jvp) return jvp_model(*r[0]);
+// train_program.hpp: the loss, the gradient of every trainable parameter, the new state values
+template <const auto& Loss, const auto&... State>
+constexpr model train_model_of();
+
+template <model_kind K, const auto&... Roots>
+constexpr model model_of() {
+    if constexpr (K == model_kind::train) {
+        return train_model_of<Roots...>();
+    } else {
+        if constexpr (sizeof...(Roots) == 1 && K != model_kind::forward) {
+            constexpr const expr* r[1] = {&Roots...};
+            if (K == model_kind::grad) return grad_model(*r[0]);
+            return jvp_model(*r[0]);
+        }
+        const expr* rs[sizeof...(Roots)] = {&Roots...};
+        return forward_model(rs);
     }
-    const expr* rs[sizeof...(Roots)] = {&Roots...};
-    return forward_model(rs);
 }
 template <class Table, opcode Op>
 constexpr std::size_t count_leaves(const Table& t) {
@@ -74,7 +82,7 @@ template <class T, class Backend, model_kind Kind, const auto&... Roots>
 class basic_program {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "ctrec: program element type must be float or double");
 
-    static constexpr model model_ = detail::model_of<Roots...>(Kind);
+    static constexpr model model_ = detail::model_of<Kind, Roots...>();
     static constexpr table_sizes sizes_ = sizes_of(model_);
 
 public:
