@@ -92,6 +92,9 @@ constexpr std::uint32_t reshape(graph& g, std::uint32_t a, dims s) {
     const node& x = g.nodes[a];
     if (s.size() != x.shape.size()) ctrec_shape_error_reshape_changes_the_number_of_elements();
     if (s == x.shape) return a;
+    // values without a buffer are not viewed: a constant is refilled, the batch size broadcast
+    if (x.op == opcode::constant) return constant(g, x.value, s);
+    if (x.op == opcode::batch_size) return map(g, opcode::add, a, constant(g, 0.0, s));
     if (x.op == opcode::reshape) a = g.operand(a, 0);  // a reshape of a reshape is one reshape
     if (g.nodes[a].shape == s) return a;
     node r;
@@ -112,7 +115,7 @@ constexpr std::uint32_t unary_struct(graph& g, opcode op, std::uint32_t a, dims 
 }
 
 constexpr std::uint32_t stop_gradient(graph& g, std::uint32_t a) {
-    if (g.nodes[a].op == opcode::stop_gradient) return a;
+    if (g.nodes[a].op == opcode::stop_gradient || g.nodes[a].op == opcode::constant) return a;
     return unary_struct(g, opcode::stop_gradient, a, g.nodes[a].shape, g.nodes[a].batched);
 }
 
@@ -196,7 +199,8 @@ constexpr std::uint32_t pad(graph& g, std::uint32_t a, std::uint32_t axis, std::
 constexpr std::uint32_t broadcast_to(graph& g, std::uint32_t a, dims s, bool batched) {
     const node& x = g.nodes[a];
     std::uint32_t r = a;
-    if (!(x.shape == s)) r = map(g, opcode::add, a, constant(g, 0.0, s));
+    if (x.op == opcode::constant && !(x.shape == s)) r = constant(g, x.value, s);
+    else if (!(x.shape == s)) r = map(g, opcode::add, a, constant(g, 0.0, s));
     if (batched && !g.nodes[r].batched) r = map(g, opcode::batch_broadcast, r);
     return r;
 }
