@@ -39,7 +39,9 @@ vec var(leaves& L, const std::string& name, std::size_t a, std::size_t c, bool k
     return p;
 }
 // one example's rows (rows x D) through L cross layers
-vec dcn_rows(leaves& L, const vec& x0, std::size_t rows, cl::dcn_type type, std::size_t layers, bool kn, bool compat) {
+// keep > 0: inverted dropout after every layer, u from stream "dcn/dropout_<i>" of example b
+vec dcn_rows(leaves& L, const vec& x0, std::size_t rows, cl::dcn_type type, std::size_t layers, bool kn, bool compat,
+             double keep, std::uint64_t seed, std::size_t example) {
     vec x = x0;
     for (std::size_t i = 0; i < layers; ++i) {
         const std::string I = std::to_string(i);
@@ -93,15 +95,22 @@ vec dcn_rows(leaves& L, const vec& x0, std::size_t rows, cl::dcn_type type, std:
                 }
             }
         }
+        if (keep > 0)
+            for (std::size_t e = 0; e < nx.size(); ++e) {
+                const double u = ctrec::random_uniform_value<double>(seed, f::stream_hash("dcn/dropout_" + I), example, e);
+                nx[e] = u >= 1 - keep ? nx[e] / keep : 0.0;
+            }
         x = nx;
     }
     return x;
 }
-vec dcn_reference(leaves& L, std::size_t batch, std::size_t rows, cl::dcn_type type, std::size_t layers, bool kn, bool compat) {
+vec dcn_reference(leaves& L, std::size_t batch, std::size_t rows, cl::dcn_type type, std::size_t layers, bool kn, bool compat,
+                  double keep = 0, std::uint64_t seed = 0) {
     const vec& x = get(L, "x");
     vec out;
     for (std::size_t b = 0; b < batch; ++b) {
-        const vec r = dcn_rows(L, vec(x.begin() + b * rows * D, x.begin() + (b + 1) * rows * D), rows, type, layers, kn, compat);
+        const vec r = dcn_rows(L, vec(x.begin() + b * rows * D, x.begin() + (b + 1) * rows * D), rows, type, layers, kn, compat,
+                               keep, seed, b);
         out.insert(out.end(), r.begin(), r.end());
     }
     return out;
@@ -118,6 +127,8 @@ constexpr auto dcn_mixed_r = fl::dcn<"dcn", mixed_cfg>(x_rows);
 constexpr auto dcn_mixed = dcn_mixed_r.out();
 constexpr auto dcn_mixed_loss = f::batch_mean(f::sum(f::tanh(dcn_mixed))) + dcn_mixed_r.penalty();
 constexpr auto dcn_mixed_kn = fl::dcn<"dcn", {.type = fl::dcn_type::mixed, .layer_num = 2, .num_experts = E, .low_rank = R, .allow_kernel_norm = true}>(x_rows).out();
+constexpr auto dcn_drop = fl::dcn<"dcn", {.type = fl::dcn_type::matrix, .layer_num = 2, .use_dropout = true, .keep_prob = 0.7}, mode::train>(x_rows).out();
+constexpr auto dcn_drop_eval = fl::dcn<"dcn", {.type = fl::dcn_type::matrix, .layer_num = 2, .use_dropout = true, .keep_prob = 0.7}, mode::eval>(x_rows).out();
 constexpr auto dcn_mixed_compat = fl::dcn<"dcn", {.type = fl::dcn_type::mixed, .layer_num = 1, .num_experts = E, .low_rank = R, .monolith_compat = true}>(x_vec).out();
 
 // ---- DIN reference --------------------------------------------------------------------------------
@@ -222,6 +233,34 @@ TEST_CASE("flat DCN: vector, matrix (rank 2 and 3), mixed (documented and source
             for (std::size_t j = 0; j < E; ++j)
                 for (double w : get(L, std::string("dcn/") + p + std::to_string(i) + "_" + std::to_string(j))) want += 0.1 * w * w;
     CHECK(got == doctest::Approx(want).epsilon(1e-12));
+}
+
+TEST_CASE("flat DCN: dropout in train mode (seeded streams, same mask forward and backward), none in eval") {
+    using cl::dcn_type;
+    for (std::size_t batch : {1, 5, 70}) {
+        check<f::program<double, dcn_drop>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 2, false, false, 0.7); });
+        check<f::program<double, dcn_drop_eval>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 2, false, false); });
+    }
+    // another seed, another mask; about 1 - keep_prob of the last layer's values dropped
+    using P = f::program<float, dcn_drop>;
+    P::parameters p;
+    for (std::size_t k = 0; k < P::n_params; ++k)
+        for (float& w : p.get(k)) w = 0.1f;
+    P::workspace ws;
+    const std::size_t batch = 200;
+    std::vector<float> xs(batch * NR * D, 1.0f), y1(xs.size()), y2(xs.size());
+    P::io io;
+    io.input<"x">(xs.data()).output<0>(y1.data());
+    io.seed = 1;
+    P::run(p, ws, batch, io);
+    io.output<0>(y2.data());
+    io.seed = 2;
+    P::run(p, ws, batch, io);
+    std::size_t zeros = 0, differ = 0;
+    for (std::size_t e = 0; e < xs.size(); ++e) zeros += y1[e] == 0.f, differ += y1[e] != y2[e];
+    CHECK(std::abs(double(zeros) / xs.size() - 0.3) < 0.03);
+    CHECK(differ > xs.size() / 4);
+    flat_test::check_derivatives<f::grad_program<double, dcn_drop>, f::jvp_program<double, dcn_drop>>(2);
 }
 
 TEST_CASE("flat DCN: derivatives (float64 central differences, JVP / VJP duality)") {

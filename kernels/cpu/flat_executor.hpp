@@ -64,6 +64,8 @@ struct exec {
         std::size_t nb = 0;       // examples in this tile
         double batch = 0;         // examples in this call
         bool first_tile = true;   // reducers overwrite instead of adding
+        std::size_t b0 = 0;       // index in the call of the tile's first example (random streams)
+        std::uint64_t seed = 0;   // io.seed
     };
 
     template <std::uint32_t O>
@@ -77,6 +79,16 @@ struct exec {
         constexpr node o = tab.nodes[O];
         if constexpr (o.op == opcode::constant) return vmath<Vt>::splat(o.value);
         else if constexpr (o.op == opcode::batch_size) return vmath<Vt>::splat(c.batch);
+        else if constexpr (o.op == opcode::random) {
+            static constexpr std::uint64_t h = flat::stream_hash(tab.name_of(O));
+            if constexpr (std::is_same_v<Vt, T>) {
+                return random_uniform_value<T>(c.seed, h, c.b0 + b, k);
+            } else {
+                alignas(64) T lanes[Vt::size];
+                for (std::size_t l = 0; l < Vt::size; ++l) lanes[l] = random_uniform_value<T>(c.seed, h, c.b0 + b, k + l);
+                return Vt::load_aligned(lanes);
+            }
+        }
         else if constexpr (std::is_same_v<Vt, T>) return ptr<O>(c, b)[k];
         else return Vt::load_unaligned(ptr<O>(c, b) + k);
     }
@@ -258,11 +270,7 @@ struct exec {
         constexpr std::size_t size = r.shape.size();
         const std::size_t rows = r.batched ? c.nb : 1;
         for (std::size_t b = 0; b < rows; ++b)
-            for (std::size_t i = 0; i < size; ++i) {
-                if constexpr (r.op == opcode::constant) out[b * size + i] = static_cast<T>(r.value);
-                else if constexpr (r.op == opcode::batch_size) out[b * size + i] = static_cast<T>(c.batch);
-                else out[b * size + i] = ptr<I>(c, b)[i];
-            }
+            for (std::size_t i = 0; i < size; ++i) out[b * size + i] = read<T, I>(c, b, i);
     }
 
     // Not inlined: a step is a whole loop nest, and a plan with several passes calls it from each.
@@ -346,26 +354,28 @@ struct exec {
         }
     }
 
-    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out) {
+    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out, std::uint64_t seed) {
         context c{};
         c.batch = static_cast<double>(batch);
+        c.seed = seed;
         T* tile_out[P::n_outputs ? P::n_outputs : 1];
         auto outs_at = [&](std::size_t b0) {
             for (std::size_t r = 0; r < P::n_outputs; ++r)
                 tile_out[r] = out[r] + (tab.nodes[tab.roots[r]].batched ? b0 * tab.nodes[tab.roots[r]].shape.size() : 0);
         };
         [&]<int... Q>(std::integer_sequence<int, Q...>) {
-            ((c.nb = 1, bind(c, params, ws, in, out, 0), outs_at(0), run_phase<-1 - Q>(c, tile_out),
+            ((c.nb = 1, c.b0 = 0, bind(c, params, ws, in, out, 0), outs_at(0), run_phase<-1 - Q>(c, tile_out),
               [&] {
                   for (std::size_t b0 = 0; b0 < batch; b0 += P::tile) {
                       c.nb = batch - b0 < P::tile ? batch - b0 : P::tile;
                       c.first_tile = b0 == 0;
+                      c.b0 = b0;
                       bind(c, params, ws, in, out, b0);
                       outs_at(b0);
                       run_phase<Q>(c, tile_out);
                   }
                   if (batch == 0) {  // reducers of an empty batch are zero
-                      c.nb = 0, c.first_tile = true;
+                      c.nb = 0, c.first_tile = true, c.b0 = 0;
                       bind(c, params, ws, in, out, 0);
                       outs_at(0);
                       run_phase<Q>(c, tile_out);
@@ -373,7 +383,7 @@ struct exec {
               }()),
              ...);
         }(std::make_integer_sequence<int, pl.passes>{});
-        c.nb = 1;
+        c.nb = 1, c.b0 = 0;
         bind(c, params, ws, in, out, 0);
         outs_at(0);
         run_phase<-1 - pl.passes>(c, tile_out);
@@ -391,8 +401,8 @@ struct exec {
 namespace ctrec::flat {
 struct cpu_backend {
     template <class P, class T>
-    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out) {
-        cpu::flat_exec::exec<P>::run(params, ws, batch, in, out);
+    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out, std::uint64_t seed) {
+        cpu::flat_exec::exec<P>::run(params, ws, batch, in, out, seed);
     }
 };
 } // namespace ctrec::flat

@@ -97,7 +97,7 @@ void einsum(const contract_spec& s, const dims& as, const T* a, const dims& bs, 
 }
 
 template <class T, class Table, class Prog>
-void interpret(const Table& tab, const T* params, std::size_t B, const T* const* in, T* const* out) {
+void interpret(const Table& tab, const T* params, std::size_t B, const T* const* in, T* const* out, std::uint64_t seed) {
     constexpr std::size_t N = Table::size;
     std::vector<value<T>> vals(N);
     for (std::size_t i = 0; i < N; ++i) {
@@ -122,6 +122,12 @@ void interpret(const Table& tab, const T* params, std::size_t B, const T* const*
             case opcode::batch_size:
                 y.v[0] = static_cast<T>(B);
                 break;
+            case opcode::random: {
+                const std::uint64_t h = stream_hash(tab.name_of(i));
+                for (std::size_t b = 0; b < B; ++b)
+                    for (std::size_t k = 0; k < y.size; ++k) y.v[b * y.size + k] = random_uniform_value<T>(seed, h, b, k);
+                break;
+            }
             case opcode::contract: {
                 const bool sums_batch = !r.batched && (X(0).batched || X(1).batched);
                 const std::size_t runs = r.batched || sums_batch ? B : 1;
@@ -200,8 +206,8 @@ void interpret(const Table& tab, const T* params, std::size_t B, const T* const*
 
 struct reference_backend {
     template <class P, class T>
-    static void run(const T* params, T* /*ws*/, std::size_t batch, const T* const* in, T* const* out) {
-        reference_detail::interpret<T, std::remove_cvref_t<decltype(P::tab)>, P>(P::tab, params, batch, in, out);
+    static void run(const T* params, T* /*ws*/, std::size_t batch, const T* const* in, T* const* out, std::uint64_t seed) {
+        reference_detail::interpret<T, std::remove_cvref_t<decltype(P::tab)>, P>(P::tab, params, batch, in, out, seed);
     }
 };
 

@@ -160,6 +160,7 @@ constexpr void forward(graph& g, std::uint32_t root, std::uint32_t* tan) {
             case opcode::param: t = leaf(g, r.op, r.shape, r.batched, tangent_of(g.name_of(i)).view()); break;
             case opcode::constant:
             case opcode::batch_size:
+            case opcode::random:
             case opcode::greater:
             case opcode::greater_equal:
             case opcode::stop_gradient: t = none; break;

@@ -71,6 +71,9 @@ template <fixed_string Name, std::size_t... D>
 inline constexpr expr shared_input = shared_input_named(Name.view(), make_dims<D...>());
 template <double V>
 inline constexpr expr lit = constant(V);
+// Per-example uniform [0, 1) numbers of stream Name (see opcode::random), seeded per call by io.seed.
+template <fixed_string Name, std::size_t... D>
+inline constexpr expr random_uniform = make_leaf(opcode::random, make_dims<D...>(), true, Name.view());
 inline constexpr expr batch_size = [] {
     expr e;
     e.id = build::batch_size(e.g);

@@ -44,6 +44,8 @@ enum class opcode : std::uint8_t {
     param,       // unbatched, owned by the parameters object
     constant,    // a scalar (or a shaped fill) literal
     batch_size,  // examples in the call, as an unbatched scalar
+    random,      // uniform [0, 1) per element of every example: a pure function of (io.seed, the stream
+                 // name, the example's index in the call, the element); derivative zero, no storage
     // elementwise (NumPy broadcasting over the per-example axes; batchedness is "any operand")
     add, sub, mul, div, neg, exp, log, log1p, sqrt, rsqrt, tanh, sigmoid, relu, maximum, greater,
     greater_equal, where, minimum, abs, erf, batch_broadcast,
@@ -61,14 +63,14 @@ enum class opcode : std::uint8_t {
 
 inline constexpr std::string_view opcode_name(opcode o) {
     constexpr std::string_view names[] = {
-        "input", "param", "constant", "batch_size", "add", "sub", "mul", "div", "neg", "exp", "log", "log1p",
+        "input", "param", "constant", "batch_size", "random", "add", "sub", "mul", "div", "neg", "exp", "log", "log1p",
         "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "maximum", "greater", "greater_equal", "where",
         "minimum", "abs", "erf", "batch_broadcast", "contract", "reduce_sum", "reduce_max", "batch_sum", "reshape", "stop_gradient", "concat", "slice",
         "pad"};
     return names[static_cast<int>(o)];
 }
 
-constexpr bool is_leaf(opcode o) { return o <= opcode::batch_size; }
+constexpr bool is_leaf(opcode o) { return o <= opcode::random; }
 constexpr bool is_elementwise(opcode o) { return o >= opcode::add && o <= opcode::batch_broadcast; }
 constexpr bool is_view(opcode o) { return o == opcode::reshape || o == opcode::stop_gradient; }
 
@@ -211,6 +213,13 @@ struct expr {
     constexpr dims shape() const { return rec().shape; }
     constexpr bool batched() const { return rec().batched; }
 };
+
+// FNV-1a of a random stream's name: different streams give independent numbers.
+constexpr std::uint64_t stream_hash(std::string_view name) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    return h;
+}
 
 // Brings a and b into one graph; returns it with the ids of a and b in it.
 struct joined {

@@ -227,7 +227,7 @@ public:
                 throw error("ctrec: input '" + std::string(tab.name_of(input_ids[i])) + "' is not bound");
         for (std::size_t r = 0; r < n_outputs; ++r)
             if (!b.out[r]) throw error("ctrec: output " + std::to_string(r) + " is not bound");
-        Backend::template run<basic_program>(p.data(), ws.data(), batch, b.in, b.out);
+        Backend::template run<basic_program>(p.data(), ws.data(), batch, b.in, b.out, b.seed);
     }
 
     // Parameter leaf position of table node i (for the backends).

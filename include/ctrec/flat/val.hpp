@@ -61,6 +61,9 @@ constexpr val make_shared_input(graph& g, std::string_view name, dims s) {
 constexpr val make_param(graph& g, std::string_view name, dims s) { return {&g, build::leaf(g, opcode::param, s, false, name)}; }
 constexpr val constant(graph& g, double v, dims s = {}) { return {&g, build::constant(g, v, s)}; }
 constexpr val make_batch_size(graph& g) { return {&g, build::batch_size(g)}; }
+// Uniform [0, 1) numbers of stream `name`, shaped s per example (dropout masks): recomputed
+// wherever read, so the forward and backward passes of a call see the same numbers.
+constexpr val make_random(graph& g, std::string_view name, dims s) { return {&g, build::leaf(g, opcode::random, s, true, name)}; }
 
 // ---- elementwise -------------------------------------------------------------------------------
 constexpr val apply(opcode op, val a) { return {a.g, build::map(*a.g, op, a.id)}; }

@@ -3,9 +3,8 @@
 // variable, exactly as ctrec/layers/dcn.hpp documents it (variables, names, creation order of
 // the initializers, the documented softmax gating by default and the source's unweighted sum
 // under monolith_compat, the source's tanh after V and C).
-//
-// Not yet on this core: dropout (use_dropout in mode::train needs the random-number node; a
-// compile-time error names it). eval / predict never drop, so they are complete.
+// Dropout (mode::train, use_dropout): inverted dropout of x after every cross layer, kept where
+// u >= 1 - keep_prob, u uniform on stream "<scope>/dropout_<i>" (opcode::random).
 #include "ctrec/flat/layers/layer.hpp"
 #include "ctrec/layers/dcn.hpp"  // dcn_config, dcn_type
 
@@ -17,7 +16,6 @@ using ctrec::layers::dcn_type;
 void ctrec_shape_error_dcn_input_must_be_a_batched_tensor_B_by_D();
 void ctrec_shape_error_dcn_mixed_mode_needs_low_rank_and_num_experts_above_0();
 void ctrec_shape_error_dcn_keep_prob_must_be_in_0_1();
-void ctrec_flat_error_dcn_dropout_in_train_mode_is_not_on_the_flat_core_yet();
 
 namespace detail {
 // Variable "<s>/<leaf>" of shape (a, c) as the layer uses it: raw, or t * l2_normalize(P, 0, 1e-6)
@@ -54,7 +52,6 @@ constexpr val dcn(result& m, const label& s, const dcn_config& c, mode M, val x_
     if (c.type == dcn_type::mixed && (c.low_rank == 0 || c.num_experts == 0 || c.num_experts > 64))
         ctrec_shape_error_dcn_mixed_mode_needs_low_rank_and_num_experts_above_0();
     if (c.use_dropout && !(c.keep_prob > 0.0 && c.keep_prob <= 1.0)) ctrec_shape_error_dcn_keep_prob_must_be_in_0_1();
-    if (c.use_dropout && M == mode::train) ctrec_flat_error_dcn_dropout_in_train_mode_is_not_on_the_flat_core_yet();
     const dims s_in = x_in.shape();
     const std::size_t D = x_in.last(), L = c.layer_num, E = c.num_experts, r = c.low_rank;
     const bool kn = c.allow_kernel_norm;
@@ -103,6 +100,10 @@ constexpr val dcn(result& m, const label& s, const dcn_config& c, mode M, val x_
                 val u = einsum("nk,dk->nd", reshape(cc * reshape(w, dims_of({n, E, 1})), dims_of({n, E * r})), U);
                 x = x0 * (u + b) + x;
             }
+        }
+        if (c.use_dropout && M == mode::train) {
+            val u = make_random(m.g, scoped(s, (label("dropout_") + i).view()).view(), x.shape());
+            x = where(greater_equal(u, 1.0 - c.keep_prob), x * (1.0 / c.keep_prob), 0.0);
         }
     }
     return as_rows ? reshape(x, s_in) : x;

@@ -1,0 +1,41 @@
+#pragma once
+// AllInt (spec layers-core-and-cross.md section 5) on the graph-as-data core, with the decisions
+// of ctrec/layers/allint.hpp: per example, X (N, K),
+//   O = X . (X^T . Cm + 1_K beta^T)      (N, C)
+// with "<scope>/allint_kernel" (N, C) [initializer, default GlorotNormal; regularizer] and
+// "<scope>/allint_bias" (C) [zeros, only with use_bias], in that order; out_type / keep_list
+// through merge_tensor_list (merge.hpp).
+//
+// The flat einsum takes two operands, so the order is written out: F = X^T . Cm (K, C) first,
+// then X . F (4 N K C, never the N x N matrix), the source's evaluation order; beta is added
+// to F as the source does (the type core's separate (X 1_K) beta^T term is the same value).
+#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/layers/allint.hpp"  // allint_config
+
+namespace ctrec::flat::layers {
+
+using ctrec::layers::allint_config;
+
+void ctrec_shape_error_allint_cmp_dim_must_be_positive();
+void ctrec_shape_error_allint_input_must_be_B_by_N_by_K();
+
+constexpr val_list allint(result& m, const label& s, const allint_config& c, val x) {
+    if (c.cmp_dim == 0) ctrec_shape_error_allint_cmp_dim_must_be_positive();
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_allint_input_must_be_B_by_N_by_K();
+    const std::size_t N = x.dim(0), C = c.cmp_dim;
+    val Cm = m.var(scoped(s, "allint_kernel").view(), dims_of({N, C}), c.initializer);
+    add_penalty(m, c.regularizer, Cm);
+    val F = einsum("nk,nc->kc", x, Cm);
+    if (c.use_bias) F = F + m.var(scoped(s, "allint_bias").view(), dims_of({C}), init::Zeros{});
+    return merge(c.out_type, c.keep_list, einsum("nk,kc->nc", x, F));
+}
+
+// A single-tensor out_type only (none and keep_list give lists: use the in-place function).
+template <fixed_string Scope, allint_config C>
+constexpr result allint(const result& in) {
+    result m = in;
+    m.set_out(allint(m, Scope.view(), C, m.value()).single());
+    return m;
+}
+
+} // namespace ctrec::flat::layers

@@ -1,0 +1,70 @@
+#pragma once
+// CIN (spec layers-core-and-cross.md section 9) on the graph-as-data core, exactly as
+// ctrec/layers/cin.hpp documents it: conv1d[_t]/kernel (1, H_{t-1} N, H_t) with input channel
+// h N + m, conv1d[_t]/bias (H_t) zeros, created kernel then bias per layer; the activation
+// (identity by default) on every layer but the last; every layer's maps sum-pooled over the
+// embedding axis and concatenated.
+//
+// Written channels-first, so no transpose is needed: with Xh (H, K) per example (Xh = X at
+// t = 0),
+//   Z[h N + m, d] = Xh[h, d] X[m, d]          (the outer products, a broadcast product)
+//   Y[j, d] = sum_i W_t[i, j] Z[i, d] + b_t[j],  p_t[j] = sum_d Y[j, d].
+// Z is materialised (K H N values per example): correctness first; a fused Khatri-Rao kernel
+// is the type core's and a later step of this one.
+#include "ctrec/flat/layers/layer.hpp"
+#include "ctrec/layers/cin.hpp"  // cin_config
+
+namespace ctrec::flat::layers {
+
+using ctrec::layers::cin_config;
+
+void ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor();
+void ctrec_shape_error_cin_give_the_layer_sizes_as_hidden_uints_or_hidden_units_not_both();
+void ctrec_shape_error_cin_every_layer_needs_at_least_one_feature_map();
+void ctrec_shape_error_cin_the_activation_must_be_elementwise();
+
+namespace detail {
+template <std::size_t T>
+constexpr std::size_t cin_units(const cin_config<T>& c, std::size_t t) {
+    bool a = false, b = false;
+    for (auto u : c.hidden_uints) a = a || u != 0;
+    for (auto u : c.hidden_units) b = b || u != 0;
+    if (a == b) ctrec_shape_error_cin_give_the_layer_sizes_as_hidden_uints_or_hidden_units_not_both();
+    const std::size_t h = a ? c.hidden_uints[t] : c.hidden_units[t];
+    if (h == 0) ctrec_shape_error_cin_every_layer_needs_at_least_one_feature_map();
+    return h;
+}
+} // namespace detail
+
+template <std::size_t T>
+constexpr val cin(result& m, const label& s, const cin_config<T>& c, val x) {
+    if (T == 0) ctrec_shape_error_cin_every_layer_needs_at_least_one_feature_map();
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor();
+    if (c.activation.w == act_which::prelu || c.activation.w == act_which::softmax)
+        ctrec_shape_error_cin_the_activation_must_be_elementwise();
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    const val x3 = reshape(x, dims_of({1, N, K}));
+    val xh = x, pooled[T ? T : 1]{};
+    for (std::size_t t = 0; t < T; ++t) {
+        const std::size_t Hp = xh.dim(0), Ht = detail::cin_units(c, t);
+        const label conv = scoped(s, t == 0 ? label("conv1d").view() : (label("conv1d_") + t).view());
+        val W = m.var(scoped(conv, "kernel").view(), dims_of({1, Hp * N, Ht}), c.initializer);
+        add_penalty(m, c.regularizer, W);
+        val b = m.var(scoped(conv, "bias").view(), dims_of({Ht}), init::Zeros{});
+        const val z = reshape(reshape(xh, dims_of({Hp, 1, K})) * x3, dims_of({Hp * N, K}));
+        val y = einsum("ij,id->jd", reshape(W, dims_of({Hp * N, Ht})), z) + reshape(b, dims_of({Ht, 1}));
+        if (t + 1 < T) y = apply_activation(m, c.activation, conv, y);
+        pooled[t] = sum(y, {1});
+        xh = y;
+    }
+    return concat(0, pooled, T);
+}
+
+template <fixed_string Scope, auto C>
+constexpr result cin(const result& in) {
+    result m = in;
+    m.set_out(cin(m, Scope.view(), C, m.value()));
+    return m;
+}
+
+} // namespace ctrec::flat::layers

@@ -1,0 +1,93 @@
+#pragma once
+// iRazor (spec layers-trans-seq-multitask-nas.md 1.3) on the graph-as-data core, exactly as
+// ctrec/layers/irazor.hpp documents it: nas_weight (N, L) [initializer, regularizer],
+//   P = softmax_1(nas_weight / t),  M[n, k] = P[n, i(k)] (zero for k < nas_space[0]),
+//   Y = X * M merged per out_type,  nas_loss = sum_n fw_n sum_k M[n, k]
+// (fw an unbatched (N) or (1, N) value, used as given). M is the concatenation of P's columns,
+// each broadcast over its group; the leading zero columns are a zero fill.
+// The nas_space[0] > 0 warning needs the configuration as a template argument: the facade
+// gives it, the in-place function cannot.
+#include "ctrec/flat/layers/layer.hpp"
+#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/layers/irazor.hpp"  // irazor_config
+
+namespace ctrec::flat::layers {
+
+using ctrec::layers::irazor_config;
+
+void ctrec_shape_error_irazor_input_must_be_a_batched_B_by_N_by_K_tensor();
+void ctrec_shape_error_irazor_nas_space_needs_at_least_two_boundaries();
+void ctrec_shape_error_irazor_nas_space_must_be_non_decreasing();
+void ctrec_shape_error_irazor_the_temperature_must_be_positive();
+void ctrec_shape_error_irazor_the_embedding_width_K_must_equal_max_nas_space();
+void ctrec_shape_error_irazor_feature_weight_must_be_an_unbatched_N_or_1_by_N_value();
+
+struct irazor_vals {
+    val out, nas_loss;  // nas_loss.g == nullptr: no feature weights, no auxiliary loss
+};
+
+constexpr irazor_vals irazor_values(result& m, const label& s, const irazor_config& c, val x, val fw = {}) {
+    std::size_t L = 0;
+    for (std::size_t i = 0; i < ctrec::layers::irazor_max_space; ++i)
+        if (c.nas_space[i] != 0) L = i + 1;
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_irazor_input_must_be_a_batched_B_by_N_by_K_tensor();
+    if (L < 2) ctrec_shape_error_irazor_nas_space_needs_at_least_two_boundaries();
+    for (std::size_t i = 1; i < L; ++i)
+        if (c.nas_space[i] < c.nas_space[i - 1]) ctrec_shape_error_irazor_nas_space_must_be_non_decreasing();
+    if (!(c.t > 0.0)) ctrec_shape_error_irazor_the_temperature_must_be_positive();
+    const std::size_t N = x.dim(0), K = x.dim(1), K0 = c.nas_space[0];
+    if (K != c.nas_space[L - 1]) ctrec_shape_error_irazor_the_embedding_width_K_must_equal_max_nas_space();
+
+    val w = m.var(scoped(s, "nas_weight").view(), dims_of({N, L}), c.initializer);
+    add_penalty(m, c.regularizer, w);
+    const val P = softmax(w / c.t, 1);
+    val cols[ctrec::layers::irazor_max_space + 1]{};
+    std::size_t n = 0;
+    if (K0 > 0) cols[n++] = constant(m.g, 0.0, dims_of({N, K0}));
+    for (std::size_t i = 1; i < L; ++i)
+        if (c.nas_space[i] > c.nas_space[i - 1])  // an empty group weights no column
+            cols[n++] = broadcast_to(slice(P, 1, i, i + 1), dims_of({N, c.nas_space[i] - c.nas_space[i - 1]}));
+    const val M = concat(1, cols, n);
+    irazor_vals r{merge(c.out_type, x * M), {}};
+    if (fw.g) {
+        if (fw.batched() || fw.shape().size() != N || !(fw.rank() == 1 || (fw.rank() == 2 && fw.dim(0) == 1)))
+            ctrec_shape_error_irazor_feature_weight_must_be_an_unbatched_N_or_1_by_N_value();
+        r.nas_loss = sum(reshape(fw, dims_of({N})) * sum(M, {1}));
+    }
+    return r;
+}
+constexpr val irazor(result& m, const label& s, const irazor_config& c, val x) { return irazor_values(m, s, c, x).out; }
+
+// The facade's result: the layer's output, and the auxiliary loss (the constant 0 without
+// feature weights), which then() does not carry: collect it from here.
+struct irazor_result : result {
+    std::uint32_t nas_loss_id = none;
+    constexpr irazor_result(const result& r) : result(r) {}
+    constexpr irazor_result(const expr& e) : result(e) {}
+    constexpr expr nas_loss() const {
+        expr e{g, nas_loss_id};
+        if (nas_loss_id == none) e.id = build::constant(e.g, 0.0);
+        return e;
+    }
+};
+
+template <fixed_string Scope, irazor_config C>
+constexpr irazor_result irazor(const result& in) {
+    ctrec::layers::detail::irazor_leading_zero_columns<(C.nas_space[0] > 0 && !C.leading_zero_columns)>();
+    irazor_result m(in);
+    m.set_out(irazor_values(m, Scope.view(), C, m.value()).out);
+    return m;
+}
+template <fixed_string Scope, irazor_config C>
+constexpr irazor_result irazor(const expr& x, const expr& fw) {
+    ctrec::layers::detail::irazor_leading_zero_columns<(C.nas_space[0] > 0 && !C.leading_zero_columns)>();
+    irazor_result m(x);
+    std::uint32_t ifw = 0;
+    join_into(m.g, fw, ifw);
+    const irazor_vals v = irazor_values(m, Scope.view(), C, m.value(), m.at(ifw));
+    m.set_out(v.out);
+    m.nas_loss_id = v.nas_loss.id;
+    return m;
+}
+
+} // namespace ctrec::flat::layers

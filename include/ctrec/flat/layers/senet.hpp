@@ -1,0 +1,83 @@
+#pragma once
+// SeNet (spec layers-trans-seq-multitask-nas.md 1.2) on the graph-as-data core, exactly as
+// ctrec/layers/senet.hpp documents it: per example, X (N, K),
+//   z_n = mean_k X[n, k];  a = MLP "cmp_tower" (output_dims {C, N}, relu then sigmoid, weight
+//   norm with learnable scale) of z, or a = z (no sigmoid) for cmp_dim 0 (the source's None);
+//   Y[n, k] = a_n X[n, k], merged per out_type / keep_list (merge.hpp).
+// A list e_0 .. e_{N-1} of (K_n) vectors (any widths): z_n = mean(e_n), y_n = a_n e_n, merged
+// with merge_list (a one-element list gives its bare element, as the source does).
+// regularizer and kernel_regularizer are aliases (setting both is an error); bias_regularizer
+// applies to the two biases; on_gpu has no effect. num_feature must equal N.
+#include <initializer_list>
+
+#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/flat/layers/mlp.hpp"
+#include "ctrec/layers/senet.hpp"  // senet_config
+
+namespace ctrec::flat::layers {
+
+using ctrec::layers::senet_config;
+
+void ctrec_shape_error_senet_regularizer_and_kernel_regularizer_are_aliases_set_one();
+void ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
+void ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+
+namespace detail {
+// the field weights a (N) from the means z (N)
+constexpr val senet_excite(result& m, const label& s, const senet_config& c, val z) {
+    if (c.regularizer.active() && c.kernel_regularizer.active())
+        ctrec_shape_error_senet_regularizer_and_kernel_regularizer_are_aliases_set_one();
+    if (c.cmp_dim == 0) return z;
+    const mlp_config<2> t{.output_dims = {c.cmp_dim, c.num_feature},
+                          .activations = {ctrec::layers::act_relu, ctrec::layers::act_sigmoid},
+                          .activation_list = true,
+                          .initializers = {c.initializer, c.initializer},
+                          .kernel_regularizer = c.regularizer.active() ? c.regularizer : c.kernel_regularizer,
+                          .bias_regularizer = c.bias_regularizer};
+    return mlp(m, scoped(s, "cmp_tower"), t, mode::predict, z);
+}
+} // namespace detail
+
+// A list of n >= 1 (K_n) vectors.
+constexpr val_list senet(result& m, const label& s, const senet_config& c, const val* es, std::size_t n) {
+    if (n == 0) ctrec_shape_error_list_needs_at_least_one_value();
+    if (n > max_list) ctrec_flat_error_list_longer_than_CTREC_FLAT_MAX_LIST();
+    for (std::size_t i = 0; i < n; ++i)
+        if (!es[i].batched() || es[i].rank() != 1) ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
+    if (c.num_feature != n) ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+    val means[max_list]{};
+    for (std::size_t i = 0; i < n; ++i) means[i] = reshape(sum(es[i]) * (1.0 / static_cast<double>(es[i].dim(0))), dims_of({1}));
+    const val a = detail::senet_excite(m, s, c, concat(0, means, n));  // (N)
+    val ys[max_list]{};
+    for (std::size_t i = 0; i < n; ++i) ys[i] = es[i] * slice(a, 0, i, i + 1);  // (K_n) * (1)
+    if (n == 1) return merge(c.out_type, c.keep_list, ys[0]);
+    return merge_list(c.out_type, c.keep_list, ys, n);
+}
+
+// One (N, K) tensor, or a (K) vector read as a one-element list.
+constexpr val_list senet(result& m, const label& s, const senet_config& c, val x) {
+    if (!x.batched() || (x.rank() != 1 && x.rank() != 2)) ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
+    if (x.rank() == 1) return senet(m, s, c, &x, 1);
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    if (c.num_feature != N) ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+    const val a = detail::senet_excite(m, s, c, sum(x, {1}) * (1.0 / static_cast<double>(K)));  // (N)
+    return merge(c.out_type, c.keep_list, x * reshape(a, dims_of({N, 1})));
+}
+
+// Facades: single-tensor outputs only (none and keep_list give lists: use the in-place functions).
+template <fixed_string Scope, senet_config C>
+constexpr result senet(const result& in) {
+    result m = in;
+    m.set_out(senet(m, Scope.view(), C, m.value()).single());
+    return m;
+}
+template <fixed_string Scope, senet_config C>
+constexpr result senet(std::initializer_list<expr> list) {
+    result m = longest_expr(list);
+    val es[max_list]{};
+    join_exprs(m, list, es);
+    m.set_out(senet(m, Scope.view(), C, es, list.size()).single());
+    return m;
+}
+
+} // namespace ctrec::flat::layers
