@@ -93,85 +93,171 @@ struct exec {
         else return Vt::load_unaligned(ptr<O>(c, b) + k);
     }
 
-    // ---- elementwise ------------------------------------------------------------------------
-    template <class Vt, std::uint32_t I, std::uint32_t J>
-    static Vt operand_at(const context& c, std::size_t b, std::size_t i) {
+    // ---- fused elementwise work ------------------------------------------------------------------
+    // The nodes evaluated inside each step's loop (the plan's inlined elementwise nodes, and the
+    // step itself when it is elementwise), in topological order: loops.ids[first[S] .. first[S+1]).
+    struct loop_table {
+        std::uint32_t first[N + 1]{};
+        std::uint32_t ids[N ? N : 1]{};
+    };
+    static constexpr bool in_loop(std::size_t i) {
+        return flat::is_elementwise(tab.nodes[i].op) && (pl.inlined[i] || pl.step[i]);
+    }
+    static constexpr loop_table loops = [] {
+        loop_table t{};
+        for (std::size_t i = 0; i < N; ++i)
+            if (in_loop(i)) ++t.first[pl.absorber[i] + 1];
+        for (std::size_t i = 0; i < N; ++i) t.first[i + 1] += t.first[i];
+        std::uint32_t fill[N ? N : 1]{};
+        for (std::size_t i = 0; i < N; ++i)
+            if (in_loop(i)) {
+                const std::size_t s = static_cast<std::size_t>(pl.absorber[i]);
+                t.ids[t.first[s] + fill[s]++] = static_cast<std::uint32_t>(i);
+            }
+        return t;
+    }();
+    // Position of node O in step S's loop, or -1.
+    template <std::uint32_t S>
+    static constexpr int loop_pos(std::uint32_t o) {
+        for (std::uint32_t k = loops.first[S]; k < loops.first[S + 1]; ++k)
+            if (loops.ids[k] == o) return static_cast<int>(k - loops.first[S]);
+        return -1;
+    }
+
+    // Operand J of loop node I in step S at flat index i: from the loop's values v, the GEMM
+    // result `acc` when it is the epilogue's contraction C, or read (broadcast as needed).
+    template <class Vt, std::uint32_t I, std::uint32_t J, std::uint32_t S, int C>
+    static Vt operand(const context& c, std::size_t b, std::size_t i, const Vt& acc, const Vt* v) {
         constexpr node r = tab.nodes[I];
         if constexpr (J >= r.nops) {
             return Vt(T(0));
         } else {
             constexpr std::uint32_t O = tab.operand(I, J);
+            constexpr int k = loop_pos<S>(O);
             constexpr node o = tab.nodes[O];
-            if constexpr (o.shape.size() == 1 && !std::is_same_v<Vt, T>) return Vt(read<T, O>(c, b, 0));
+            if constexpr (k >= 0) return v[k];  // same shape as I by construction
+            else if constexpr (static_cast<int>(O) == C) return acc;
+            else if constexpr (!std::is_same_v<Vt, T> && bcast_constant(o.shape, r.shape))
+                return Vt(read<T, O>(c, b, bcast_index<o.shape, r.shape>(i)));
             else return read<Vt, O>(c, b, bcast_index<o.shape, r.shape>(i));
         }
     }
-    template <std::uint32_t I>
-    static constexpr bool map_simd() {
-        constexpr node r = tab.nodes[I];
-        bool ok = r.shape.size() >= W;
-        for (std::uint32_t j = 0; j < r.nops; ++j) {
-            const node& o = tab.nodes[tab.operand(I, j)];
-            ok = ok && (o.shape == r.shape || o.shape.size() == 1 || o.op == opcode::constant);
+    // Plain function templates, not generic lambdas: GCC 12.2 at -O3 with AVX-512 miscompiled the
+    // lambda form of such a loop body in the type core's executor.
+    template <class Vt, std::uint32_t I, std::uint32_t S, int C>
+    static Vt eval_node(const context& c, std::size_t b, std::size_t i, const Vt& acc, const Vt* v) {
+        return apply<tab.nodes[I].op, Vt>(operand<Vt, I, 0, S, C>(c, b, i, acc, v), operand<Vt, I, 1, S, C>(c, b, i, acc, v),
+                                          operand<Vt, I, 2, S, C>(c, b, i, acc, v));
+    }
+    template <class Vt, std::uint32_t S, int C, std::size_t... K>
+    static void eval_all(const context& c, std::size_t b, std::size_t i, const Vt& acc, Vt* v, std::index_sequence<K...>) {
+        ((v[K] = eval_node<Vt, loops.ids[loops.first[S] + K], S, C>(c, b, i, acc, v)), ...);
+    }
+    // Every node of step S's loop at (b, i), each once; returns the last (the loop's result).
+    template <class Vt, std::uint32_t S, int C = -1>
+    static Vt joined(const context& c, std::size_t b, std::size_t i, const Vt& acc = Vt(T(0))) {
+        constexpr std::size_t n = loops.first[S + 1] - loops.first[S];
+        Vt v[n];
+        eval_all<Vt, S, C>(c, b, i, acc, v, std::make_index_sequence<n>{});
+        return v[n - 1];
+    }
+    // Run length over the loop's flat index inside which every value read from outside is
+    // contiguous or constant (SIMD stays inside runs).
+    template <std::uint32_t S>
+    static constexpr std::size_t loop_run() {
+        std::size_t run = tab.nodes[S].shape.size();
+        for (std::uint32_t k = loops.first[S]; k < loops.first[S + 1]; ++k) {
+            const std::uint32_t n = loops.ids[k];
+            for (std::uint32_t j = 0; j < tab.nodes[n].nops; ++j) {
+                const std::uint32_t o = tab.operand(n, j);
+                if (loop_pos<S>(o) >= 0) continue;
+                run = std::min(run, bcast_run(tab.nodes[o].shape, tab.nodes[n].shape));
+            }
         }
-        return ok;
+        return run;
     }
-    template <class Vt, std::uint32_t I>
-    static Vt map_value(const context& c, std::size_t b, std::size_t i) {
-        return apply<tab.nodes[I].op, Vt>(operand_at<Vt, I, 0>(c, b, i), operand_at<Vt, I, 1>(c, b, i),
-                                          operand_at<Vt, I, 2>(c, b, i));
+    // Operand A of reduction step S: computed in S's loop when inlined, else read.
+    template <class Vt, std::uint32_t S, std::uint32_t A>
+    static Vt tree(const context& c, std::size_t b, std::size_t i) {
+        if constexpr (pl.inlined[A]) return joined<Vt, S>(c, b, i);
+        else return read<Vt, A>(c, b, i);
     }
+    template <std::uint32_t S, std::uint32_t A>
+    static constexpr std::size_t tree_run() {
+        if constexpr (pl.inlined[A]) return loop_run<S>();
+        else return tab.nodes[A].shape.size();
+    }
+
+    // An elementwise step. With a fused contraction C the GEMM writes the step's buffer and the
+    // loop then runs over it in place, reading C's value from there: one buffer and one pass
+    // less than unfused. (Not an in-register GEMM epilogue: that instantiates every GEMM kernel
+    // variant once per step, which tripled compile time; the GEMM kernels stay shared instead.)
     template <std::uint32_t I>
     static void map_step(const context& c) {
         constexpr node r = tab.nodes[I];
-        constexpr std::size_t size = r.shape.size();
+        constexpr int fc = pl.fused_contraction[I];
+        if constexpr (fc >= 0) contract_into<static_cast<std::uint32_t>(fc)>(c, c.base[I]);
+        constexpr std::size_t size = r.shape.size(), R = loop_run<I>();
         const std::size_t rows = r.batched ? c.nb : 1;
         for (std::size_t b = 0; b < rows; ++b) {
             T* dst = ptr<I>(c, b);
-            std::size_t i = 0;
-            if constexpr (map_simd<I>())
-                for (; i + W <= size; i += W) map_value<V, I>(c, b, i).store_unaligned(dst + i);
-            for (; i < size; ++i) {
-                dst[i] = map_value<T, I>(c, b, i);
-                // GCC 12.2 -O3 with AVX-512 auto-vectorised such scalar tails across examples
-                // wrongly in the type core's executor (tests/test_serving.cpp): keep it scalar
-                asm volatile("" ::: "memory");
+            for (std::size_t r0 = 0; r0 < size; r0 += R) {
+                std::size_t j = 0;
+                if constexpr (R >= W)
+                    for (; j + W <= R; j += W) {
+                        const V acc = fc >= 0 ? V::load_unaligned(dst + r0 + j) : V(T(0));
+                        joined<V, I, fc>(c, b, r0 + j, acc).store_unaligned(dst + r0 + j);
+                    }
+                for (; j < R; ++j) {
+                    const T acc = fc >= 0 ? dst[r0 + j] : T(0);
+                    dst[r0 + j] = joined<T, I, fc>(c, b, r0 + j, acc);
+                    // GCC 12.2 -O3 with AVX-512 auto-vectorised such scalar tails across examples
+                    // wrongly in the type core's executor (tests/test_serving.cpp): keep it scalar
+                    asm volatile("" ::: "memory");
+                }
             }
         }
     }
 
     // ---- contraction --------------------------------------------------------------------------
-    template <std::uint32_t I>
-    static void contract_step(const context& c) {
-        constexpr node r = tab.nodes[I];
-        constexpr std::uint32_t A = tab.operand(I, 0), B = tab.operand(I, 1);
-        constexpr node na = tab.nodes[A], nbn = tab.nodes[B];
+    template <std::uint32_t Cn>
+    static constexpr contract_plan plan_of() {
+        constexpr node r = tab.nodes[Cn];
+        constexpr node na = tab.nodes[tab.operand(Cn, 0)], nbn = tab.nodes[tab.operand(Cn, 1)];
         static_assert(na.op != opcode::constant && nbn.op != opcode::constant && na.op != opcode::batch_size &&
-                          nbn.op != opcode::batch_size,
+                          nbn.op != opcode::batch_size && na.op != opcode::random && nbn.op != opcode::random,
                       "ctrec internal: a contraction operand must be stored");
-        constexpr contract_plan Pc = plan_contraction(r.spec, na.shape, nbn.shape, na.batched, nbn.batched, r.batched);
-        const T* a = c.base[A];
-        const T* bp = c.base[B];
+        return plan_contraction(r.spec, na.shape, nbn.shape, na.batched, nbn.batched, r.batched);
+    }
+    template <std::uint32_t Cn, class Epi = no_epilogue>
+    static void contract_into(const context& c, T* dst, const Epi& epi = {}) {
+        constexpr contract_plan Pc = plan_of<Cn>();
+        const T* a = c.base[tab.operand(Cn, 0)];
+        const T* bp = c.base[tab.operand(Cn, 1)];
         if constexpr (Pc.swap) std::swap(a, bp);
         const std::size_t nb = c.nb;
         auto ext = [nb](const gemm_dim& d) { return d.extent * (d.times_batch ? nb : 1); };
         gemm_args g{ext(Pc.m), ext(Pc.n), ext(Pc.k), Pc.m.sa, Pc.k.sa, Pc.k.sb, Pc.n.sb, Pc.m.sc, Pc.n.sc};
         if (g.M == 0 || g.N == 0) {
-            if (Pc.reduces_batch && c.first_tile) std::fill_n(c.base[I], r.shape.size(), T(0));  // empty batch
+            if (Pc.reduces_batch && c.first_tile) std::fill_n(dst, tab.nodes[Cn].shape.size(), T(0));  // empty batch
             return;
         }
-        outer_loops<Pc, 0>(a, bp, c.base[I], g, Pc.reduces_batch && !c.first_tile, nb);
+        outer_loops<Pc, 0>(a, bp, dst, g, epi, Pc.reduces_batch && !c.first_tile, nb);
     }
-    template <contract_plan Pc, std::size_t L>
-    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, bool acc, std::size_t nb) {
+    template <std::uint32_t I>
+    static void contract_step(const context& c) {
+        contract_into<I>(c, c.base[I]);
+    }
+    template <contract_plan Pc, std::size_t L, class Epi>
+    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, const Epi& epi, bool acc, std::size_t nb) {
         if constexpr (L == Pc.n_outer) {
-            gemm(a, b, dst, g, acc, no_epilogue{});
+            gemm(a, b, dst, g, acc, epi);
         } else {
             constexpr gemm_dim d = Pc.outer[L];
             const std::size_t e = d.extent * (d.times_batch ? nb : 1);
             for (std::size_t t = 0; t < e; ++t) {
                 const auto s = static_cast<std::ptrdiff_t>(t);
-                outer_loops<Pc, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, acc || (Pc.outer_is_k[L] && t > 0), nb);
+                outer_loops<Pc, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, epi, acc || (Pc.outer_is_k[L] && t > 0), nb);
             }
         }
     }
@@ -199,7 +285,7 @@ struct exec {
             for (std::size_t k = 0; k < as.size(); ++k) {
                 std::size_t o = 0;
                 for (std::size_t ax = 0; ax < as.rank; ++ax) o += (k / as.stride(ax) % as.d[ax]) * ostride[ax];
-                const T v = read<T, A>(c, b, k);
+                const T v = tree<T, I, A>(c, b, k);
                 if constexpr (is_max) dst[o] = v > dst[o] ? v : dst[o];
                 else dst[o] += v;
             }
@@ -212,11 +298,12 @@ struct exec {
         constexpr std::size_t size = r.shape.size();
         T* dst = c.base[I];
         if (c.first_tile) std::fill_n(dst, size, T(0));
+        constexpr bool simd = size >= W && tree_run<I, A>() == size;
         for (std::size_t b = 0; b < c.nb; ++b) {
             std::size_t i = 0;
-            if constexpr (size >= W)
-                for (; i + W <= size; i += W) (V::load_unaligned(dst + i) + read<V, A>(c, b, i)).store_unaligned(dst + i);
-            for (; i < size; ++i) dst[i] += read<T, A>(c, b, i);
+            if constexpr (simd)
+                for (; i + W <= size; i += W) (V::load_unaligned(dst + i) + tree<V, I, A>(c, b, i)).store_unaligned(dst + i);
+            for (; i < size; ++i) dst[i] += tree<T, I, A>(c, b, i);
         }
     }
 

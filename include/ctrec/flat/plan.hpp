@@ -10,6 +10,7 @@
 //   plan    per node: whether it is a step, its batch pass, its buffer (liveness, first fit)
 #include <algorithm>
 
+#include "ctrec/core/contract_plan.hpp"
 #include "ctrec/flat/autodiff.hpp"
 
 namespace ctrec::flat {
@@ -112,7 +113,7 @@ constexpr table_sizes sizes_of(const model& m) {
 
 template <table_sizes S>
 struct table {
-    static constexpr std::size_t size = S.nodes, n_roots = S.roots;
+    static constexpr std::size_t size = S.nodes, n_roots = S.roots, n_operands = S.operands;
     node nodes[S.nodes ? S.nodes : 1]{};
     std::uint32_t pool[S.operands ? S.operands : 1]{};
     char names[S.chars ? S.chars : 1]{};
@@ -169,6 +170,10 @@ constexpr bool reduces_batch(const node& r, bool any_batched_operand) {
 template <std::size_t N>
 struct plan {
     bool step[N ? N : 1]{};      // has a compute step (incl. copies into outputs)
+    bool inlined[N ? N : 1]{};   // elementwise, evaluated inside its consumers' step (one loop)
+    bool epilogue[N ? N : 1]{};  // a contraction whose consumer step is its GEMM epilogue
+    int fused_contraction[N ? N : 1]{};  // map step: the contraction in its epilogue, or -1
+    int absorber[N ? N : 1]{};   // the step that evaluates the node (itself when it is a step)
     bool reducer[N ? N : 1]{};   // unbatched, summed over the batch while tiles run
     bool alias[N ? N : 1]{};     // a view of its operand's buffer
     int pass[N ? N : 1]{};       // batched: first pass computing it; reducer: the pass accumulating it
@@ -188,8 +193,22 @@ template <class Table>
 constexpr plan<Table::size> make_plan(const Table& t) {
     constexpr std::size_t N = Table::size;
     plan<N> p;
-    for (std::size_t i = 0; i < N; ++i) p.root[i] = -1, p.offset[i] = -1;
+    for (std::size_t i = 0; i < N; ++i) p.root[i] = -1, p.offset[i] = -1, p.fused_contraction[i] = -1, p.absorber[i] = static_cast<int>(i);
     for (std::size_t r = Table::n_roots; r-- > 0;) p.root[t.roots[r]] = static_cast<int>(r);
+    // consumers of every node (CSR), so each pass below costs O(edges), not O(nodes^2)
+    std::size_t cfirst[N + 1]{};
+    std::uint32_t cons[Table::n_operands ? Table::n_operands : 1]{};
+    for (std::size_t i = 0; i < N; ++i)
+        for (std::size_t j = 0; j < t.nodes[i].nops; ++j) ++cfirst[t.operand(i, j) + 1];
+    for (std::size_t i = 0; i < N; ++i) cfirst[i + 1] += cfirst[i];
+    {
+        std::size_t fill[N + 1]{};
+        for (std::size_t i = 0; i < N; ++i)
+            for (std::size_t j = 0; j < t.nodes[i].nops; ++j) {
+                const std::uint32_t o = t.operand(i, j);
+                cons[cfirst[o] + fill[o]++] = static_cast<std::uint32_t>(i);
+            }
+    }
     for (std::size_t i = 0; i < N; ++i) {
         const node& r = t.nodes[i];
         bool any_batched = false;
@@ -204,7 +223,52 @@ constexpr plan<Table::size> make_plan(const Table& t) {
         p.avail[i] = p.reducer[i] ? q + 1 : q;
         if ((r.batched || p.reducer[i]) && q + 1 > p.passes) p.passes = q + 1;
         p.alias[i] = is_view(r.op);
-        p.step[i] = (!is_leaf(r.op) && !p.alias[i]) || p.root[i] >= 0;
+    }
+    // fusion: an elementwise node joins its consumers' loop when every consumer is evaluated by
+    // the same step (an elementwise node of its shape and batchedness, a reduction or a batch
+    // sum of it). Visiting consumers first lets whole DAGs of elementwise work join one loop.
+    for (std::size_t i = N; i-- > 0;) {
+        const node& r = t.nodes[i];
+        if (!is_elementwise(r.op) || p.root[i] >= 0 || cfirst[i] == cfirst[i + 1]) continue;
+        int step = -1;
+        bool ok = true;
+        for (std::size_t e = cfirst[i]; e < cfirst[i + 1] && ok; ++e) {
+            const std::uint32_t c = cons[e];
+            const node& k = t.nodes[c];
+            const bool joins = (is_elementwise(k.op) && k.shape == r.shape && k.batched == r.batched) ||
+                               ((k.op == opcode::reduce_sum || k.op == opcode::reduce_max) && k.batched == r.batched) ||
+                               (k.op == opcode::batch_sum && r.batched);
+            ok = joins && (step < 0 || step == p.absorber[c]);
+            step = p.absorber[c];
+        }
+        if (ok && step >= 0) p.inlined[i] = true, p.absorber[i] = step;
+    }
+    // GEMM epilogues: a contraction read only by one elementwise step of its shape
+    for (std::size_t i = 0; i < N; ++i) {
+        const node& r = t.nodes[i];
+        if (r.op != opcode::contract || p.root[i] >= 0 || cfirst[i] == cfirst[i + 1]) continue;
+        const node& na = t.nodes[t.operand(i, 0)];
+        const node& nb = t.nodes[t.operand(i, 1)];
+        const contract_plan cp = plan_contraction(r.spec, na.shape, nb.shape, na.batched, nb.batched, r.batched);
+        if (cp.n_outer != 0 || cp.reduces_batch) continue;
+        int step = -1;
+        bool ok = true;
+        for (std::size_t e = cfirst[i]; e < cfirst[i + 1] && ok; ++e) {
+            const std::uint32_t c = cons[e];
+            ok = is_elementwise(t.nodes[c].op) && (step < 0 || step == p.absorber[c]);
+            step = p.absorber[c];
+        }
+        if (!ok || step < 0) continue;
+        const std::size_t st = static_cast<std::size_t>(step);
+        if (!is_elementwise(t.nodes[st].op) || p.fused_contraction[st] >= 0) continue;
+        if (!(t.nodes[st].shape == r.shape) || t.nodes[st].batched != r.batched) continue;
+        p.fused_contraction[st] = static_cast<int>(i);
+        p.epilogue[i] = true;
+        p.absorber[i] = static_cast<int>(st);
+    }
+    for (std::size_t i = 0; i < N; ++i) {
+        const node& r = t.nodes[i];
+        p.step[i] = (!is_leaf(r.op) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i]) || p.root[i] >= 0;
         p.steps += p.step[i];
     }
     if (p.passes > max_passes) ctrec_flat_error_more_than_16_nested_sums_over_the_batch();
@@ -222,21 +286,24 @@ constexpr plan<Table::size> make_plan(const Table& t) {
                 for (std::size_t j = 0; j < r.nops; ++j) need_as_operand[t.operand(i, j)] = true;
         }
     }
-    // liveness: the last step reading each value (views forward their readers)
+    // liveness: the last step reading each value (views forward their readers; a node evaluated
+    // inside another step is read when that step runs)
     std::size_t last_use[N ? N : 1]{};
     for (std::size_t i = 0; i < N; ++i) last_use[i] = i;
     for (std::size_t i = N; i-- > 0;)
         for (std::size_t j = 0; j < t.nodes[i].nops; ++j) {
             const std::uint32_t o = t.operand(i, j);
-            const std::size_t u = p.alias[i] ? last_use[i] : i;
+            const std::size_t u = p.alias[i] || p.inlined[i] || p.epilogue[i] ? last_use[i] : i;
             if (u > last_use[o]) last_use[o] = u;
         }
+    for (std::size_t i = 0; i < N; ++i)
+        if (p.inlined[i] || p.epilogue[i]) last_use[i] = static_cast<std::size_t>(p.absorber[i]);
     // buffers: roots are written into the caller's outputs; the rest get workspace
     std::size_t live_off[N ? N : 1]{}, live_end[N ? N : 1]{}, live_size[N ? N : 1]{};
     std::size_t nlive = 0;
     for (std::size_t i = 0; i < N; ++i) {
         const node& r = t.nodes[i];
-        if (is_leaf(r.op) || p.alias[i] || p.root[i] >= 0) continue;
+        if (is_leaf(r.op) || p.alias[i] || p.inlined[i] || p.epilogue[i] || p.root[i] >= 0) continue;
         const std::size_t sz = align16(r.shape.size());
         if (!r.batched) {
             p.offset[i] = static_cast<std::ptrdiff_t>(p.persistent);
