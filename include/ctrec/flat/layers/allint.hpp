@@ -4,12 +4,12 @@
 //   O = X . (X^T . Cm + 1_K beta^T)      (N, C)
 // with "<scope>/allint_kernel" (N, C) [initializer, default GlorotNormal; regularizer] and
 // "<scope>/allint_bias" (C) [zeros, only with use_bias], in that order; out_type / keep_list
-// through merge_tensor_list (merge.hpp).
+// through merge_tensor_list (merge_list.hpp).
 //
 // The flat einsum takes two operands, so the order is written out: F = X^T . Cm (K, C) first,
 // then X . F (4 N K C, never the N x N matrix), the source's evaluation order; beta is added
 // to F as the source does (the type core's separate (X 1_K) beta^T term is the same value).
-#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/flat/layers/merge_list.hpp"
 #include "ctrec/layers/allint.hpp"  // allint_config
 
 namespace ctrec::flat::layers {
@@ -27,7 +27,7 @@ constexpr val_list allint(result& m, const label& s, const allint_config& c, val
     add_penalty(m, c.regularizer, Cm);
     val F = einsum("nk,nc->kc", x, Cm);
     if (c.use_bias) F = F + m.var(scoped(s, "allint_bias").view(), dims_of({C}), init::Zeros{});
-    return merge(c.out_type, c.keep_list, einsum("nk,kc->nc", x, F));
+    return merge_tensor(c.out_type, c.keep_list, einsum("nk,kc->nc", x, F));
 }
 
 // A single-tensor out_type only (none and keep_list give lists: use the in-place function).

@@ -16,7 +16,7 @@
 // product (L, 1, K) * (1, R, K).
 #include <initializer_list>
 
-#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/flat/layers/merge_list.hpp"
 #include "ctrec/flat/layers/mlp.hpp"
 #include "ctrec/layers/group_int.hpp"  // group_int_config, ffm_interaction
 
@@ -72,9 +72,9 @@ constexpr val_list group_int(result& m, const label& s, const group_int_config<N
     const std::size_t L = l.dim(0), R = r.dim(0);
     const val e = detail::gi_pairs(dot, l, r);
     if (dot || !c.use_attention) {
-        if (c.apply_out_type && !dot) return merge(c.out_type, c.keep_list, reshape(e, dims_of({L * R, K})));
-        if (c.apply_out_type) return merge(c.out_type, c.keep_list, e);
-        return detail::one(e, c.keep_list);
+        if (c.apply_out_type && !dot) return merge_tensor(c.out_type, c.keep_list, reshape(e, dims_of({L * R, K})));
+        if (c.apply_out_type) return merge_tensor(c.out_type, c.keep_list, e);
+        return detail::ml_one(e, c.keep_list);
     }
     mlp_config<NA> a{};
     a.output_dims = c.attention_units;
@@ -82,9 +82,10 @@ constexpr val_list group_int(result& m, const label& s, const group_int_config<N
     for (std::size_t i = 0; i < NA; ++i) a.initializers[i] = c.initializer;
     a.kernel_regularizer = c.regularizer;
     const val S = reshape(e, dims_of({L * R, K}));  // pair p's vector is row p
+    // mode::predict: the MLP has no BN or dropout here, so the mode changes nothing
     const val y = S * mlp(m, scoped(s, "groupint_attention_mlp"), a, mode::predict, S);  // (L R, K) * (L R, 1)
-    if (c.apply_out_type) return merge(c.out_type, c.keep_list, y);
-    return detail::one(reshape(y, dims_of({L * R * K})), c.keep_list);
+    if (c.apply_out_type) return merge_tensor(c.out_type, c.keep_list, y);
+    return detail::ml_one(reshape(y, dims_of({L * R * K})), c.keep_list);
 }
 
 // Sides as lists of expressions (one (N, K) expression: a stacked side); single-tensor outputs

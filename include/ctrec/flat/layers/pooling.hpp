@@ -13,7 +13,7 @@
 // The value is m exactly (the masked differences are 0) and dy/dx_i = mask_i / #ties.
 #include <initializer_list>
 
-#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/flat/layers/merge_list.hpp"
 
 namespace ctrec::flat::layers {
 

@@ -3,14 +3,14 @@
 // ctrec/layers/senet.hpp documents it: per example, X (N, K),
 //   z_n = mean_k X[n, k];  a = MLP "cmp_tower" (output_dims {C, N}, relu then sigmoid, weight
 //   norm with learnable scale) of z, or a = z (no sigmoid) for cmp_dim 0 (the source's None);
-//   Y[n, k] = a_n X[n, k], merged per out_type / keep_list (merge.hpp).
+//   Y[n, k] = a_n X[n, k], merged per out_type / keep_list (merge_list.hpp).
 // A list e_0 .. e_{N-1} of (K_n) vectors (any widths): z_n = mean(e_n), y_n = a_n e_n, merged
 // with merge_list (a one-element list gives its bare element, as the source does).
 // regularizer and kernel_regularizer are aliases (setting both is an error); bias_regularizer
 // applies to the two biases; on_gpu has no effect. num_feature must equal N.
 #include <initializer_list>
 
-#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/flat/layers/merge_list.hpp"
 #include "ctrec/flat/layers/mlp.hpp"
 #include "ctrec/layers/senet.hpp"  // senet_config
 
@@ -50,7 +50,7 @@ constexpr val_list senet(result& m, const label& s, const senet_config& c, const
     const val a = detail::senet_excite(m, s, c, concat(0, means, n));  // (N)
     val ys[max_list]{};
     for (std::size_t i = 0; i < n; ++i) ys[i] = es[i] * slice(a, 0, i, i + 1);  // (K_n) * (1)
-    if (n == 1) return merge(c.out_type, c.keep_list, ys[0]);
+    if (n == 1) return merge_tensor(c.out_type, c.keep_list, ys[0]);
     return merge_list(c.out_type, c.keep_list, ys, n);
 }
 
@@ -61,7 +61,7 @@ constexpr val_list senet(result& m, const label& s, const senet_config& c, val x
     const std::size_t N = x.dim(0), K = x.dim(1);
     if (c.num_feature != N) ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
     const val a = detail::senet_excite(m, s, c, sum(x, {1}) * (1.0 / static_cast<double>(K)));  // (N)
-    return merge(c.out_type, c.keep_list, x * reshape(a, dims_of({N, 1})));
+    return merge_tensor(c.out_type, c.keep_list, x * reshape(a, dims_of({N, 1})));
 }
 
 // Facades: single-tensor outputs only (none and keep_list give lists: use the in-place functions).
