@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
+#include "ctrec/flat/layers.hpp"
 #include "ctrec/layers/mlp.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -58,6 +59,17 @@ constexpr auto tower_wn = layers::mlp<"mlp", layers::mlp_config<4>{.output_dims 
 constexpr auto y_wn = sigmoid(tower_wn.out);
 }  // namespace w1
 
+// The same model on the graph-as-data core (include/ctrec/flat): impl "flat".
+namespace w1f {
+namespace f = ctrec::flat;
+constexpr auto x = f::input<"x", 256>;
+constexpr auto tower = f::layers::mlp<"mlp", w1::cfg, ctrec::layers::mode::predict>(x);
+constexpr auto y = f::sigmoid(tower.out());
+}  // namespace w1f
+
+using FM = ctrec::flat::program<float, w1f::y>;
+using FG = ctrec::flat::grad_program<float, w1f::y>;
+using FJ = ctrec::flat::jvp_program<float, w1f::y>;
 using M = ctrec::program<float, decltype(w1::y)>;
 using MWN = ctrec::program<float, decltype(w1::y_wn)>;
 using G = ctrec::grad_program<float, decltype(w1::y)>;
@@ -135,6 +147,41 @@ void load_params(Params& p, bool tangents) {
     norms("mlp/dense_3/kernel", "mlp/dense_3/trainable_kernel_norm");
 }
 
+template <class Params>
+void load_flat_params(Params& p, bool tangents) {
+    const Data& d = data();
+    p.set("mlp/dense_0/kernel", d.W1), p.set("mlp/dense_0/bias", d.b1), p.set("mlp/dense_1/kernel", d.W2), p.set("mlp/dense_1/bias", d.b2);
+    p.set("mlp/dense_2/kernel", d.W3), p.set("mlp/dense_2/bias", d.b3), p.set("mlp/dense_3/kernel", d.W4), p.set("mlp/dense_3/bias", d.b4);
+    if (tangents) {
+        p.set("d.mlp/dense_0/kernel", d.dW1), p.set("d.mlp/dense_0/bias", d.db1), p.set("d.mlp/dense_1/kernel", d.dW2), p.set("d.mlp/dense_1/bias", d.db2);
+        p.set("d.mlp/dense_2/kernel", d.dW3), p.set("d.mlp/dense_2/bias", d.db3), p.set("d.mlp/dense_3/kernel", d.dW4), p.set("d.mlp/dense_3/bias", d.db4);
+    }
+}
+
+template <class Gp>
+struct GradOf {  // every output of a grad program, bound
+    typename Gp::parameters p;
+    typename Gp::workspace ws;
+    avec y, dx, dW1, db1, dW2, db2, dW3, db3, dW4, db4;
+    typename Gp::io io;
+    explicit GradOf(std::size_t B)
+        : y(B), dx(B * D0), dW1(D0 * D1), db1(D1), dW2(D1 * D2), db2(D2), dW3(D2 * D3), db3(D3), dW4(D3), db4(1) {
+        load_flat_params(p, false);
+        io.template input<"x">(data().X.data()).template input<"cotangent">(data().cot.data());
+        io.template output<0>(y.data())
+            .template output<Gp::template grad<"x">>(dx.data())
+            .template output<Gp::template grad<"mlp/dense_0/kernel">>(dW1.data())
+            .template output<Gp::template grad<"mlp/dense_0/bias">>(db1.data())
+            .template output<Gp::template grad<"mlp/dense_1/kernel">>(dW2.data())
+            .template output<Gp::template grad<"mlp/dense_1/bias">>(db2.data())
+            .template output<Gp::template grad<"mlp/dense_2/kernel">>(dW3.data())
+            .template output<Gp::template grad<"mlp/dense_2/bias">>(db3.data())
+            .template output<Gp::template grad<"mlp/dense_3/kernel">>(dW4.data())
+            .template output<Gp::template grad<"mlp/dense_3/bias">>(db4.data());
+    }
+    void run(std::size_t B) { Gp::run(p, ws, B, io); }
+};
+
 struct CtrecGrad {  // every output of the grad program, bound
     G::parameters p;
     G::workspace ws;
@@ -189,6 +236,44 @@ void ctrec_fwd(benchmark::State& st) {
     });
 }
 void BM_ctrec_fwd(benchmark::State& st) { ctrec_fwd<M>(st); }
+void BM_flat_fwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto p = std::make_unique<FM::parameters>();
+    load_flat_params(*p, false);
+    const FM::parameters& cp = *p;
+    auto ws = std::make_unique<FM::workspace>();
+    avec y(B);
+    FM::io io;
+    io.input<"x">(data().X.data()).output<0>(y.data());
+    timed(st, kFlopFwd * double(B), B, [&] {
+        FM::run(cp, *ws, B, io);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_flat_fwdbwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto g = std::make_unique<GradOf<FG>>(B);
+    timed(st, kFlopFwdBwd * double(B), B, [&] {
+        g->run(B);
+        benchmark::DoNotOptimize(g->dW1.data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_flat_jvp(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto p = std::make_unique<FJ::parameters>();
+    load_flat_params(*p, true);
+    auto ws = std::make_unique<FJ::workspace>();
+    avec y(B), ty(B);
+    FJ::io io;
+    io.input<"x">(data().X.data()).input<"d.x">(data().dX.data()).output<0>(y.data()).output<1>(ty.data());
+    timed(st, kFlopJvp * double(B), B, [&] {
+        FJ::run(*p, *ws, B, io);
+        benchmark::DoNotOptimize(ty.data());
+        benchmark::ClobberMemory();
+    });
+}
 // weight-normalised tower (kernel norms set to the column norms: the same function as W1)
 void BM_ctrec_wn_fwd(benchmark::State& st) { ctrec_fwd<MWN>(st); }
 void BM_ctrec_fwdbwd(benchmark::State& st) {
@@ -480,6 +565,14 @@ std::vector<Check> verify() {
         EigenMLP e(kMaxB);
         e.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1024)", max_abs_diff(y.data(), e.Y.data(), kMaxB), 1e-5});
+        FM::parameters pf;
+        load_flat_params(pf, false);
+        FM::workspace wsf;
+        avec yf(kMaxB);
+        FM::io iof;
+        iof.input<"x">(d.X.data()).output<0>(yf.data());
+        FM::run(pf, wsf, kMaxB, iof);
+        out.push_back({"fwd y  flat vs eigen (B=1024)", max_abs_diff(yf.data(), e.Y.data(), kMaxB), 1e-5});
         EigenMLP1 e1;
         e1.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1)", max_abs_diff(y1.data(), &e1.y, 1), 1e-5});
@@ -512,6 +605,12 @@ std::vector<Check> verify() {
         out.push_back({"grad db3 ctrec vs eigen (rel)", rel(g->db3, e.db3.data()), 1e-4});
         out.push_back({"grad dW4 ctrec vs eigen (rel)", rel(g->dW4, e.dW4.data()), 1e-4});
         out.push_back({"grad db4 ctrec vs eigen (rel)", rel(g->db4, &e.db4), 1e-4});
+        auto gf = std::make_unique<GradOf<FG>>(kGradB);
+        gf->run(kGradB);
+        out.push_back({"grad dx  flat vs eigen (rel)", rel(gf->dx, e.dX.data()), 1e-4});
+        out.push_back({"grad dW1 flat vs eigen (rel)", rel(gf->dW1, e.dW1.data()), 1e-4});
+        out.push_back({"grad db1 flat vs eigen (rel)", rel(gf->db1, e.db1.data()), 1e-4});
+        out.push_back({"grad dW4 flat vs eigen (rel)", rel(gf->dW4, e.dW4.data()), 1e-4});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         TorchMLP m;
         auto x = torch_input(kGradB).clone().requires_grad_(true);
@@ -542,17 +641,20 @@ void register_all() {
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W1/fwd/ctrec", BM_ctrec_fwd, B);
         reg("W1/fwd/ctrec_wn", BM_ctrec_wn_fwd, B);
+        reg("W1/fwd/flat", BM_flat_fwd, B);
         reg("W1/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W1/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W1/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
+    reg("W1/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W1/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W1/fwdbwd/torch", BM_torch_fwdbwd, kGradB);
 #endif
     reg("W1/jvp/ctrec", BM_ctrec_jvp, kGradB);
+    reg("W1/jvp/flat", BM_flat_jvp, kGradB);
     reg("W1/jvp/eigen", BM_eigen_jvp, kGradB);
 }
 
