@@ -1,10 +1,25 @@
 #pragma once
-// The layers on the graph-as-data core (so far: Dense, BatchNorm, MLP, DCN, DIN), their
-// training program and initialisation.
+// Every layer on the graph-as-data core, their training program and initialisation.
+// (One header per layer under flat/layers/; include only the ones a model uses to compile less.)
 #include "ctrec/flat.hpp"
+#include "ctrec/flat/layers/add_bias.hpp"
+#include "ctrec/flat/layers/allint.hpp"
+#include "ctrec/flat/layers/autoint.hpp"
+#include "ctrec/flat/layers/batch_norm.hpp"
+#include "ctrec/flat/layers/can.hpp"
+#include "ctrec/flat/layers/cdot.hpp"
+#include "ctrec/flat/layers/cin.hpp"
 #include "ctrec/flat/layers/dcn.hpp"
 #include "ctrec/flat/layers/dense.hpp"
 #include "ctrec/flat/layers/din.hpp"
+#include "ctrec/flat/layers/dmr_u2i.hpp"
+#include "ctrec/flat/layers/grad_norm.hpp"
+#include "ctrec/flat/layers/group_int.hpp"
+#include "ctrec/flat/layers/irazor.hpp"
+#include "ctrec/flat/layers/layer_norm.hpp"
+#include "ctrec/flat/layers/merge.hpp"
+#include "ctrec/flat/layers/merge_list.hpp"
 #include "ctrec/flat/layers/mlp.hpp"
-#include "ctrec/flat/layers/batch_norm.hpp"
+#include "ctrec/flat/layers/pooling.hpp"
+#include "ctrec/flat/layers/senet.hpp"
 #include "ctrec/flat/train_program.hpp"
