@@ -28,6 +28,12 @@ SERIES = {
     "flat_dcn_train":      ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in range(1, 7)] +
                                                             [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in (12, 24)]),
     "flat_dcn_train_kn":   ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "true", "GRAD": 1}) for n in range(1, 7)]),
+    # the layers on the flat core (include/ctrec/flat/layers)
+    "flat_mlp_bn_train":   ("flat_mlp_bn_train.cpp", "layers", [(n, {"DEPTH": n}) for n in (2, 4, 6, 8, 10, 12)]),
+    "flat_din":            ("flat_din.cpp", "model", [(1, {})]),
+    "flat_dien":           ("flat_dien.cpp", "model", [(1, {"TRAIN": 0}), (2, {"TRAIN": 1})]),
+    "flat_realistic_score": ("flat_realistic.cpp", "model", [(1, {"TRAIN": 0})]),
+    "flat_realistic_train": ("flat_realistic.cpp", "model", [(1, {"TRAIN": 1})]),
 }
 
 
