@@ -116,6 +116,17 @@ constexpr auto pairs160 = [] {
     return e;
 }();
 
+// a value read through one slice per step (an unrolled recurrence over x's rows): its gradient is
+// one concat of the pieces, not a sum of zero-padded copies
+constexpr auto steps = [] {
+    f::expr xs = f::input<"xs", 6, 4>;
+    f::expr h = f::reshape(f::slice(xs, 0, 0, 1), ctrec::make_dims<4>());
+    for (std::size_t t = 1; t < 5; ++t)  // row 5 is never read: its gradient is a zero fill
+        h = f::tanh(h * f::param<"u", 4> + f::reshape(f::slice(xs, 0, t, t + 1), ctrec::make_dims<4>()));
+    return f::sum(h);
+}();
+using StepsG = f::grad_program<double, steps>;
+
 // programs
 using Mlp = f::program<double, mlp>;
 using Cross3 = f::program<double, cross3>;
@@ -155,6 +166,19 @@ TEST_CASE("flat graph: reverse mode visits each edge once") {
     CHECK(Cross3G::tab.edges == slots);
     // the gradient graph is a constant factor larger than the forward graph, not a square
     CHECK(Cross3G::size < 4 * F::size);
+}
+
+TEST_CASE("flat graph: a value read through many slices gets one concat as its gradient") {
+    std::size_t pads = 0, concats = 0;
+    for (std::size_t i = 0; i < StepsG::size; ++i)
+        pads += StepsG::tab.nodes[i].op == f::opcode::pad, concats += StepsG::tab.nodes[i].op == f::opcode::concat;
+    CHECK(pads == 0);
+    CHECK(concats == 1);
+    check_derivatives<StepsG, f::jvp_program<double, steps>>(3);
+    leaves L;
+    const auto g = run<StepsG>(L, 2);
+    for (std::size_t b = 0; b < 2; ++b)
+        for (std::size_t k = 0; k < 4; ++k) CHECK(g[StepsG::grad<"xs">][b * 24 + 5 * 4 + k] == 0.0);
 }
 
 TEST_CASE("flat graph: no operand cap (26-field concat, 160 pair products in one node)") {

@@ -107,11 +107,67 @@ struct reverse_result {
 
 // Reverse mode from `root` seeded with cotangent `seed`; ct[i] receives node i's cotangent
 // (`none` where it is zero), for every node up to the root.
+// Cotangents that are zero-padded pieces of one value along one axis (a value read through
+// several slices: one per step of an unrolled recurrence) are collected per value and joined
+// into one concat (with zero fills) when the sweep reaches the value, instead of adding T
+// full-size zero-padded copies (T^2 work per example).
+struct pad_pieces {
+    std::uint32_t head[max_nodes]{};  // per value: first piece + 1 (0: none)
+    std::uint32_t axis[max_nodes]{};
+    std::uint32_t next[max_nodes]{}, value[max_nodes]{}, begin[max_nodes]{};
+    std::uint32_t n = 0;
+};
+namespace detail {
+constexpr bool add_piece(graph& g, pad_pieces& pp, std::uint32_t o, std::uint32_t c) {
+    const node& r = g.nodes[c];
+    if (r.op != opcode::pad || pp.n >= max_nodes) return false;
+    const std::uint32_t v = g.operand(c, 0);
+    const std::uint32_t b = r.begin, e = b + static_cast<std::uint32_t>(g.nodes[v].shape.d[r.axis]);
+    if (pp.head[o] != 0 && pp.axis[o] != r.axis) return false;
+    for (std::uint32_t k = pp.head[o]; k != 0; k = pp.next[k - 1]) {
+        const std::uint32_t kb = pp.begin[k - 1], ke = kb + static_cast<std::uint32_t>(g.nodes[pp.value[k - 1]].shape.d[r.axis]);
+        if (b < ke && kb < e) return false;  // overlapping pieces are added as usual
+    }
+    pp.axis[o] = r.axis;
+    pp.value[pp.n] = v, pp.begin[pp.n] = b, pp.next[pp.n] = pp.head[o];
+    pp.head[o] = ++pp.n;
+    return true;
+}
+// The pieces of value o as one concat along their axis, zero where no piece lies.
+constexpr std::uint32_t join_pieces(graph& g, const pad_pieces& pp, std::uint32_t o) {
+    std::uint32_t ids[max_nodes]{}, starts[max_nodes]{};
+    std::uint32_t n = 0;
+    for (std::uint32_t k = pp.head[o]; k != 0; k = pp.next[k - 1]) {  // insertion sort by begin
+        std::uint32_t at = n++;
+        while (at > 0 && starts[at - 1] > pp.begin[k - 1]) ids[at] = ids[at - 1], starts[at] = starts[at - 1], --at;
+        ids[at] = pp.value[k - 1], starts[at] = pp.begin[k - 1];
+    }
+    const std::uint32_t ax = pp.axis[o];
+    const dims full = g.nodes[o].shape;
+    std::uint32_t parts[max_nodes]{};
+    std::uint32_t np = 0, pos = 0;
+    auto zeros = [&](std::uint32_t len) {
+        dims s = full;
+        s.d[ax] = len;
+        parts[np++] = build::constant(g, 0.0, s);
+    };
+    for (std::uint32_t k = 0; k < n; ++k) {
+        if (starts[k] > pos) zeros(starts[k] - pos);
+        parts[np++] = ids[k];
+        pos = starts[k] + static_cast<std::uint32_t>(g.nodes[ids[k]].shape.d[ax]);
+    }
+    if (pos < full.d[ax]) zeros(static_cast<std::uint32_t>(full.d[ax]) - pos);
+    return build::concat(g, ax, parts, np);
+}
+} // namespace detail
+
 constexpr reverse_result reverse(graph& g, std::uint32_t root, std::uint32_t seed, std::uint32_t* ct) {
     reverse_result res;
     for (std::uint32_t i = 0; i <= root; ++i) ct[i] = none;
     ct[root] = seed;
+    pad_pieces pp{};
     for (std::uint32_t i = root + 1; i-- > 0;) {
+        if (pp.head[i] != 0) ct[i] = detail::add_or(g, ct[i], detail::join_pieces(g, pp, i));
         if (ct[i] == none) continue;
         const std::uint32_t nops = g.nodes[i].nops;
         for (std::uint32_t j = 0; j < nops; ++j) {
@@ -120,6 +176,7 @@ constexpr reverse_result reverse(graph& g, std::uint32_t root, std::uint32_t see
             std::uint32_t c = vjp(g, i, j, ct[i]);
             if (c == none) continue;
             c = build::unbroadcast(g, c, o);
+            if (detail::add_piece(g, pp, o, c)) continue;
             ct[o] = detail::add_or(g, ct[o], c);
         }
     }

@@ -298,10 +298,34 @@ constexpr plan<Table::size> make_plan(const Table& t) {
         }
     for (std::size_t i = 0; i < N; ++i)
         if (p.inlined[i] || p.epilogue[i]) last_use[i] = static_cast<std::size_t>(p.absorber[i]);
-    // buffers: roots are written into the caller's outputs; the rest get workspace
-    std::size_t live_off[N ? N : 1]{}, live_end[N ? N : 1]{}, live_size[N ? N : 1]{};
-    std::size_t nlive = 0;
+    // buffers: roots are written into the caller's outputs; the rest get workspace. Tile buffers
+    // by first fit over the free gaps of the tile region (sorted by offset, neighbours merged),
+    // a buffer returning its space once its last reader has run: O(gaps) per buffer, where a
+    // scan over every placed buffer was cubic in an unrolled 50-step recurrence's training plan.
+    std::uint32_t release_head[N ? N : 1]{}, release_next[N ? N : 1]{};  // +1 encoded, 0 = end
+    std::size_t gap_off[N + 1]{}, gap_len[N + 1]{};
+    std::size_t ngaps = 0, top = 0;
+    auto release = [&](std::size_t off, std::size_t len) {
+        std::size_t k = 0;
+        while (k < ngaps && gap_off[k] < off) ++k;
+        for (std::size_t j = ngaps; j > k; --j) gap_off[j] = gap_off[j - 1], gap_len[j] = gap_len[j - 1];
+        gap_off[k] = off, gap_len[k] = len, ++ngaps;
+        if (k + 1 < ngaps && gap_off[k] + gap_len[k] == gap_off[k + 1]) {  // merge with the next
+            gap_len[k] += gap_len[k + 1];
+            for (std::size_t j = k + 1; j + 1 < ngaps; ++j) gap_off[j] = gap_off[j + 1], gap_len[j] = gap_len[j + 1];
+            --ngaps;
+        }
+        if (k > 0 && gap_off[k - 1] + gap_len[k - 1] == gap_off[k]) {  // merge with the previous
+            gap_len[k - 1] += gap_len[k];
+            for (std::size_t j = k; j + 1 < ngaps; ++j) gap_off[j] = gap_off[j + 1], gap_len[j] = gap_len[j + 1];
+            --ngaps;
+        }
+        if (ngaps && gap_off[ngaps - 1] + gap_len[ngaps - 1] == top) top = gap_off[--ngaps];  // the end is free
+    };
     for (std::size_t i = 0; i < N; ++i) {
+        if (i > 0)
+            for (std::uint32_t j = release_head[i - 1]; j != 0; j = release_next[j - 1])
+                release(static_cast<std::size_t>(p.offset[j - 1]), align16(t.nodes[j - 1].shape.size()));
         const node& r = t.nodes[i];
         if (is_leaf(r.op) || p.alias[i] || p.inlined[i] || p.epilogue[i] || p.root[i] >= 0) continue;
         const std::size_t sz = align16(r.shape.size());
@@ -310,18 +334,22 @@ constexpr plan<Table::size> make_plan(const Table& t) {
             p.persistent += sz;
             continue;
         }
-        std::size_t off = 0;
-        for (bool moved = true; moved;) {
-            moved = false;
-            for (std::size_t j = 0; j < nlive; ++j)
-                if (live_end[j] >= i && off < live_off[j] + live_size[j] && live_off[j] < off + sz) {
-                    off = live_off[j] + live_size[j];
-                    moved = true;
-                }
+        std::size_t off = top, k = 0;
+        while (k < ngaps && gap_len[k] < sz) ++k;
+        if (k < ngaps) {
+            off = gap_off[k];
+            gap_off[k] += sz, gap_len[k] -= sz;
+            if (gap_len[k] == 0) {
+                for (std::size_t j = k; j + 1 < ngaps; ++j) gap_off[j] = gap_off[j + 1], gap_len[j] = gap_len[j + 1];
+                --ngaps;
+            }
+        } else {
+            top += sz;
         }
-        live_off[nlive] = off, live_size[nlive] = sz, live_end[nlive] = last_use[i], ++nlive;
         p.offset[i] = static_cast<std::ptrdiff_t>(off);
         if (off + sz > p.tile_elems) p.tile_elems = off + sz;
+        const std::size_t until = last_use[i] < N ? last_use[i] : N - 1;
+        release_next[i] = release_head[until], release_head[until] = static_cast<std::uint32_t>(i + 1);
     }
     return p;
 }
