@@ -240,6 +240,7 @@ void BM_flat_fwd(benchmark::State& st) {
     const std::size_t B = static_cast<std::size_t>(st.range(0));
     auto p = std::make_unique<FM::parameters>();
     load_flat_params(*p, false);
+    p->prepare();
     const FM::parameters& cp = *p;
     auto ws = std::make_unique<FM::workspace>();
     avec y(B);

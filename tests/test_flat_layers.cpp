@@ -442,3 +442,35 @@ TEST_CASE("flat layers: results carry penalties, updates and initializers throug
     for (double w : flat_ref::get(L, "o/bias")) want += 2 * w * w;
     CHECK(got == doctest::Approx(want).epsilon(1e-12));
 }
+
+TEST_CASE("flat layers: derived parameters (weight-normalised kernels) are computed by prepare(), once per change") {
+    using P = f::program<double, mlp_pr_y>;
+    static_assert(P::pl.derived_steps >= 3, "the three effective kernels (and BatchNorm's folded scale) are derived");
+    leaves L;
+    positive_mlp_state(L);
+    flat_test::fill<P>(L, 5);
+    const vec want = mlp_reference(L, 5, false);
+    P::parameters p;
+    for (std::size_t k = 0; k < P::n_params; ++k) {
+        auto w = p.get(k);
+        for (std::size_t e = 0; e < w.size(); ++e) w[e] = L[P::parameters::names[k]][e];
+    }
+    P::workspace ws;
+    vec y(5);
+    P::io io;
+    io.input<"x">(L["x"].data()).output<0>(y.data());
+    const P::parameters& cp = p;
+    CHECK_THROWS_AS(P::run(cp, ws, 5, io), ctrec::error);  // changed since prepare()
+    p.prepare();
+    CHECK(p.prepared());
+    P::run(cp, ws, 5, io);
+    CHECK(flat_test::max_rel_diff(y, want) <= 1e-11);
+    // a weight changes: stale until prepared again; a non-const run prepares by itself
+    p.get<"mlp/dense_0/trainable_kernel_norm">()[0] *= 2.0;
+    CHECK_FALSE(p.prepared());
+    CHECK_THROWS_AS(P::run(cp, ws, 5, io), ctrec::error);
+    P::run(p, ws, 5, io);
+    CHECK(p.prepared());
+    L["mlp/dense_0/trainable_kernel_norm"][0] *= 2.0;
+    CHECK(flat_test::max_rel_diff(y, mlp_reference(L, 5, false)) <= 1e-11);
+}

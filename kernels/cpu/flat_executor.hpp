@@ -382,10 +382,12 @@ struct exec {
         for (std::size_t i = 0; i < N; ++i) n += in_phase(i, Phase);
         return n;
     }
+    static constexpr int derived_phase = 1 << 20;  // the steps parameters::prepare() runs
     static constexpr bool in_phase(std::size_t i, int phase) {
-        if (!pl.step[i]) return false;
+        if (phase == derived_phase) return pl.derived[i];
+        if (!pl.step[i] || pl.derived[i]) return false;
         const bool tiled = tab.nodes[i].batched || pl.reducer[i];
-        if (phase >= 0) return tiled && pl.needed[phase][i];
+        if (phase >= 0) return tiled && (pl.needed[i] >> phase & 1u);
         return !tiled && pl.avail[i] == -1 - phase;
     }
     template <int Phase>
@@ -406,7 +408,7 @@ struct exec {
 
     // Runtime tables for binding (one loop over the nodes per tile, no per-node templates).
     struct binding {
-        std::uint8_t what[N ? N : 1] = {};  // 0 none, 1 param, 2 input, 3 alias, 4 root, 5 workspace
+        std::uint8_t what[N ? N : 1] = {};  // 0 none, 1 param, 2 input, 3 alias, 4 root, 5 workspace, 6 derived
         std::uint32_t slot[N ? N : 1] = {};
         std::size_t size[N ? N : 1] = {};
         bool batched[N ? N : 1] = {};
@@ -421,27 +423,41 @@ struct exec {
             else if (r.op == opcode::input) t.what[i] = 2, t.slot[i] = static_cast<std::uint32_t>(P::input_slot(i));
             else if (pl.alias[i]) t.what[i] = 3, t.slot[i] = tab.operand(i, 0);
             else if (pl.root[i] >= 0 && !flat::is_leaf(r.op)) t.what[i] = 4, t.slot[i] = static_cast<std::uint32_t>(pl.root[i]);
+            else if (pl.derived[i]) t.what[i] = 6, t.slot[i] = static_cast<std::uint32_t>(pl.offset[i]);
             else if (pl.offset[i] >= 0) t.what[i] = 5, t.slot[i] = static_cast<std::uint32_t>(pl.offset[i]);
         }
         return t;
     }();
 
-    static void bind(context& c, const T* params, T* ws, const T* const* in, T* const* out, std::size_t b0) {
+    // (prepare binds parameters and the derived block only: no inputs, outputs or workspace)
+    static void bind(context& c, const T* params, const T* derived, T* ws, const T* const* in, T* const* out, std::size_t b0) {
         static constexpr const binding& t = bind_table;
         for (std::size_t i = 0; i < N; ++i) {
             const std::size_t off = t.batched[i] ? b0 * t.size[i] : 0;
             switch (t.what[i]) {
                 case 1: c.base[i] = const_cast<T*>(params) + P::parameters::offsets[t.slot[i]]; break;
-                case 2: c.base[i] = const_cast<T*>(in[t.slot[i]]) + off; break;
+                case 2: c.base[i] = in ? const_cast<T*>(in[t.slot[i]]) + off : nullptr; break;
                 case 3: c.base[i] = c.base[t.slot[i]]; break;
-                case 4: c.base[i] = out[t.slot[i]] + off; break;
-                case 5: c.base[i] = t.batched[i] ? ws + pl.persistent + t.slot[i] * P::tile : ws + t.slot[i]; break;
+                case 4: c.base[i] = out ? out[t.slot[i]] + off : nullptr; break;
+                case 5: c.base[i] = !ws ? nullptr : t.batched[i] ? ws + pl.persistent + t.slot[i] * P::tile : ws + t.slot[i]; break;
+                case 6: c.base[i] = const_cast<T*>(derived) + t.slot[i]; break;
                 default: break;
             }
         }
     }
 
-    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out, std::uint64_t seed) {
+    // Computes the derived parameters (pl.derived) into `derived` from the parameters.
+    static void prepare(const T* params, T* derived) {
+        if constexpr (pl.derived_steps > 0) {
+            context c{};
+            c.nb = 1;
+            bind(c, params, derived, nullptr, nullptr, nullptr, 0);
+            run_phase<derived_phase>(c, nullptr);
+        }
+    }
+
+    static void run(const T* params, const T* derived, T* ws, std::size_t batch, const T* const* in, T* const* out,
+                    std::uint64_t seed) {
         context c{};
         c.batch = static_cast<double>(batch);
         c.seed = seed;
@@ -451,19 +467,19 @@ struct exec {
                 tile_out[r] = out[r] + (tab.nodes[tab.roots[r]].batched ? b0 * tab.nodes[tab.roots[r]].shape.size() : 0);
         };
         [&]<int... Q>(std::integer_sequence<int, Q...>) {
-            ((c.nb = 1, c.b0 = 0, bind(c, params, ws, in, out, 0), outs_at(0), run_phase<-1 - Q>(c, tile_out),
+            ((c.nb = 1, c.b0 = 0, bind(c, params, derived, ws, in, out, 0), outs_at(0), run_phase<-1 - Q>(c, tile_out),
               [&] {
                   for (std::size_t b0 = 0; b0 < batch; b0 += P::tile) {
                       c.nb = batch - b0 < P::tile ? batch - b0 : P::tile;
                       c.first_tile = b0 == 0;
                       c.b0 = b0;
-                      bind(c, params, ws, in, out, b0);
+                      bind(c, params, derived, ws, in, out, b0);
                       outs_at(b0);
                       run_phase<Q>(c, tile_out);
                   }
                   if (batch == 0) {  // reducers of an empty batch are zero
                       c.nb = 0, c.first_tile = true, c.b0 = 0;
-                      bind(c, params, ws, in, out, 0);
+                      bind(c, params, derived, ws, in, out, 0);
                       outs_at(0);
                       run_phase<Q>(c, tile_out);
                   }
@@ -471,7 +487,7 @@ struct exec {
              ...);
         }(std::make_integer_sequence<int, pl.passes>{});
         c.nb = 1, c.b0 = 0;
-        bind(c, params, ws, in, out, 0);
+        bind(c, params, derived, ws, in, out, 0);
         outs_at(0);
         run_phase<-1 - pl.passes>(c, tile_out);
         // a node that is several roots was written into the first; copy it to the others
@@ -488,8 +504,13 @@ struct exec {
 namespace ctrec::flat {
 struct cpu_backend {
     template <class P, class T>
-    static void run(const T* params, T* ws, std::size_t batch, const T* const* in, T* const* out, std::uint64_t seed) {
-        cpu::flat_exec::exec<P>::run(params, ws, batch, in, out, seed);
+    static void run(const T* params, const T* derived, T* ws, std::size_t batch, const T* const* in, T* const* out,
+                    std::uint64_t seed) {
+        cpu::flat_exec::exec<P>::run(params, derived, ws, batch, in, out, seed);
+    }
+    template <class P, class T>
+    static void prepare(const T* params, T* derived) {
+        cpu::flat_exec::exec<P>::prepare(params, derived);
     }
 };
 } // namespace ctrec::flat

@@ -205,8 +205,12 @@ void interpret(const Table& tab, const T* params, std::size_t B, const T* const*
 } // namespace reference_detail
 
 struct reference_backend {
+    // Derived parameters are recomputed with everything else: nothing to prepare.
     template <class P, class T>
-    static void run(const T* params, T* /*ws*/, std::size_t batch, const T* const* in, T* const* out, std::uint64_t seed) {
+    static void prepare(const T*, T*) {}
+    template <class P, class T>
+    static void run(const T* params, const T* /*derived*/, T* /*ws*/, std::size_t batch, const T* const* in, T* const* out,
+                    std::uint64_t seed) {
         reference_detail::interpret<T, std::remove_cvref_t<decltype(P::tab)>, P>(P::tab, params, batch, in, out, seed);
     }
 };

@@ -160,8 +160,9 @@ constexpr table<S> freeze(const model& m) {
 
 // ---- the plan ----------------------------------------------------------------------------------
 // Passes over the batch a plan may need: each level of batch statistics adds one.
-inline constexpr int max_passes = 16;
-void ctrec_flat_error_more_than_16_nested_sums_over_the_batch();
+// (A BatchNorm in a training program adds about four: mean, variance, and their gradients.)
+inline constexpr int max_passes = 64;
+void ctrec_flat_error_more_than_64_nested_sums_over_the_batch();
 
 constexpr bool reduces_batch(const node& r, bool any_batched_operand) {
     return !r.batched && any_batched_operand;  // batch_sum, or a contraction that sums the batch
@@ -178,13 +179,16 @@ struct plan {
     bool alias[N ? N : 1]{};     // a view of its operand's buffer
     int pass[N ? N : 1]{};       // batched: first pass computing it; reducer: the pass accumulating it
     int avail[N ? N : 1]{};      // unbatched: first pass that may read it
-    bool needed[max_passes][N ? N : 1]{};  // batched or reducer step runs in pass q
+    std::uint64_t needed[N ? N : 1]{};  // bit q: the batched or reducer step runs in pass q
     int root[N ? N : 1]{};       // first root index it is, or -1
-    std::ptrdiff_t offset[N ? N : 1]{};  // workspace offset, -1 if none
+    std::ptrdiff_t offset[N ? N : 1]{};  // workspace offset (derived: in the derived block), -1 if none
+    bool derived[N ? N : 1]{};   // a step reading parameters and constants only: computed by
+                                 // parameters::prepare() and kept with them, not per call
     int passes = 1;
     std::size_t tile_elems = 0;  // per-example elements of the tile region
     std::size_t persistent = 0;  // unbatched region
-    std::size_t steps = 0;
+    std::size_t derived_elems = 0;  // the derived block
+    std::size_t steps = 0, derived_steps = 0;
 };
 
 constexpr std::size_t align16(std::size_t x) { return (x + 15) / 16 * 16; }
@@ -266,12 +270,26 @@ constexpr plan<Table::size> make_plan(const Table& t) {
         p.epilogue[i] = true;
         p.absorber[i] = static_cast<int>(st);
     }
+    // derived parameters: steps that read only parameters and constants (an effective kernel under
+    // weight norm, a folded BatchNorm scale) depend on no call: parameters::prepare() computes
+    // them when the parameters change, and runs read them
+    bool param_only[N ? N : 1]{};
     for (std::size_t i = 0; i < N; ++i) {
         const node& r = t.nodes[i];
         p.step[i] = (!is_leaf(r.op) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i]) || p.root[i] >= 0;
         p.steps += p.step[i];
+        if (r.op == opcode::param || r.op == opcode::constant) {
+            param_only[i] = true;
+            continue;
+        }
+        if (is_leaf(r.op) || r.batched || p.reducer[i]) continue;
+        bool only = true;
+        for (std::size_t j = 0; j < r.nops; ++j) only = only && param_only[t.operand(i, j)];
+        param_only[i] = only;
+        p.derived[i] = only && p.step[i] && p.root[i] < 0 && !p.alias[i];
+        p.derived_steps += p.derived[i];
     }
-    if (p.passes > max_passes) ctrec_flat_error_more_than_16_nested_sums_over_the_batch();
+    if (p.passes > max_passes) ctrec_flat_error_more_than_64_nested_sums_over_the_batch();
     // which batched steps run in which pass: a batched value is recomputed in every pass that
     // reads it (never stored for the whole batch)
     for (int q = 0; q < p.passes; ++q) {
@@ -281,7 +299,7 @@ constexpr plan<Table::size> make_plan(const Table& t) {
             if (!r.batched && !p.reducer[i]) continue;
             bool need = p.reducer[i] ? p.pass[i] == q : (p.pass[i] <= q && (need_as_operand[i] || (p.root[i] >= 0 && p.pass[i] == q)));
             if (p.reducer[i] && p.pass[i] != q) need = false;
-            p.needed[q][i] = need && p.step[i];
+            if (need && p.step[i]) p.needed[i] |= std::uint64_t{1} << q;
             if (need || (p.alias[i] && need_as_operand[i]))
                 for (std::size_t j = 0; j < r.nops; ++j) need_as_operand[t.operand(i, j)] = true;
         }
@@ -329,6 +347,11 @@ constexpr plan<Table::size> make_plan(const Table& t) {
         const node& r = t.nodes[i];
         if (is_leaf(r.op) || p.alias[i] || p.inlined[i] || p.epilogue[i] || p.root[i] >= 0) continue;
         const std::size_t sz = align16(r.shape.size());
+        if (p.derived[i]) {
+            p.offset[i] = static_cast<std::ptrdiff_t>(p.derived_elems);
+            p.derived_elems += sz;
+            continue;
+        }
         if (!r.batched) {
             p.offset[i] = static_cast<std::ptrdiff_t>(p.persistent);
             p.persistent += sz;

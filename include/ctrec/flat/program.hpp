@@ -161,9 +161,13 @@ public:
         }();
 
         parameters() : buf_(offsets[n_params] ? offsets[n_params] : 1) {}
+        // Non-const access marks the parameters changed: the derived parameters (the plan's steps
+        // that read parameters only, e.g. weight-normalised kernels) must be recomputed by
+        // prepare() before run() on const parameters (run() on non-const ones prepares itself).
         template <fixed_string Name>
         std::span<T> get() {
             constexpr std::size_t i = param_index<Name>;
+            fresh_ = false;
             return {buf_.data() + offsets[i], sizes[i]};
         }
         template <fixed_string Name>
@@ -171,7 +175,10 @@ public:
             constexpr std::size_t i = param_index<Name>;
             return {buf_.data() + offsets[i], sizes[i]};
         }
-        std::span<T> get(std::size_t i) { return {buf_.data() + offsets[i], sizes[i]}; }
+        std::span<T> get(std::size_t i) {
+            fresh_ = false;
+            return {buf_.data() + offsets[i], sizes[i]};
+        }
         std::span<const T> get(std::size_t i) const { return {buf_.data() + offsets[i], sizes[i]}; }
         static constexpr std::size_t position(std::string_view name) {
             std::size_t i = 0;
@@ -188,10 +195,22 @@ public:
             std::copy(v.begin(), v.end(), get(i).begin());
         }
         const T* data() const { return buf_.data(); }
-        T* data() { return buf_.data(); }
+        T* data() {
+            fresh_ = false;
+            return buf_.data();
+        }
+        // Computes the derived parameters from the current values; cheap, once per change.
+        void prepare() {
+            Backend::template prepare<basic_program>(buf_.data(), derived_.data());
+            fresh_ = true;
+        }
+        bool prepared() const { return fresh_; }
+        const T* derived_data() const { return derived_.data(); }
 
     private:
         aligned_buffer<T> buf_;
+        aligned_buffer<T> derived_{pl.derived_elems ? pl.derived_elems : 1};
+        bool fresh_ = pl.derived_steps == 0;
     };
 
     class workspace {
@@ -221,13 +240,23 @@ public:
         }
     };
 
+    // Scoring with shared, read-only parameters: they must be prepared (see parameters::prepare).
     static void run(const parameters& p, workspace& ws, std::size_t batch, const io& b) {
+        if (!p.prepared())
+            throw error("ctrec: parameters changed since prepare(); call prepare() after loading or updating "
+                        "them, or run with non-const parameters");
         for (std::size_t i = 0; i < n_inputs; ++i)
             if (!b.in[i])
                 throw error("ctrec: input '" + std::string(tab.name_of(input_ids[i])) + "' is not bound");
         for (std::size_t r = 0; r < n_outputs; ++r)
             if (!b.out[r]) throw error("ctrec: output " + std::to_string(r) + " is not bound");
-        Backend::template run<basic_program>(p.data(), ws.data(), batch, b.in, b.out, b.seed);
+        Backend::template run<basic_program>(p.data(), p.derived_data(), ws.data(), batch, b.in, b.out, b.seed);
+    }
+    // With non-const parameters the derived parameters are recomputed first (a training step
+    // changes the weights every time anyway).
+    static void run(parameters& p, workspace& ws, std::size_t batch, const io& b) {
+        p.prepare();
+        run(static_cast<const parameters&>(p), ws, batch, b);
     }
 
     // Parameter leaf position of table node i (for the backends).
