@@ -149,12 +149,22 @@ constexpr table<S> freeze(const model& m) {
     for (std::uint32_t r = 0; r < m.n_wrt; ++r) t.wrt[r] = map[m.wrt[r]];
     t.n_updates = m.n_updates;
     for (std::uint32_t r = 0; r < m.n_updates; ++r) t.targets[r] = map[m.targets[r]];
-    // one parameter per name (two leaves of one name but different shapes would share storage)
-    for (std::uint32_t i = 0; i < n; ++i)
-        if (t.nodes[i].op == opcode::param || t.nodes[i].op == opcode::input)
-            for (std::uint32_t j = i + 1; j < n; ++j)
-                if (t.nodes[j].op == t.nodes[i].op && t.name_of(i) == t.name_of(j))
-                    ctrec_flat_error_two_leaves_share_a_name_with_different_shapes();
+    // one leaf per name and kind (leaves are interned by name and shape, so a second leaf of one
+    // name has another shape, and would share storage): names hashed into an open-addressing table
+    constexpr std::size_t slots = 2 * S.nodes + 1;
+    std::uint32_t seen[slots]{};  // leaf id + 1
+    for (std::uint32_t i = 0; i < n; ++i) {
+        if (t.nodes[i].op != opcode::param && t.nodes[i].op != opcode::input) continue;
+        std::uint64_t h = static_cast<std::uint64_t>(t.nodes[i].op) + 1;
+        for (char ch : t.name_of(i)) h = detail::mix(h, static_cast<unsigned char>(ch));
+        std::size_t k = h % slots;
+        for (; seen[k] != 0; k = (k + 1) % slots) {
+            const std::uint32_t j = seen[k] - 1;
+            if (t.nodes[j].op == t.nodes[i].op && t.name_of(i) == t.name_of(j))
+                ctrec_flat_error_two_leaves_share_a_name_with_different_shapes();
+        }
+        seen[k] = i + 1;
+    }
     return t;
 }
 
