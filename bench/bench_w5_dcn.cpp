@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
+#include "ctrec/flat.hpp"
+#include "ctrec/flat/layers/dcn.hpp"
 #include "ctrec/layers/dcn.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -46,6 +48,18 @@ using namespace ctrec;
 constexpr auto x = input<"x", D>;
 constexpr auto net = layers::dcn<"dcn", layers::dcn_config{.type = layers::dcn_type::matrix, .layer_num = L}, layers::mode::predict>(x);
 }  // namespace w5
+
+// The same model on the graph-as-data core (include/ctrec/flat): impl "flat".
+namespace w5f {
+namespace f = ctrec::flat;
+constexpr auto x = f::input<"x", D>;
+constexpr auto net = f::layers::dcn<"dcn", ctrec::layers::dcn_config{.type = ctrec::layers::dcn_type::matrix, .layer_num = L},
+                                    ctrec::layers::mode::predict>(x);
+constexpr auto y = net.out();
+}  // namespace w5f
+using FM = ctrec::flat::program<float, w5f::y>;
+using FG = ctrec::flat::grad_program<float, w5f::y>;
+using FJ = ctrec::flat::jvp_program<float, w5f::y>;
 
 using M = ctrec::program<float, decltype(w5::net.out)>;
 using G = ctrec::grad_program<float, decltype(w5::net.out)>;
@@ -98,48 +112,73 @@ void load_params(Params& p, bool tangents) {
     }
 }
 
-struct CtrecGrad {
-    G::parameters p;
-    G::workspace ws;
+template <class Gp>  // either core's grad program
+struct GradOf {
+    typename Gp::parameters p;
+    typename Gp::workspace ws;
     avec y, dx, dW[L], db[L];
-    G::io io;
-    explicit CtrecGrad(std::size_t B) : y(B * D), dx(B * D) {
+    typename Gp::io io;
+    explicit GradOf(std::size_t B) : y(B * D), dx(B * D) {
         load_params(p, false);
         for (int l = 0; l < L; ++l) dW[l].resize(std::size_t(D) * D), db[l].resize(D);
-        io.input<"x">(data().X.data()).input<"cotangent">(data().cot.data());
-        io.output<0>(y.data()).output<G::grad<"x">>(dx.data());
-        io.output<G::grad<"dcn/kernel_0">>(dW[0].data()).output<G::grad<"dcn/bias_0">>(db[0].data());
-        io.output<G::grad<"dcn/kernel_1">>(dW[1].data()).output<G::grad<"dcn/bias_1">>(db[1].data());
-        io.output<G::grad<"dcn/kernel_2">>(dW[2].data()).output<G::grad<"dcn/bias_2">>(db[2].data());
+        io.template input<"x">(data().X.data()).template input<"cotangent">(data().cot.data());
+        io.template output<0>(y.data()).template output<Gp::template grad<"x">>(dx.data());
+        io.template output<Gp::template grad<"dcn/kernel_0">>(dW[0].data()).template output<Gp::template grad<"dcn/bias_0">>(db[0].data());
+        io.template output<Gp::template grad<"dcn/kernel_1">>(dW[1].data()).template output<Gp::template grad<"dcn/bias_1">>(db[1].data());
+        io.template output<Gp::template grad<"dcn/kernel_2">>(dW[2].data()).template output<Gp::template grad<"dcn/bias_2">>(db[2].data());
     }
-    void run(std::size_t B) { G::run(p, ws, B, io); }
+    void run(std::size_t B) { Gp::run(p, ws, B, io); }
 };
+using CtrecGrad = GradOf<G>;
 
-struct CtrecJvp {
-    J::parameters p;
-    J::workspace ws;
+template <class Jp>
+struct JvpOf {
+    typename Jp::parameters p;
+    typename Jp::workspace ws;
     avec y, ty;
-    J::io io;
-    explicit CtrecJvp(std::size_t B) : y(B * D), ty(B * D) {
+    typename Jp::io io;
+    explicit JvpOf(std::size_t B) : y(B * D), ty(B * D) {
         load_params(p, true);
-        io.input<"x">(data().X.data()).input<"d.x">(data().dX.data()).output<0>(y.data()).output<1>(ty.data());
+        io.template input<"x">(data().X.data()).template input<"d.x">(data().dX.data()).template output<0>(y.data()).template output<1>(ty.data());
     }
-    void run(std::size_t B) { J::run(p, ws, B, io); }
+    void run(std::size_t B) { Jp::run(p, ws, B, io); }
 };
+using CtrecJvp = JvpOf<J>;
 
-void BM_ctrec_fwd(benchmark::State& st) {
+template <class Mp>
+void fwd_of(benchmark::State& st) {
     const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto p = std::make_unique<M::parameters>();
+    auto p = std::make_unique<typename Mp::parameters>();
     load_params(*p, false);
     p->prepare();
-    const M::parameters& cp = *p;
-    auto ws = std::make_unique<M::workspace>();
+    const typename Mp::parameters& cp = *p;
+    auto ws = std::make_unique<typename Mp::workspace>();
     avec y(B * D);
-    M::io io;
-    io.input<"x">(data().X.data()).output<0>(y.data());
+    typename Mp::io io;
+    io.template input<"x">(data().X.data()).template output<0>(y.data());
     timed(st, kFlopFwd * double(B), B, [&] {
-        M::run(cp, *ws, B, io);
+        Mp::run(cp, *ws, B, io);
         benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_ctrec_fwd(benchmark::State& st) { fwd_of<M>(st); }
+void BM_flat_fwd(benchmark::State& st) { fwd_of<FM>(st); }
+void BM_flat_fwdbwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto g = std::make_unique<GradOf<FG>>(B);
+    timed(st, kFlopFwdBwd * double(B), B, [&] {
+        g->run(B);
+        benchmark::DoNotOptimize(g->dW[0].data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_flat_jvp(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto j = std::make_unique<JvpOf<FJ>>(B);
+    timed(st, kFlopJvp * double(B), B, [&] {
+        j->run(B);
+        benchmark::DoNotOptimize(j->ty.data());
         benchmark::ClobberMemory();
     });
 }
@@ -385,6 +424,14 @@ std::vector<Check> verify() {
         EigenDCN e(kMaxB);
         e.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1024, rel)", rel_diff(y.data(), e.out().data(), y.size()), 1e-5});
+        FM::parameters pf;
+        load_params(pf, false);
+        FM::workspace wsf;
+        avec yf(std::size_t(kMaxB) * D);
+        FM::io iof;
+        iof.input<"x">(d.X.data()).output<0>(yf.data());
+        FM::run(pf, wsf, kMaxB, iof);
+        out.push_back({"fwd y  flat vs eigen (B=1024, rel)", rel_diff(yf.data(), e.out().data(), yf.size()), 1e-5});
         EigenDCN1 e1;
         e1.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1, rel)", rel_diff(y1.data(), e1.h.data(), D), 1e-5});
@@ -406,6 +453,11 @@ std::vector<Check> verify() {
             out.push_back({"grad dW" + std::to_string(l) + " ctrec vs eigen (rel)", rel_diff(g->dW[l].data(), e.dW[l].data(), g->dW[l].size()), 1e-4});
             out.push_back({"grad db" + std::to_string(l) + " ctrec vs eigen (rel)", rel_diff(g->db[l].data(), e.db[l].data(), D), 1e-4});
         }
+        auto gf = std::make_unique<GradOf<FG>>(kGradB);
+        gf->run(kGradB);
+        out.push_back({"grad dx  flat vs eigen (rel)", rel_diff(gf->dx.data(), e.dX.data(), gf->dx.size()), 1e-4});
+        out.push_back({"grad dW0 flat vs eigen (rel)", rel_diff(gf->dW[0].data(), e.dW[0].data(), gf->dW[0].size()), 1e-4});
+        out.push_back({"grad db2 flat vs eigen (rel)", rel_diff(gf->db[2].data(), e.db[2].data(), D), 1e-4});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         TorchDCN m;
         auto x = torch_input(kGradB).clone().requires_grad_(true);
@@ -434,17 +486,20 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W5/fwd/ctrec", BM_ctrec_fwd, B);
+        reg("W5/fwd/flat", BM_flat_fwd, B);
         reg("W5/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W5/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W5/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
+    reg("W5/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W5/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W5/fwdbwd/torch", BM_torch_fwdbwd, kGradB);
 #endif
     reg("W5/jvp/ctrec", BM_ctrec_jvp, kGradB);
+    reg("W5/jvp/flat", BM_flat_jvp, kGradB);
     reg("W5/jvp/eigen", BM_eigen_jvp, kGradB);
 }
 
