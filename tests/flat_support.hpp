@@ -96,6 +96,41 @@ inline double max_rel_diff(const std::vector<double>& a, const std::vector<doubl
     return m;
 }
 
+// Output `out` of P on the leaves.
+template <class P>
+std::vector<double> forward(leaves& L, std::size_t batch, std::size_t out = 0) {
+    return run<P>(L, batch)[out];
+}
+// Output 0 of P, on the CPU and on the reference backend, against reference(L, batch), after
+// prepare(L, batch) has set the leaves it wants (masks, positive variances).
+template <class P>
+void check_forward(std::size_t batch, double tol, auto reference, auto prepare) {
+    leaves L;
+    prepare(L, batch);
+    const std::vector<double> got = forward<P>(L, batch);
+    const std::vector<double> ref = forward<typename P::template with_backend<ctrec::flat::reference_backend>>(L, batch);
+    const std::vector<double> want = reference(L, batch);
+    INFO("batch " << batch);
+    CHECK(max_rel_diff(got, want) <= tol);
+    CHECK(max_rel_diff(ref, want) <= tol);
+}
+// The same with one callback: reference(L, batch, true) prepares, reference(L, batch, false)
+// computes.
+template <class P>
+void check_forward(std::size_t batch, double tol, auto reference) {
+    check_forward<P>(
+        batch, tol, [&](leaves& L, std::size_t b) { return reference(L, b, false); },
+        [&](leaves& L, std::size_t b) { reference(L, b, true); });
+}
+// In double (tolerance tol64) and float (1e-5) at batches 1, 5 and 70 (across tiles).
+template <const auto& Y>
+void check_forward_all(double tol64, auto reference) {
+    for (std::size_t batch : {1, 5, 70}) {
+        check_forward<ctrec::flat::program<double, Y>>(batch, tol64, reference);
+        check_forward<ctrec::flat::program<float, Y>>(batch, 1e-5, reference);
+    }
+}
+
 // The CPU backend agrees with the reference backend on every output.
 template <class P>
 void check_backends(std::size_t batch, double tol) {

@@ -24,25 +24,11 @@ using ctrec::make_dims;
 using flat_ref::get;
 using flat_ref::vec;
 using flat_test::leaves;
+using flat_test::forward;
+using flat_test::check_forward;
 
 namespace {
 
-template <class P>
-vec forward(leaves& L, std::size_t batch, std::size_t out = 0) {
-    return flat_test::run<P>(L, batch)[out];
-}
-// P (CPU) and P on the reference backend against reference(L, batch) (after prepare(L)).
-template <class P>
-void check_forward(std::size_t batch, double tol, auto reference, auto prepare) {
-    leaves L;
-    prepare(L, batch);
-    const vec got = forward<P>(L, batch);
-    const vec ref = forward<typename P::template with_backend<f::reference_backend>>(L, batch);
-    const vec want = reference(L, batch);
-    INFO("batch " << batch);
-    CHECK(flat_test::max_rel_diff(got, want) <= tol);
-    CHECK(flat_test::max_rel_diff(ref, want) <= tol);
-}
 constexpr auto no_prep = [](leaves&, std::size_t) {};
 template <class P>
 std::vector<std::string> param_names() {

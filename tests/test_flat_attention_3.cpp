@@ -22,13 +22,10 @@ using ctrec::make_dims;
 using flat_ref::get;
 using flat_ref::vec;
 using flat_test::leaves;
+using flat_test::forward;
 
 namespace {
 
-template <class P>
-vec forward(leaves& L, std::size_t batch, std::size_t out = 0) {
-    return flat_test::run<P>(L, batch)[out];
-}
 
 // ---- GradNorm (spec 1.9) ----------------------------------------------------------------------------------
 constexpr std::size_t In = 3, H = 4;

@@ -30,28 +30,11 @@ using ctrec::make_dims;
 using flat_ref::get;
 using flat_ref::vec;
 using flat_test::leaves;
+using flat_test::check_forward;
+using flat_test::check_forward_all;
 
 namespace {
 
-template <class P>
-void check_forward(std::size_t batch, double tol, auto reference) {
-    leaves L;
-    reference(L, batch, /*prepare only*/ true);
-    const vec got = flat_test::run<P>(L, batch)[0];
-    const vec ref = flat_test::run<typename P::template with_backend<f::reference_backend>>(L, batch)[0];
-    const vec want = reference(L, batch, false);
-    INFO("batch " << batch);
-    CHECK(flat_test::max_rel_diff(got, want) <= tol);
-    CHECK(flat_test::max_rel_diff(ref, want) <= tol);
-}
-// double and float at batches 1, 5, 70
-template <const auto& Y>
-void check_forward_all(double tol64, auto reference) {
-    for (std::size_t batch : {1, 5, 70}) {
-        check_forward<f::program<double, Y>>(batch, tol64, reference);
-        check_forward<f::program<float, Y>>(batch, 1e-5, reference);
-    }
-}
 std::string var_name(const fl::result& r, std::size_t i) { return std::string(r.g.name_of(r.inits[i].var)); }
 
 // ---- AddBias ----------------------------------------------------------------------------------

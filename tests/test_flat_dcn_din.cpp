@@ -20,6 +20,7 @@ using cl::mode;
 using flat_ref::get;
 using flat_ref::vec;
 using flat_test::leaves;
+using flat_test::check_forward;
 
 namespace {
 
@@ -190,17 +191,6 @@ void din_mask(leaves& L, std::size_t batch) {
     L["mask"] = m;
 }
 
-template <class P>
-void check(std::size_t batch, double tol, auto prepare, auto reference) {
-    leaves L;
-    prepare(L, batch);
-    const vec got = flat_test::run<P>(L, batch)[0];
-    const vec ref = flat_test::run<typename P::template with_backend<f::reference_backend>>(L, batch)[0];
-    const vec want = reference(L, batch);
-    INFO("batch " << batch);
-    CHECK(flat_test::max_rel_diff(got, want) <= tol);
-    CHECK(flat_test::max_rel_diff(ref, want) <= tol);
-}
 const auto no_prep = [](leaves&, std::size_t) {};
 
 } // namespace
@@ -208,13 +198,13 @@ const auto no_prep = [](leaves&, std::size_t) {};
 TEST_CASE("flat DCN: vector, matrix (rank 2 and 3), mixed (documented and source gating), kernel norm") {
     using cl::dcn_type;
     for (std::size_t batch : {1, 5, 70}) {
-        check<f::program<double, dcn_vec>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, 1, dcn_type::vector, 2, true, false); });
-        check<f::program<double, dcn_mat>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 3, false, false); });
-        check<f::program<double, dcn_mat3>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, 4, dcn_type::matrix, 2, true, false); });
-        check<f::program<double, dcn_mixed>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::mixed, 2, false, false); });
-        check<f::program<double, dcn_mixed_kn>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::mixed, 2, true, false); });
-        check<f::program<double, dcn_mixed_compat>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, 1, dcn_type::mixed, 1, false, true); });
-        check<f::program<float, dcn_mixed_kn>>(batch, 2e-5, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::mixed, 2, true, false); });
+        check_forward<f::program<double, dcn_vec>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, 1, dcn_type::vector, 2, true, false); }, no_prep);
+        check_forward<f::program<double, dcn_mat>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 3, false, false); }, no_prep);
+        check_forward<f::program<double, dcn_mat3>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, 4, dcn_type::matrix, 2, true, false); }, no_prep);
+        check_forward<f::program<double, dcn_mixed>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::mixed, 2, false, false); }, no_prep);
+        check_forward<f::program<double, dcn_mixed_kn>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::mixed, 2, true, false); }, no_prep);
+        check_forward<f::program<double, dcn_mixed_compat>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, 1, dcn_type::mixed, 1, false, true); }, no_prep);
+        check_forward<f::program<float, dcn_mixed_kn>>(batch, 2e-5, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::mixed, 2, true, false); }, no_prep);
     }
     // the source's creation order: every U, V, C, G (i-major, j-minor), then the biases; the L2
     // regularizer on every U / V / C / G, never on a bias
@@ -238,8 +228,8 @@ TEST_CASE("flat DCN: vector, matrix (rank 2 and 3), mixed (documented and source
 TEST_CASE("flat DCN: dropout in train mode (seeded streams, same mask forward and backward), none in eval") {
     using cl::dcn_type;
     for (std::size_t batch : {1, 5, 70}) {
-        check<f::program<double, dcn_drop>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 2, false, false, 0.7); });
-        check<f::program<double, dcn_drop_eval>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 2, false, false); });
+        check_forward<f::program<double, dcn_drop>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 2, false, false, 0.7); }, no_prep);
+        check_forward<f::program<double, dcn_drop_eval>>(batch, 1e-12, [](leaves& L, std::size_t b) { return dcn_reference(L, b, NR, dcn_type::matrix, 2, false, false); }, no_prep);
     }
     // another seed, another mask; about 1 - keep_prob of the last layer's values dropped
     using P = f::program<float, dcn_drop>;
@@ -276,10 +266,10 @@ TEST_CASE("flat DCN: derivatives (float64 central differences, JVP / VJP duality
 
 TEST_CASE("flat DIN: sum, weighted with mask and decay, shared keys, against the literal reference; derivatives") {
     for (std::size_t batch : {1, 5, 70}) {
-        check<f::program<double, din_sum>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return din_reference(L, b, {6, 4, 1}, 1, false, false, false, false); });
-        check<f::program<double, din_masked>>(batch, 1e-12, din_mask, [](leaves& L, std::size_t b) { return din_reference(L, b, {4, 1}, 2, true, true, true, false); });
-        check<f::program<double, din_shared>>(batch, 1e-12, no_prep, [](leaves& L, std::size_t b) { return din_reference(L, b, {3, 1}, 2, false, false, false, true); });
-        check<f::program<float, din_sum>>(batch, 1e-5, no_prep, [](leaves& L, std::size_t b) { return din_reference(L, b, {6, 4, 1}, 1, false, false, false, false); });
+        check_forward<f::program<double, din_sum>>(batch, 1e-12, [](leaves& L, std::size_t b) { return din_reference(L, b, {6, 4, 1}, 1, false, false, false, false); }, no_prep);
+        check_forward<f::program<double, din_masked>>(batch, 1e-12, [](leaves& L, std::size_t b) { return din_reference(L, b, {4, 1}, 2, true, true, true, false); }, din_mask);
+        check_forward<f::program<double, din_shared>>(batch, 1e-12, [](leaves& L, std::size_t b) { return din_reference(L, b, {3, 1}, 2, false, false, false, true); }, no_prep);
+        check_forward<f::program<float, din_sum>>(batch, 1e-5, [](leaves& L, std::size_t b) { return din_reference(L, b, {6, 4, 1}, 1, false, false, false, false); }, no_prep);
     }
     flat_test::check_derivatives<f::grad_program<double, din_tanh>, f::jvp_program<double, din_tanh>>(3);
     flat_test::check_derivatives<f::grad_program<double, din_shared>, f::jvp_program<double, din_shared>>(3);

@@ -19,24 +19,11 @@ using ctrec::make_dims;
 using cl::mode;
 using flat_ref::vec;
 using flat_test::leaves;
+using flat_test::forward;
+using flat_test::check_forward;
 
 namespace {
 
-template <class P>
-vec forward(leaves& L, std::size_t batch, std::size_t out = 0) {
-    return flat_test::run<P>(L, batch)[out];
-}
-template <class P>
-void check_forward(std::size_t batch, double tol, auto reference) {
-    leaves L;
-    reference(L, batch, /*prepare only*/ true);
-    const vec got = forward<P>(L, batch);
-    const vec ref = forward<typename P::template with_backend<f::reference_backend>>(L, batch);
-    const vec want = reference(L, batch, false);
-    INFO("batch " << batch);
-    CHECK(flat_test::max_rel_diff(got, want) <= tol);
-    CHECK(flat_test::max_rel_diff(ref, want) <= tol);
-}
 
 // ---- activations --------------------------------------------------------------------------------
 constexpr cl::activation acts[] = {
