@@ -168,6 +168,9 @@ using train_program = basic_train_program<T, cpu_backend, Loss, State...>;
 
 namespace ctrec::flat::layers {
 
+void ctrec_flat_error_initialize_a_variable_s_declared_shape_differs_from_the_program_s();
+void ctrec_flat_error_initialize_a_kernel_norm_variable_needs_its_kernel_in_the_same_program();
+
 // Gives every variable result R declared its initial value in the parameters of any program
 // built from R's model (variables the program does not use are skipped). Each variable draws
 // from its own stream, init::derive_seed(seed, name): a scoring and a training program get the
@@ -189,9 +192,9 @@ void initialize(Params& p, std::uint64_t seed) {
             a[i].spec = v.spec;
             a[i].shape = R.g.nodes[v.var].shape;
             if (a[i].slot < Params::count && Params::sizes[a[i].slot] != a[i].shape.size())
-                throw "ctrec::flat::layers::initialize: a variable's declared shape differs from the program's";
+                ctrec_flat_error_initialize_a_variable_s_declared_shape_differs_from_the_program_s();
             if (a[i].slot < Params::count && a[i].of == Params::count)
-                throw "ctrec::flat::layers::initialize: a kernel-norm variable needs its kernel in the same program";
+                ctrec_flat_error_initialize_a_kernel_norm_variable_needs_its_kernel_in_the_same_program();
         }
         return a;
     }();
