@@ -51,6 +51,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
+#include "ctrec/flat.hpp"
+#include "ctrec/flat/layers/din.hpp"
 #include "ctrec/layers/mlp.hpp"
 #if __has_include("ctrec/layers/din.hpp")
 #include "ctrec/layers/din.hpp"
@@ -93,6 +95,17 @@ constexpr auto out = sum<0>(tower.out * k);                                     
 constexpr const char* form = "literal DSL: concat -> layers::mlp (no weight norm) -> sum_t w_t k_t (din.hpp absent)";
 #endif
 }  // namespace w4
+
+// The DIN layer on the graph-as-data core (include/ctrec/flat): impl "flat". No concat-split
+// rewrite there yet: the (T, 4H) row goes through the first GEMM as written.
+namespace w4f {
+namespace f = ctrec::flat;
+constexpr ctrec::layers::din_config<3> cfg{.hidden_units = {80, 40, 1}, .activation = ctrec::layers::act_relu, .use_weight_norm = false};
+constexpr auto r = f::layers::din<"din", cfg>(f::input<"q", H>, f::input<"k", T, H>);
+constexpr auto out = r.out();
+}  // namespace w4f
+using FM = ctrec::flat::program<float, w4f::out>;
+using FG = ctrec::flat::grad_program<float, w4f::out>;
 
 using M = ctrec::program<float, decltype(w4::out)>;
 using G = ctrec::grad_program<float, decltype(w4::out)>;
@@ -193,19 +206,44 @@ void load_params(Params& p, bool tangents) {
     }
 }
 
-struct CtrecFwd {
-    M::parameters p;
-    M::workspace ws;
+template <class Mp>  // either core's program
+struct FwdOf {
+    typename Mp::parameters p;
+    typename Mp::workspace ws;
     avec y;
-    M::io io;
-    CtrecFwd(std::size_t B, const float* q, const float* k) : y(B * H) {
+    typename Mp::io io;
+    FwdOf(std::size_t B, const float* q, const float* k) : y(B * H) {
         load_params(p, false);
         p.prepare();
-        io.input<"q">(q).input<"k">(k).output<0>(y.data());
+        io.template input<"q">(q).template input<"k">(k).template output<0>(y.data());
     }
-    explicit CtrecFwd(std::size_t B) : CtrecFwd(B, data().Q.data(), data().K.data()) {}
+    explicit FwdOf(std::size_t B) : FwdOf(B, data().Q.data(), data().K.data()) {}
     // scoring: parameters prepared once and read through a const reference, as in serving
-    void run(std::size_t B) { M::run(std::as_const(p), ws, B, io); }
+    void run(std::size_t B) { Mp::run(std::as_const(p), ws, B, io); }
+};
+using CtrecFwd = FwdOf<M>;
+
+struct FlatGrad {  // the flat core's grad program, every output bound
+    FG::parameters p;
+    FG::workspace ws;
+    avec y, dq, dk, dW0, db0, dW1, db1, dW2, db2;
+    FG::io io;
+    explicit FlatGrad(std::size_t B)
+        : y(B * H), dq(B * H), dk(B * T * H), dW0(std::size_t(Z4) * U0), db0(U0), dW1(std::size_t(U0) * U1), db1(U1),
+          dW2(U1), db2(1) {
+        load_params(p, false);
+        io.input<"q">(data().Q.data()).input<"k">(data().K.data()).input<"cotangent">(data().cot.data());
+        io.output<0>(y.data())
+            .output<FG::grad<"q">>(dq.data())
+            .output<FG::grad<"k">>(dk.data())
+            .output<FG::grad<"din/compress_tower/dense_0/kernel">>(dW0.data())
+            .output<FG::grad<"din/compress_tower/dense_0/bias">>(db0.data())
+            .output<FG::grad<"din/compress_tower/dense_1/kernel">>(dW1.data())
+            .output<FG::grad<"din/compress_tower/dense_1/bias">>(db1.data())
+            .output<FG::grad<"din/compress_tower/dense_2/kernel">>(dW2.data())
+            .output<FG::grad<"din/compress_tower/dense_2/bias">>(db2.data());
+    }
+    void run(std::size_t B) { FG::run(p, ws, B, io); }
 };
 
 struct CtrecGrad {  // every output of the grad program, bound
@@ -251,6 +289,24 @@ void BM_ctrec_fwd(benchmark::State& st) {
     timed(st, kFlopFwd * double(B), kFlopFwdRw * double(B), B, [&] {
         m->run(B);
         benchmark::DoNotOptimize(m->y.data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_flat_fwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto m = std::make_unique<FwdOf<FM>>(B);
+    timed(st, kFlopFwd * double(B), kFlopFwdRw * double(B), B, [&] {
+        m->run(B);
+        benchmark::DoNotOptimize(m->y.data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_flat_fwdbwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto g = std::make_unique<FlatGrad>(B);
+    timed(st, kFlopFwdBwd * double(B), kFlopFwdBwdRw * double(B), B, [&] {
+        g->run(B);
+        benchmark::DoNotOptimize(g->dW0.data());
         benchmark::ClobberMemory();
     });
 }
@@ -600,6 +656,9 @@ std::vector<Check> verify() {
         auto e = std::make_unique<EigenDIN>(B, g_eigen_chunk);
         e->forward(d.Q.data(), d.K.data(), B);
         out.push_back({"fwd y    ctrec vs eigen" + b, rel_diff(c->y.data(), e->out.data(), n), tol});
+        auto fl = std::make_unique<FwdOf<FM>>(B);
+        fl->run(B);
+        out.push_back({"fwd y    flat vs eigen" + b, rel_diff(fl->y.data(), e->out.data(), n), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         const TorchDIN m(false);
         c10::InferenceMode guard;
@@ -623,6 +682,10 @@ std::vector<Check> verify() {
         out.push_back({"grad db1 ctrec vs eigen", rel_diff(g->db1, e->gb1.data()), tol});
         out.push_back({"grad dW2 ctrec vs eigen", rel_diff(g->dW2, e->gW2.data()), tol});
         out.push_back({"grad db2 ctrec vs eigen", rel_diff(g->db2, &e->gb2), tol});
+        auto gf = std::make_unique<FlatGrad>(kGradB);
+        gf->run(kGradB);
+        out.push_back({"grad dk  flat vs eigen", rel_diff(gf->dk, e->gk.data()), tol});
+        out.push_back({"grad dW0 flat vs eigen", rel_diff(gf->dW0, e->gW0.data()), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         // the hand-written Eigen backward (and ctrec) against LibTorch's autograd
         TorchDIN m(true);
@@ -714,12 +777,14 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W4/fwd/ctrec", BM_ctrec_fwd, B);
+        reg("W4/fwd/flat", BM_flat_fwd, B);
         reg("W4/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W4/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W4/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
+    reg("W4/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W4/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W4/fwdbwd/torch", BM_torch_fwdbwd, kGradB);
