@@ -12,6 +12,7 @@
 #include <initializer_list>
 
 #include "ctrec/flat/build.hpp"
+#include "ctrec/flat/matmul.hpp"
 
 namespace ctrec::flat {
 
@@ -135,12 +136,14 @@ template <fixed_string Spec>
 constexpr expr einsum(const expr& a, const expr& b) {
     return einsum(Spec.view(), a, b);
 }
-// matmul: (K) x (K, N), (M, K) x (K, N), (G, M, K) x (K, N)
+// matmul: (K) x (K, N), (M, K) x (K, N), (G, M, K) x (K, N); a concatenation holding broadcast
+// pieces is split (matmul.hpp)
 constexpr expr matmul(const expr& a, const expr& b) {
-    const dims sa = a.shape(), sb = b.shape();
-    if (!(sb.rank == 2 && sa.rank >= 1 && sa.rank <= 3 && sa.d[sa.rank - 1] == sb.d[0]))
-        ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis();
-    return sa.rank == 1 ? einsum("k,kn->n", a, b) : sa.rank == 2 ? einsum("mk,kn->mn", a, b) : einsum("gmk,kn->gmn", a, b);
+    const expr* es[2] = {&a, &b};
+    std::uint32_t ids[2]{};
+    expr r{join_all(es, ids), 0};
+    r.id = build::matmul(r.g, ids[0], ids[1]);
+    return r;
 }
 
 // ---- reductions ---------------------------------------------------------------------------------
@@ -193,6 +196,12 @@ constexpr expr stop_gradient(const expr& a) {
 constexpr expr slice(const expr& a, std::size_t axis, std::size_t begin, std::size_t end) {
     expr r{a.g, 0};
     r.id = build::slice(r.g, a.id, static_cast<std::uint32_t>(axis), static_cast<std::uint32_t>(begin), end - begin);
+    return r;
+}
+// per-example broadcast to shape s (NumPy rules)
+constexpr expr broadcast_to(const expr& a, dims s) {
+    expr r{a.g, 0};
+    r.id = build::broadcast_to(r.g, a.id, s, false);
     return r;
 }
 // concat(axis, {a, b, c, ...}): any number of operands (26 fields, 160 pair results).

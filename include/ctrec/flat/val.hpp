@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "ctrec/flat/build.hpp"
+#include "ctrec/flat/matmul.hpp"
 
 namespace ctrec::flat {
 
@@ -116,13 +117,9 @@ constexpr val einsum(std::string_view spec, val a, val b) {
     const contract_spec s = parse_contract(fs);  // a malformed spec stays unparsed: contract() rejects it
     return {a.g, build::contract(detail::same_graph(a, b), s, a.id, b.id)};
 }
-// matmul: (K) x (K, N), (M, K) x (K, N), (G, M, K) x (K, N)
-constexpr val matmul(val a, val b) {
-    const dims sa = a.shape(), sb = b.shape();
-    if (!(sb.rank == 2 && sa.rank >= 1 && sa.rank <= 3 && sa.d[sa.rank - 1] == sb.d[0]))
-        ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis();
-    return sa.rank == 1 ? einsum("k,kn->n", a, b) : sa.rank == 2 ? einsum("mk,kn->mn", a, b) : einsum("gmk,kn->gmn", a, b);
-}
+// matmul: (K) x (K, N), (M, K) x (K, N), (G, M, K) x (K, N); a concatenation holding broadcast
+// pieces is split (matmul.hpp)
+constexpr val matmul(val a, val b) { return {a.g, build::matmul(detail::same_graph(a, b), a.id, b.id)}; }
 
 // ---- reductions -----------------------------------------------------------------------------------
 constexpr unsigned axes_mask(dims s, std::initializer_list<std::size_t> axes) {
