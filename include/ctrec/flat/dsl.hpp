@@ -116,6 +116,9 @@ constexpr expr tanh(const expr& a) { return apply(opcode::tanh, a); }
 constexpr expr sigmoid(const expr& a) { return apply(opcode::sigmoid, a); }
 constexpr expr relu(const expr& a) { return apply(opcode::relu, a); }
 constexpr expr maximum(const expr& a, const expr& b) { return apply(opcode::maximum, a, b); }
+constexpr expr minimum(const expr& a, const expr& b) { return apply(opcode::minimum, a, b); }
+constexpr expr abs(const expr& a) { return apply(opcode::abs, a); }
+constexpr expr erf(const expr& a) { return apply(opcode::erf, a); }
 constexpr expr greater(const expr& a, const expr& b) { return apply(opcode::greater, a, b); }
 constexpr expr greater_equal(const expr& a, const expr& b) { return apply(opcode::greater_equal, a, b); }
 // where(c, a, b): a where c != 0, else b.

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <array>
 #include <span>
+#include <string>
 
 #include "ctrec/flat/layers/layer.hpp"
 #include "ctrec/flat/program.hpp"
@@ -163,6 +164,28 @@ public:
 
 template <class T, const auto& Loss, const auto&... State>
 using train_program = basic_train_program<T, cpu_backend, Loss, State...>;
+
+// Copies every parameter of `dst` from the parameter of the same name in `src` (a training
+// program's weights into a scoring program's). All names and sizes are checked before anything
+// is written: on an error (naming the parameter) dst is unchanged.
+template <class Src, class Dst>
+void copy_parameters(const Src& src, Dst& dst) {
+    std::array<std::size_t, Dst::count ? Dst::count : 1> from{};
+    for (std::size_t i = 0; i < Dst::count; ++i) {
+        from[i] = Src::position(Dst::names[i]);
+        if (from[i] == Src::count)
+            throw error("ctrec: copy_parameters: the source has no parameter '" + std::string(Dst::names[i]) + "'");
+        if (Src::sizes[from[i]] != Dst::sizes[i])
+            throw error("ctrec: copy_parameters: parameter '" + std::string(Dst::names[i]) + "' holds " +
+                        std::to_string(Src::sizes[from[i]]) + " values in the source, " + std::to_string(Dst::sizes[i]) +
+                        " in the destination");
+    }
+    for (std::size_t i = 0; i < Dst::count; ++i) {
+        auto a = src.get(from[i]);
+        auto b = dst.get(i);
+        for (std::size_t k = 0; k < b.size(); ++k) b[k] = static_cast<std::remove_cvref_t<decltype(b[0])>>(a[k]);
+    }
+}
 
 } // namespace ctrec::flat
 
