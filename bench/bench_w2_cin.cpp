@@ -2,9 +2,12 @@
 // hidden layer sizes [128, 128], direct connections, sum over K, output 128 + 128 = 256 per
 // example; identity activation (Monolith's default); float32, one thread.
 //
-//   W2/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, eigen, torch
+//   W2/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, flat, eigen, torch
 //   W2/fwdbwd/<impl>/64   forward + reverse-mode gradient w.r.t. x and every parameter
 //   W2/jvp/<impl>/64      forward + forward-mode directional derivative (ctrec, eigen)
+//
+// ctrec: layers::cin on the type core (khatri_rao_matmul: Z never stored); flat: the same
+// layer on the graph-as-data core (ctrec/flat/layers/cin.hpp: Z materialised, then one einsum).
 //
 // The math (per example; x is (N, K) row-major; include/ctrec/layers/cin.hpp):
 //   X0 = x^T (K x N), X^0 = X0; for layer t (Hp = 39, then 128 maps in; Ht = 128 out):
@@ -46,6 +49,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
+#include "ctrec/flat.hpp"
+#include "ctrec/flat/layers/cin.hpp"
 #include "ctrec/layers/cin.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -69,6 +74,15 @@ using namespace ctrec;
 constexpr auto x = input<"x", N, K>;
 constexpr auto r = layers::cin<"cin", layers::cin_config<2>{.hidden_uints = {128, 128}}>(x);
 }  // namespace w2
+
+// The same layer on the graph-as-data core (include/ctrec/flat): impl "flat".
+namespace w2f {
+namespace f = ctrec::flat;
+constexpr auto r = f::layers::cin<"cin", ctrec::layers::cin_config<2>{.hidden_uints = {128, 128}}>(f::input<"x", N, K>);
+constexpr auto out = r.out();
+}  // namespace w2f
+using FM = ctrec::flat::program<float, w2f::out>;
+using FG = ctrec::flat::grad_program<float, w2f::out>;
 
 using M = ctrec::program<float, decltype(w2::r.out)>;
 using G = ctrec::grad_program<float, decltype(w2::r.out)>;
@@ -128,38 +142,43 @@ void load_params(Params& p, bool tangents) {
     }
 }
 
-struct CtrecFwd {
-    M::parameters p;
-    M::workspace ws;
+template <class Mp>  // either core's program
+struct FwdOf {
+    typename Mp::parameters p;
+    typename Mp::workspace ws;
     avec y;
-    M::io io;
-    explicit CtrecFwd(std::size_t B) : y(B * OUT) {
+    typename Mp::io io;
+    explicit FwdOf(std::size_t B) : y(B * OUT) {
         load_params(p, false);
         p.prepare();
-        io.input<"x">(data().X.data()).output<0>(y.data());
+        io.template input<"x">(data().X.data()).template output<0>(y.data());
     }
     // scoring: parameters prepared once and read through a const reference, as in serving
-    void run(std::size_t B) { M::run(std::as_const(p), ws, B, io); }
+    void run(std::size_t B) { Mp::run(std::as_const(p), ws, B, io); }
 };
+using CtrecFwd = FwdOf<M>;
 
-struct CtrecGrad {  // every output of the grad program, bound
-    G::parameters p;
-    G::workspace ws;
+template <class Gp>  // either core's grad program; every output bound
+struct GradOf {
+    typename Gp::parameters p;
+    typename Gp::workspace ws;
     avec y, dx, dW0, db0, dW1, db1;
-    G::io io;
-    explicit CtrecGrad(std::size_t B)
+    typename Gp::io io;
+    explicit GradOf(std::size_t B)
         : y(B * OUT), dx(B * N * K), dW0(std::size_t(NN) * H0), db0(H0), dW1(std::size_t(HN) * H1), db1(H1) {
         load_params(p, false);
-        io.input<"x">(data().X.data()).input<"cotangent">(data().cot.data());
-        io.output<0>(y.data())
-            .output<G::grad<"x">>(dx.data())
-            .output<G::grad<"cin/conv1d/kernel">>(dW0.data())
-            .output<G::grad<"cin/conv1d/bias">>(db0.data())
-            .output<G::grad<"cin/conv1d_1/kernel">>(dW1.data())
-            .output<G::grad<"cin/conv1d_1/bias">>(db1.data());
+        io.template input<"x">(data().X.data()).template input<"cotangent">(data().cot.data());
+        io.template output<0>(y.data())
+            .template output<Gp::template grad<"x">>(dx.data())
+            .template output<Gp::template grad<"cin/conv1d/kernel">>(dW0.data())
+            .template output<Gp::template grad<"cin/conv1d/bias">>(db0.data())
+            .template output<Gp::template grad<"cin/conv1d_1/kernel">>(dW1.data())
+            .template output<Gp::template grad<"cin/conv1d_1/bias">>(db1.data());
     }
-    void run(std::size_t B) { G::run(p, ws, B, io); }
+    void run(std::size_t B) { Gp::run(p, ws, B, io); }
 };
+using CtrecGrad = GradOf<G>;
+using FlatGrad = GradOf<FG>;
 
 struct CtrecJvp {
     J::parameters p;
@@ -179,6 +198,24 @@ void BM_ctrec_fwd(benchmark::State& st) {
     timed(st, kFlopFwd * double(B), B, [&] {
         m->run(B);
         benchmark::DoNotOptimize(m->y.data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_flat_fwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto m = std::make_unique<FwdOf<FM>>(B);
+    timed(st, kFlopFwd * double(B), B, [&] {
+        m->run(B);
+        benchmark::DoNotOptimize(m->y.data());
+        benchmark::ClobberMemory();
+    });
+}
+void BM_flat_fwdbwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto g = std::make_unique<FlatGrad>(B);
+    timed(st, kFlopFwdBwd * double(B), B, [&] {
+        g->run(B);
+        benchmark::DoNotOptimize(g->dW1.data());
         benchmark::ClobberMemory();
     });
 }
@@ -517,16 +554,19 @@ std::vector<Check> verify() {
     for (int B : {1, kGradB}) {
         const std::string b = " (B=" + std::to_string(B) + ")";
         const std::size_t n = std::size_t(B) * OUT;
-        CtrecFwd c(B);
-        c.run(B);
+        auto c = std::make_unique<CtrecFwd>(B);
+        c->run(B);
         EigenCIN e(B, g_eigen_chunk);
         e.forward(d.X.data(), B);
-        out.push_back({"fwd y    ctrec vs eigen" + b, rel_diff(c.y.data(), e.out.data(), n), tol});
+        out.push_back({"fwd y    ctrec vs eigen" + b, rel_diff(c->y.data(), e.out.data(), n), tol});
+        auto fl = std::make_unique<FwdOf<FM>>(B);
+        fl->run(B);
+        out.push_back({"fwd y    flat vs eigen" + b, rel_diff(fl->y.data(), e.out.data(), n), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         const TorchCIN m(false);
         c10::InferenceMode guard;
         auto yt = m.forward(torch_input(B)).contiguous();
-        out.push_back({"fwd y    ctrec vs torch" + b, rel_diff(c.y.data(), yt.data_ptr<float>(), n), tol});
+        out.push_back({"fwd y    ctrec vs torch" + b, rel_diff(c->y.data(), yt.data_ptr<float>(), n), tol});
 #endif
     }
     // gradients, B = 64
@@ -542,6 +582,14 @@ std::vector<Check> verify() {
         out.push_back({"grad db0 ctrec vs eigen", rel_diff(g->db0, e->gb0.data()), tol});
         out.push_back({"grad dW1 ctrec vs eigen", rel_diff(g->dW1, e->gW1.data()), tol});
         out.push_back({"grad db1 ctrec vs eigen", rel_diff(g->db1, e->gb1.data()), tol});
+        auto gf = std::make_unique<FlatGrad>(kGradB);
+        gf->run(kGradB);
+        out.push_back({"grad y   flat vs eigen", rel_diff(gf->y, e->out.data()), tol});
+        out.push_back({"grad dx  flat vs eigen", rel_diff(gf->dx, e->gx.data()), tol});
+        out.push_back({"grad dW0 flat vs eigen", rel_diff(gf->dW0, e->gW0.data()), tol});
+        out.push_back({"grad db0 flat vs eigen", rel_diff(gf->db0, e->gb0.data()), tol});
+        out.push_back({"grad dW1 flat vs eigen", rel_diff(gf->dW1, e->gW1.data()), tol});
+        out.push_back({"grad db1 flat vs eigen", rel_diff(gf->db1, e->gb1.data()), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         TorchCIN m(true);
         auto x = torch_input(kGradB).clone().requires_grad_(true);
@@ -601,12 +649,14 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W2/fwd/ctrec", BM_ctrec_fwd, B);
+        reg("W2/fwd/flat", BM_flat_fwd, B);
         reg("W2/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W2/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W2/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
+    reg("W2/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W2/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W2/fwdbwd/torch", BM_torch_fwdbwd, kGradB);

@@ -1,8 +1,13 @@
 // Workload W6: DIEN, T = 50 behaviours of K = E = 32 dims, GRU with 32 units, then AUGRU
 // (att_type AUGRU), relu candidates (the layer's default), no mask; float32, one thread.
 //
-//   W6/fwd/<impl>/<B>      forward, B in {1, 64, 1024}; impl: ctrec, torch
+//   W6/fwd/<impl>/<B>      forward, B in {1, 64, 1024}; impl: ctrec, flat, torch
 //   W6/fwdbwd/<impl>/64    forward + reverse-mode gradient w.r.t. q, k and every parameter
+//
+// ctrec: layers::dien on the type core (scan nodes); flat: the same layer on the graph-as-data
+// core (ctrec/flat/layers/dien.hpp: both recurrences unrolled), with the type core's parameter
+// values copied by name; main() checks once that flat and ctrec agree (outputs at B = 1, 64,
+// 1024; output and every gradient at B = 64).
 //
 // LibTorch is written as per-step tensor ops (the input-side products hoisted into one matmul
 // per scan, as ctrec does), with autograd for the gradient. main() checks once that both give
@@ -19,6 +24,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
+#include "ctrec/flat.hpp"
+#include "ctrec/flat/layers/dien.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
 #include <ATen/Parallel.h>
@@ -39,6 +46,16 @@ constexpr auto layer = ctrec::layers::dien<"dien", {.num_units = U, .att_type = 
 using Out = std::remove_cvref_t<decltype(layer.out)>;
 using Fwd = ctrec::program<float, Out>;
 using Grad = ctrec::grad_program<float, Out>;
+
+// The same layer on the graph-as-data core (include/ctrec/flat): impl "flat".
+namespace w6f {
+namespace f = ctrec::flat;
+constexpr auto r = f::layers::dien<"dien", {.num_units = U, .att_type = ctrec::layers::agru_att::augru}>(f::input<"q", U>,
+                                                                                                       f::input<"k", T, E>);
+constexpr auto out = r.out();
+}  // namespace w6f
+using FFwd = ctrec::flat::program<float, w6f::out>;
+using FGrad = ctrec::flat::grad_program<float, w6f::out>;
 constexpr double kFlopFwd = double(T) * (6.0 * E * U + 18.0 * U * U) + 2.0 * U * U + 2.0 * T * U;
 constexpr double kFlopFwdBwd = 3 * kFlopFwd;
 
@@ -46,6 +63,8 @@ struct Data {
     std::vector<float> Q, K, cot;
     Fwd::parameters p;
     Grad::parameters pg;
+    FFwd::parameters pf;
+    FGrad::parameters pfg;
     Data() {
         lcg r{7};
         Q.resize(1024 * U), K.resize(1024 * T * E), cot.resize(1024 * U);
@@ -60,6 +79,16 @@ struct Data {
             auto dst = pg.get(i);
             std::copy(src.begin(), src.end(), dst.begin());
         }
+        static_assert(FFwd::parameters::count == Fwd::parameters::count && FGrad::parameters::count == Fwd::parameters::count);
+        for (std::size_t i = 0; i < pf.count; ++i) {  // the flat programs too (set checks name and size)
+            const auto n = FFwd::parameters::names[i];
+            pf.set(n, p.get(p.index_of(n)));
+        }
+        for (std::size_t i = 0; i < pfg.count; ++i) {
+            const auto n = FGrad::parameters::names[i];
+            pfg.set(n, p.get(p.index_of(n)));
+        }
+        pf.prepare(), pfg.prepare();
     }
 };
 Data& data() {
@@ -76,18 +105,31 @@ void ctrec_fwd(benchmark::State& st) {
     io.input<"q">(d.Q.data()).input<"k">(d.K.data()).output<0>(out.data());
     timed(st, kFlopFwd * double(B), B, [&] { Fwd::run(d.p, *ws, B, io); });
 }
+void flat_fwd(benchmark::State& st) {
+    const std::size_t B = static_cast<std::size_t>(st.range(0));
+    auto& d = data();
+    std::vector<float> out(B * U);
+    auto ws = std::make_unique<FFwd::workspace>();
+    FFwd::io io;
+    io.input<"q">(d.Q.data()).input<"k">(d.K.data()).output<0>(out.data());
+    timed(st, kFlopFwd * double(B), B, [&] { FFwd::run(d.pf, *ws, B, io); });
+}
+template <class Gp>  // either core's grad program
 struct GradBufs {
     std::vector<std::vector<float>> outs;
-    Grad::io io;
+    typename Gp::io io;
 };
-GradBufs grad_io(std::size_t B) {
+template <class Gp = Grad>
+GradBufs<Gp> grad_io(std::size_t B) {
     auto& d = data();
-    GradBufs g;
-    g.outs.resize(Grad::n_outputs);
-    g.io.input<"q">(d.Q.data()).input<"k">(d.K.data()).input<"cotangent">(d.cot.data());
+    GradBufs<Gp> g;
+    g.outs.resize(Gp::n_outputs);
+    g.io.template input<"q">(d.Q.data()).template input<"k">(d.K.data()).template input<"cotangent">(d.cot.data());
     [&]<std::size_t... O>(std::index_sequence<O...>) {
-        ((g.outs[O].resize(Grad::output_size<O> * (Grad::output_batched<O> ? B : 1)), g.io.output<O>(g.outs[O].data())), ...);
-    }(std::make_index_sequence<Grad::n_outputs>{});
+        ((g.outs[O].resize(Gp::template output_size<O> * (Gp::template output_batched<O> ? B : 1)),
+          g.io.template output<O>(g.outs[O].data())),
+         ...);
+    }(std::make_index_sequence<Gp::n_outputs>{});
     return g;
 }
 void ctrec_fwdbwd(benchmark::State& st) {
@@ -95,6 +137,12 @@ void ctrec_fwdbwd(benchmark::State& st) {
     auto g = grad_io(kGradB);
     auto ws = std::make_unique<Grad::workspace>();
     timed(st, kFlopFwdBwd * double(kGradB), kGradB, [&] { Grad::run(d.pg, *ws, kGradB, g.io); });
+}
+void flat_fwdbwd(benchmark::State& st) {
+    auto& d = data();
+    auto g = grad_io<FGrad>(kGradB);
+    auto ws = std::make_unique<FGrad::workspace>();
+    timed(st, kFlopFwdBwd * double(kGradB), kGradB, [&] { FGrad::run(d.pfg, *ws, kGradB, g.io); });
 }
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -176,6 +224,55 @@ void torch_fwdbwd(benchmark::State& st) {
 }
 #endif
 
+// Once: flat agrees with ctrec (outputs at B = 1, 64, 1024; at B = 64 the output and the
+// gradient of q, k and every parameter), max |a - b| / max |ctrec| < 1e-3 as for torch.
+bool verify_flat() {
+    bool ok = true;
+    auto& d = data();
+    auto cmp = [&](const std::string& what, const std::vector<float>& a, const std::vector<float>& ref) {
+        double mx = a.size() == ref.size() ? 0 : INFINITY, scale = 1e-30;
+        for (std::size_t i = 0; i < std::min(a.size(), ref.size()); ++i)
+            mx = std::max(mx, double(std::abs(a[i] - ref[i]))), scale = std::max(scale, double(std::abs(ref[i])));
+        std::fprintf(stderr, "W6 check %-36s max |flat - ctrec| / max |ctrec| = %.2e\n", what.c_str(), mx / scale);
+        ok = ok && mx / scale < 1e-3;
+    };
+    for (std::size_t B : {std::size_t(1), kGradB, std::size_t(1024)}) {
+        std::vector<float> yc(B * U), yf(B * U);
+        auto ws = std::make_unique<Fwd::workspace>();
+        auto wsf = std::make_unique<FFwd::workspace>();
+        Fwd::io io;
+        FFwd::io iof;
+        io.input<"q">(d.Q.data()).input<"k">(d.K.data()).output<0>(yc.data());
+        iof.input<"q">(d.Q.data()).input<"k">(d.K.data()).output<0>(yf.data());
+        Fwd::run(d.p, *ws, B, io);
+        FFwd::run(d.pf, *wsf, B, iof);
+        cmp("fwd output (B=" + std::to_string(B) + ")", yf, yc);
+    }
+    auto g = grad_io(kGradB);
+    auto gf = grad_io<FGrad>(kGradB);
+    auto ws = std::make_unique<Grad::workspace>();
+    auto wsf = std::make_unique<FGrad::workspace>();
+    Grad::run(d.pg, *ws, kGradB, g.io);
+    FGrad::run(d.pfg, *wsf, kGradB, gf.io);
+    cmp("grad output", gf.outs[0], g.outs[0]);
+    cmp("grad d q", gf.outs[FGrad::grad<"q">], g.outs[Grad::grad<"q">]);
+    cmp("grad d k", gf.outs[FGrad::grad<"k">], g.outs[Grad::grad<"k">]);
+    cmp("grad d gru_cell/kernel", gf.outs[FGrad::grad<"dien/gru_cell/kernel">], g.outs[Grad::grad<"dien/gru_cell/kernel">]);
+    cmp("grad d gru_cell/recurrent_kernel", gf.outs[FGrad::grad<"dien/gru_cell/recurrent_kernel">],
+        g.outs[Grad::grad<"dien/gru_cell/recurrent_kernel">]);
+    cmp("grad d gru_cell/bias", gf.outs[FGrad::grad<"dien/gru_cell/bias">], g.outs[Grad::grad<"dien/gru_cell/bias">]);
+    cmp("grad d attention_weight", gf.outs[FGrad::grad<"dien/attention_weight">], g.outs[Grad::grad<"dien/attention_weight">]);
+    cmp("grad d augru_cell/gates/kernel", gf.outs[FGrad::grad<"dien/augru_cell/gates/kernel">],
+        g.outs[Grad::grad<"dien/augru_cell/gates/kernel">]);
+    cmp("grad d augru_cell/gates/bias", gf.outs[FGrad::grad<"dien/augru_cell/gates/bias">],
+        g.outs[Grad::grad<"dien/augru_cell/gates/bias">]);
+    cmp("grad d augru_cell/candidate/kernel", gf.outs[FGrad::grad<"dien/augru_cell/candidate/kernel">],
+        g.outs[Grad::grad<"dien/augru_cell/candidate/kernel">]);
+    cmp("grad d augru_cell/candidate/bias", gf.outs[FGrad::grad<"dien/augru_cell/candidate/bias">],
+        g.outs[Grad::grad<"dien/augru_cell/candidate/bias">]);
+    return ok;
+}
+
 // Once: both implementations agree (outputs, the gradient of k and of the recurrent kernel).
 bool verify() {
     bool ok = true;
@@ -210,7 +307,9 @@ bool verify() {
 } // namespace
 
 BENCHMARK(ctrec_fwd)->Name("W6/fwd/ctrec")->Arg(1)->Arg(64)->Arg(1024)->UseManualTime();
+BENCHMARK(flat_fwd)->Name("W6/fwd/flat")->Arg(1)->Arg(64)->Arg(1024)->UseManualTime();
 BENCHMARK(ctrec_fwdbwd)->Name("W6/fwdbwd/ctrec/64")->UseManualTime();
+BENCHMARK(flat_fwdbwd)->Name("W6/fwdbwd/flat/64")->UseManualTime();
 #if defined(CTREC_BENCH_HAVE_TORCH)
 BENCHMARK(torch_fwd)->Name("W6/fwd/torch")->Arg(1)->Arg(64)->Arg(1024)->UseManualTime();
 BENCHMARK(torch_fwdbwd)->Name("W6/fwdbwd/torch/64")->UseManualTime();
@@ -226,6 +325,10 @@ int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     std::fprintf(stderr, "W6 DIEN (T %zu, E %zu, U %zu, AUGRU): FP32 peak %.1f GFLOP/s\n", T, E, U, g_peak / 1e9);
+    if (!verify_flat()) {
+        std::fprintf(stderr, "W6: flat and ctrec disagree\n");
+        return 1;
+    }
     if (!verify()) {
         std::fprintf(stderr, "W6: ctrec and LibTorch disagree\n");
         return 1;
