@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/flat/layers.hpp"
+#include "ctrec/ctrec.hpp"
 #include "ctrec/layers/mlp.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -61,15 +61,15 @@ constexpr auto y_wn = sigmoid(tower_wn.out);
 
 // The same model on the graph-as-data core (include/ctrec/flat): impl "flat".
 namespace w1f {
-namespace f = ctrec::flat;
+namespace f = ctrec;
 constexpr auto x = f::input<"x", 256>;
 constexpr auto tower = f::layers::mlp<"mlp", w1::cfg, ctrec::layers::mode::predict>(x);
 constexpr auto y = f::sigmoid(tower.out());
 }  // namespace w1f
 
-using FM = ctrec::flat::program<float, w1f::y>;
-using FG = ctrec::flat::grad_program<float, w1f::y>;
-using FJ = ctrec::flat::jvp_program<float, w1f::y>;
+using FM = ctrec::program<float, w1f::y>;
+using FG = ctrec::grad_program<float, w1f::y>;
+using FJ = ctrec::jvp_program<float, w1f::y>;
 using M = ctrec::program<float, decltype(w1::y)>;
 using MWN = ctrec::program<float, decltype(w1::y_wn)>;
 using G = ctrec::grad_program<float, decltype(w1::y)>;

@@ -49,8 +49,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/flat.hpp"
-#include "ctrec/flat/layers/cin.hpp"
+#include "ctrec/core.hpp"
+#include "ctrec/layers/cin.hpp"
 #include "ctrec/layers/cin.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -77,12 +77,12 @@ constexpr auto r = layers::cin<"cin", layers::cin_config<2>{.hidden_uints = {128
 
 // The same layer on the graph-as-data core (include/ctrec/flat): impl "flat".
 namespace w2f {
-namespace f = ctrec::flat;
+namespace f = ctrec;
 constexpr auto r = f::layers::cin<"cin", ctrec::layers::cin_config<2>{.hidden_uints = {128, 128}}>(f::input<"x", N, K>);
 constexpr auto out = r.out();
 }  // namespace w2f
-using FM = ctrec::flat::program<float, w2f::out>;
-using FG = ctrec::flat::grad_program<float, w2f::out>;
+using FM = ctrec::program<float, w2f::out>;
+using FG = ctrec::grad_program<float, w2f::out>;
 
 using M = ctrec::program<float, decltype(w2::r.out)>;
 using G = ctrec::grad_program<float, decltype(w2::r.out)>;

@@ -36,8 +36,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/flat.hpp"
-#include "ctrec/flat/layers/autoint.hpp"
+#include "ctrec/core.hpp"
+#include "ctrec/layers/autoint.hpp"
 #include "ctrec/layers/autoint.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -63,12 +63,12 @@ constexpr auto r = layers::autoint<"auto_int", {.layer_num = L}>(x);
 
 // The same layer on the graph-as-data core (include/ctrec/flat): impl "flat".
 namespace w3f {
-namespace f = ctrec::flat;
+namespace f = ctrec;
 constexpr auto r = f::layers::autoint<"auto_int", {.layer_num = L}>(f::input<"x", N, K>);
 constexpr auto out = r.out();
 }  // namespace w3f
-using FM = ctrec::flat::program<float, w3f::out>;
-using FG = ctrec::flat::grad_program<float, w3f::out>;
+using FM = ctrec::program<float, w3f::out>;
+using FG = ctrec::grad_program<float, w3f::out>;
 
 using M = ctrec::program<float, decltype(w3::r.out)>;
 using G = ctrec::grad_program<float, decltype(w3::r.out)>;

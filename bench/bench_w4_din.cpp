@@ -51,8 +51,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/flat.hpp"
-#include "ctrec/flat/layers/din.hpp"
+#include "ctrec/core.hpp"
+#include "ctrec/layers/din.hpp"
 #include "ctrec/layers/mlp.hpp"
 #if __has_include("ctrec/layers/din.hpp")
 #include "ctrec/layers/din.hpp"
@@ -99,13 +99,13 @@ constexpr const char* form = "literal DSL: concat -> layers::mlp (no weight norm
 // The DIN layer on the graph-as-data core (include/ctrec/flat): impl "flat". No concat-split
 // rewrite there yet: the (T, 4H) row goes through the first GEMM as written.
 namespace w4f {
-namespace f = ctrec::flat;
+namespace f = ctrec;
 constexpr ctrec::layers::din_config<3> cfg{.hidden_units = {80, 40, 1}, .activation = ctrec::layers::act_relu, .use_weight_norm = false};
 constexpr auto r = f::layers::din<"din", cfg>(f::input<"q", H>, f::input<"k", T, H>);
 constexpr auto out = r.out();
 }  // namespace w4f
-using FM = ctrec::flat::program<float, w4f::out>;
-using FG = ctrec::flat::grad_program<float, w4f::out>;
+using FM = ctrec::program<float, w4f::out>;
+using FG = ctrec::grad_program<float, w4f::out>;
 
 using M = ctrec::program<float, decltype(w4::out)>;
 using G = ctrec::grad_program<float, decltype(w4::out)>;

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/flat.hpp"
-#include "ctrec/flat/layers/dcn.hpp"
+#include "ctrec/core.hpp"
+#include "ctrec/layers/dcn.hpp"
 #include "ctrec/layers/dcn.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -51,15 +51,15 @@ constexpr auto net = layers::dcn<"dcn", layers::dcn_config{.type = layers::dcn_t
 
 // The same model on the graph-as-data core (include/ctrec/flat): impl "flat".
 namespace w5f {
-namespace f = ctrec::flat;
+namespace f = ctrec;
 constexpr auto x = f::input<"x", D>;
 constexpr auto net = f::layers::dcn<"dcn", ctrec::layers::dcn_config{.type = ctrec::layers::dcn_type::matrix, .layer_num = L},
                                     ctrec::layers::mode::predict>(x);
 constexpr auto y = net.out();
 }  // namespace w5f
-using FM = ctrec::flat::program<float, w5f::y>;
-using FG = ctrec::flat::grad_program<float, w5f::y>;
-using FJ = ctrec::flat::jvp_program<float, w5f::y>;
+using FM = ctrec::program<float, w5f::y>;
+using FG = ctrec::grad_program<float, w5f::y>;
+using FJ = ctrec::jvp_program<float, w5f::y>;
 
 using M = ctrec::program<float, decltype(w5::net.out)>;
 using G = ctrec::grad_program<float, decltype(w5::net.out)>;

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/flat.hpp"
-#include "ctrec/flat/layers/dien.hpp"
+#include "ctrec/core.hpp"
+#include "ctrec/layers/dien.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
 #include <ATen/Parallel.h>
@@ -49,13 +49,13 @@ using Grad = ctrec::grad_program<float, Out>;
 
 // The same layer on the graph-as-data core (include/ctrec/flat): impl "flat".
 namespace w6f {
-namespace f = ctrec::flat;
+namespace f = ctrec;
 constexpr auto r = f::layers::dien<"dien", {.num_units = U, .att_type = ctrec::layers::agru_att::augru}>(f::input<"q", U>,
                                                                                                        f::input<"k", T, E>);
 constexpr auto out = r.out();
 }  // namespace w6f
-using FFwd = ctrec::flat::program<float, w6f::out>;
-using FGrad = ctrec::flat::grad_program<float, w6f::out>;
+using FFwd = ctrec::program<float, w6f::out>;
+using FGrad = ctrec::grad_program<float, w6f::out>;
 constexpr double kFlopFwd = double(T) * (6.0 * E * U + 18.0 * U * U) + 2.0 * U * U + 2.0 * T * U;
 constexpr double kFlopFwdBwd = 3 * kFlopFwd;
 

@@ -1,6 +1,6 @@
-// ctrec demo: a small CTR model built from Monolith layers (an MLP with weight norm and
-// an L2 penalty), trained with SGD through its own generated gradients, then scored from
-// prepared, read-only parameters. (tests/test_mlp_bn.cpp trains one with BatchNorm.)
+// ctrec demo: a small CTR model built from Monolith layers (an MLP with weight norm and an L2
+// penalty), trained with SGD through its own generated gradients, then scored from prepared,
+// read-only parameters. (tests/test_layers.cpp trains one with BatchNorm.)
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,17 +14,19 @@ using layers::mode;
 
 constexpr std::size_t F = 16;
 constexpr auto x = input<"x", F>;
-constexpr auto label = input<"label", 1>;
+constexpr auto clicks = input<"label", 1>;
 constexpr layers::mlp_config<3> tower{.output_dims = {32, 16, 1}, .kernel_regularizer = reg::L2{1e-4}};
 // the same definition in both modes (they differ once BatchNorm is enabled)
 constexpr auto train_net = layers::mlp<"tower", tower, mode::train>(x);
 constexpr auto score_net = layers::mlp<"tower", tower, mode::predict>(x);
-// mean binary cross-entropy on logits, softplus(z) - y z, plus the L2 penalties
-constexpr auto loss = batch_mean(act::softplus(train_net.out) - label * train_net.out) + train_net.penalty;
-constexpr auto score = sigmoid(score_net.out);
+// mean binary cross-entropy on the logits z, max(z, 0) - y z + log(1 + exp(-|z|)), plus the L2
+// penalties
+constexpr auto z = train_net.out();
+constexpr auto loss = batch_mean(maximum(z, constant(0.0)) - clicks * z + log1p(exp(-abs(z)))) + train_net.penalty();
+constexpr auto score = sigmoid(score_net.out());
 
-using Train = train_program<float, decltype(loss), decltype(train_net)::updates>;
-using Score = program<float, decltype(score)>;
+using Train = train_program<float, loss, train_net>;
+using Score = program<float, score>;
 
 int main() {
     std::mt19937 rng(42);
@@ -33,16 +35,16 @@ int main() {
     const std::size_t N = 4096;
     std::vector<float> xs(N * F), ys(N);
     for (std::size_t n = 0; n < N; ++n) {
-        float z = -0.5f;
+        float t = -0.5f;
         for (std::size_t f = 0; f < F; ++f) {
             xs[n * F + f] = normal(rng);
-            z += (f % 3 == 0 ? 0.8f : -0.3f) * xs[n * F + f] + 0.2f * xs[n * F + f] * xs[n * F + (f + 1) % F];
+            t += (f % 3 == 0 ? 0.8f : -0.3f) * xs[n * F + f] + 0.2f * xs[n * F + f] * xs[n * F + (f + 1) % F];
         }
-        ys[n] = std::uniform_real_distribution<float>(0, 1)(rng) < 1 / (1 + std::exp(-z)) ? 1.f : 0.f;
+        ys[n] = std::uniform_real_distribution<float>(0, 1)(rng) < 1 / (1 + std::exp(-t)) ? 1.f : 0.f;
     }
 
     Train::parameters p;
-    layers::initialize<decltype(train_net)::inits>(p, 7);  // Glorot kernels, their column norms, zero biases
+    layers::initialize<train_net>(p, 7);  // Glorot kernels, their column norms, zero biases
     Train::workspace ws;
     Train::gradients g;
     const std::size_t B = 256;
@@ -60,7 +62,7 @@ int main() {
     // Score with the trained weights: parameters move by name into the scoring program,
     // prepare() folds the weight norms once, and the const parameters can be shared by threads.
     Score::parameters sp;
-    train::copy_parameters(p, sp);
+    copy_parameters(p, sp);
     sp.prepare();
     const Score::parameters& weights = sp;
     Score::workspace sws;

@@ -20,17 +20,16 @@ constexpr std::size_t T = 50, H = 32;
 constexpr layers::din_config<3> din_cfg{.hidden_units = {80, 40, 1}, .activation = layers::act_relu};
 
 // The model, for any kind of user input (shared or per-example).
-template <class K, class Mask>
-constexpr auto model(K k, Mask mask) {
-    constexpr auto q = input<"candidate", H>;
-    constexpr auto din = layers::din<"din", din_cfg>(q, k, mask);
-    constexpr auto dmr = layers::dmr_u2i<"dmr", {.cmp_dim = 16}>(q, k);
-    return sigmoid(sum<0>(din.out * q) + sum<0>(dmr.out));
+constexpr expr user_model(const expr& k, const expr& mask) {
+    const expr q = input<"candidate", H>;
+    const expr din = layers::din<"din", din_cfg>(q, k, mask).out();
+    const expr dmr = layers::dmr_u2i<"dmr", layers::dmr_u2i_config{.cmp_dim = 16}>(q, k).out();
+    return sigmoid(sum(din * q, {0}) + sum(dmr, {0}));
 }
-constexpr auto shared_score = model(shared_input<"behaviours", T, H>, shared_input<"mask", T>);
-constexpr auto repeated_score = model(input<"behaviours", T, H>, input<"mask", T>);
-using Shared = program<float, decltype(shared_score)>;
-using Repeated = program<float, decltype(repeated_score)>;
+constexpr auto shared_score = user_model(shared_input<"behaviours", T, H>, shared_input<"mask", T>);
+constexpr auto repeated_score = user_model(input<"behaviours", T, H>, input<"mask", T>);
+using Shared = program<float, shared_score>;
+using Repeated = program<float, repeated_score>;
 
 template <class M>
 void fill_parameters(typename M::parameters& p) {

@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "ctrec/layers/initializers.hpp"
+#include "ctrec/layers/layer.hpp"
 #include "ctrec/layers/regularizers.hpp"
-#include "support.hpp"
+#include "support.hpp"  // the core's test support (leaf values, runs, derivative checks)
 
 using namespace ctrec;
 
@@ -542,23 +543,41 @@ TEST_CASE("total: one penalty for the model, with gradients") {
     CHECK(reg::total<double>({}) == 0.0);
 }
 
+namespace {
+// The penalty a layer adds for regularizer r on a (3, 4) variable "w" (layers/layer.hpp).
+constexpr expr penalty_of(layers::regularizer r) {
+    layers::result m;
+    val w = make_param(m.g, "w", make_dims<3, 4>());
+    layers::add_penalty(m, r, w);
+    return m.penalty();
+}
+constexpr auto pen_l2 = penalty_of({0.0, 0.01});
+constexpr auto pen_l1 = penalty_of({0.3, 0.0});
+constexpr auto pen_l1l2 = penalty_of({0.3, 0.02});
+constexpr auto pen_none = penalty_of({0.0, 0.0});
+constexpr auto x_in = input<"x", 1>;
+constexpr auto x_pen = x_in * pen_l1l2;
+constexpr auto x_pen_l2 = x_in * penalty_of({0.0, 0.5});
+} // namespace
+
 TEST_CASE("DSL forms: value and reverse-mode gradient") {
-    constexpr auto W = param<"w", 3, 4>;
-    constexpr auto x = input<"x", 1>;
     auto w = [](std::size_t i) { return test::leaf_value("w", i); };
     double sa = 0, sq = 0;
     for (std::size_t i = 0; i < 12; ++i) sa += std::abs(w(i)), sq += w(i) * w(i);
-
-    using E2 = std::remove_cvref_t<decltype(reg::l2_expr(W))>;
-    using E1 = std::remove_cvref_t<decltype(reg::l1_expr<0.3>(W))>;
-    using E12 = std::remove_cvref_t<decltype(reg::l1_l2_expr<0.3, 0.02>(W))>;
-    CHECK(test::run<double, E2>(1)[0] == doctest::Approx(0.01 * sq).epsilon(1e-14));
-    CHECK(test::run<double, E1>(1)[0] == doctest::Approx(0.3 * sa).epsilon(1e-14));
-    CHECK(test::run<double, E12>(1)[0] == doctest::Approx(0.3 * sa + 0.02 * sq).epsilon(1e-14));
-    static_assert(std::is_same_v<std::remove_cvref_t<decltype(reg::l1_l2_expr<0.0, 0.01>(W))>, E2>);
+    auto value = []<class P>(P*) {
+        test::leaves L;
+        return test::run<P>(L, 1)[0][0];
+    };
+    CHECK(value(static_cast<program<double, pen_l2>*>(nullptr)) == doctest::Approx(0.01 * sq).epsilon(1e-14));
+    CHECK(value(static_cast<program<double, pen_l1>*>(nullptr)) == doctest::Approx(0.3 * sa).epsilon(1e-14));
+    CHECK(value(static_cast<program<double, pen_l1l2>*>(nullptr)) == doctest::Approx(0.3 * sa + 0.02 * sq).epsilon(1e-14));
+    // a zero coefficient adds no term; no regularizer is the constant 0 (as TF returns)
+    CHECK(pen_l2.g.n < pen_l1l2.g.n);
+    CHECK(pen_none.rec().op == opcode::constant);
+    CHECK(pen_none.rec().value == 0.0);
 
     // gradient: a per-example root x * penalty with x = 1, batch 1, cotangent 1
-    using G = grad_program<double, std::remove_cvref_t<decltype(x * reg::l1_l2_expr<0.3, 0.02>(W))>>;
+    using G = grad_program<double, x_pen>;
     typename G::parameters p;
     typename G::workspace ws;
     auto pw = p.template get<"w">();
@@ -578,5 +597,5 @@ TEST_CASE("DSL forms: value and reverse-mode gradient") {
     std::vector<double> wv(pw.begin(), pw.end()), g(12, 0.0);
     reg::L1L2{0.3, 0.02}.add_gradient(std::span<const double>(wv), std::span{g});
     CHECK(max_abs_diff(g, dw) < 1e-14);
-    test::check_ad<std::remove_cvref_t<decltype(x * reg::l2_expr<0.5>(W))>>();
+    test::check_derivatives<grad_program<double, x_pen_l2>, jvp_program<double, x_pen_l2>>(3);
 }

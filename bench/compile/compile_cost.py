@@ -16,24 +16,17 @@ MODELS = os.path.join(ROOT, "bench", "compile", "models")
 
 # name -> (model file, x-axis label, [(size, {macro: value})])
 SERIES = {
-    "type_dcn_train":      ("type_dcn_train.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false"}) for n in range(1, 7)]),
-    "type_dcn_train_kn":   ("type_dcn_train.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "true"}) for n in range(1, 7)]),
-    "type_mlp_bn_train":   ("type_mlp_bn_train.cpp", "layers", [(n, {"DEPTH": n}) for n in (2, 4, 6, 8, 10, 12)]),
-    "type_din":            ("type_din.cpp", "model", [(1, {})]),
-    "type_dien":           ("type_dien.cpp", "model", [(1, {})]),
-    "type_realistic_score": ("type_realistic.cpp", "model", [(1, {"TRAIN": 0})]),
-    "type_realistic_train": ("type_realistic.cpp", "model", [(1, {"TRAIN": 1})]),
     # the graph-as-data core (include/ctrec/flat): DCN-like chains, x used three times a layer
-    "flat_dcn_fwd":        ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 0}) for n in (1, 3, 6, 12, 24)]),
-    "flat_dcn_train":      ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in range(1, 7)] +
+    "flat_dcn_fwd":        ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 0}) for n in (1, 3, 6, 12, 24)]),
+    "flat_dcn_train":      ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in range(1, 7)] +
                                                             [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in (12, 24)]),
-    "flat_dcn_train_kn":   ("flat_dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "true", "GRAD": 1}) for n in range(1, 7)]),
+    "flat_dcn_train_kn":   ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "true", "GRAD": 1}) for n in range(1, 7)]),
     # the layers on the flat core (include/ctrec/flat/layers)
-    "flat_mlp_bn_train":   ("flat_mlp_bn_train.cpp", "layers", [(n, {"DEPTH": n}) for n in (2, 4, 6, 8, 10, 12)]),
-    "flat_din":            ("flat_din.cpp", "model", [(1, {})]),
-    "flat_dien":           ("flat_dien.cpp", "model", [(1, {"TRAIN": 0}), (2, {"TRAIN": 1})]),
-    "flat_realistic_score": ("flat_realistic.cpp", "model", [(1, {"TRAIN": 0})]),
-    "flat_realistic_train": ("flat_realistic.cpp", "model", [(1, {"TRAIN": 1})]),
+    "flat_mlp_bn_train":   ("mlp_bn_train.cpp", "layers", [(n, {"DEPTH": n}) for n in (2, 4, 6, 8, 10, 12)]),
+    "flat_din":            ("din.cpp", "model", [(1, {})]),
+    "flat_dien":           ("dien.cpp", "model", [(1, {"TRAIN": 0}), (2, {"TRAIN": 1})]),
+    "flat_realistic_score": ("realistic.cpp", "model", [(1, {"TRAIN": 0})]),
+    "flat_realistic_train": ("realistic.cpp", "model", [(1, {"TRAIN": 1})]),
 }
 
 

@@ -1,623 +1,516 @@
 #pragma once
-// CPU executor: runs a plan (core/plan.hpp) over a batch, tile by tile.
-// Each step is one loop nest: a fused elementwise tree evaluated in SIMD runs,
-// a GEMM (optionally with that tree as its epilogue), a reduction with its
-// operand tree fused in, or a data-movement loop. Nothing here allocates.
+// CPU backend of the graph-as-data core (include/ctrec/flat): runs a program's plan tile by tile.
+// Step code is instantiated per (program, step index): `exec<P>::step<I>`, a short symbol whatever
+// the model's size, and each step reads its node record from the program's constexpr table. A
+// pass runs the exact list of its steps (a constexpr array), not a filter over every node.
+// Each step is one loop nest: an elementwise loop (SIMD where every operand is contiguous or a
+// scalar), a GEMM (cpu/gemm.hpp, via the same contraction lowering as the type core), a
+// reduction, a batch sum or a data movement. Nothing here allocates.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <string>
 #include <type_traits>
 
-#include "ctrec/core/error.hpp"
-#include "ctrec/core/plan.hpp"
-#include "cpu/attention.hpp"
+#include "ctrec/core/contract_plan.hpp"
+#include "ctrec/core/program.hpp"
 #include "cpu/gemm.hpp"
-#include "cpu/kr_gemm.hpp"
-#include "cpu/scan.hpp"
-#include "cpu/transpose.hpp"
 #include "cpu/simd.hpp"
 
 namespace ctrec::cpu {
 
-template <class T, class Plan>
-struct executor {
-    using nodes = typename Plan::nodes;
-    static constexpr const auto& D = Plan::data;
-    static constexpr std::size_t n = Plan::size;
+using ctrec::node;
+using ctrec::opcode;
+
+// The elementwise ops, for scalars and SIMD batches alike (vmath<V>).
+template <opcode Op, class V>
+inline V apply(V a, V b, V c) {
+    using M = vmath<V>;
+    if constexpr (Op == opcode::add) return a + b;
+    else if constexpr (Op == opcode::sub) return a - b;
+    else if constexpr (Op == opcode::mul) return a * b;
+    else if constexpr (Op == opcode::div) return a / b;
+    else if constexpr (Op == opcode::neg) return -a;
+    else if constexpr (Op == opcode::exp) return M::exp(a);
+    else if constexpr (Op == opcode::log) return M::log(a);
+    else if constexpr (Op == opcode::log1p) return M::log1p(a);
+    else if constexpr (Op == opcode::sqrt) return M::sqrt(a);
+    else if constexpr (Op == opcode::rsqrt) return M::splat(1.0) / M::sqrt(a);
+    else if constexpr (Op == opcode::tanh) return M::tanh(a);
+    else if constexpr (Op == opcode::sigmoid) return M::splat(1.0) / (M::splat(1.0) + M::exp(-a));
+    else if constexpr (Op == opcode::relu) return M::max(a, M::splat(0.0));
+    else if constexpr (Op == opcode::maximum) return M::max(a, b);
+    else if constexpr (Op == opcode::greater) return M::gt(a, b);
+    else if constexpr (Op == opcode::greater_equal) return M::ge(a, b);
+    else if constexpr (Op == opcode::where) return M::select(a, b, c);
+    else if constexpr (Op == opcode::minimum) return M::min(a, b);
+    else if constexpr (Op == opcode::abs) return M::abs(a);
+    else if constexpr (Op == opcode::erf) return M::erf(a);
+    else if constexpr (Op == opcode::batch_broadcast) return a;
+    else static_assert(Op == opcode::add, "ctrec internal: not an elementwise op");
+    (void)b, (void)c;
+}
+
+template <class P>
+struct exec {
+    using T = typename P::element_type;
     using V = simd_t<T>;
     static constexpr std::size_t W = V::size;
-
-    template <std::size_t I> using node_at = tl_at_t<I, nodes>;
-    template <class N> static constexpr std::size_t id = Plan::template id<N>;
+    static constexpr const auto& tab = P::tab;
+    static constexpr const auto& pl = P::pl;
+    static constexpr std::size_t N = P::size;
 
     struct context {
-        T* base[n ? n : 1];                     // element 0 of the node's value for example 0 of the tile
-        const std::int32_t* ibase[n ? n : 1];   // same, for index inputs
-        T* out[Plan::roots::size];              // caller's outputs (tile-relative for batched roots)
-        std::size_t nb = 0;                     // examples in this tile
-        double batch = 0;                       // examples in this call
-        bool first_tile = true;                 // batch-summed contractions overwrite instead of adding
-        std::uint64_t seed = 0;                 // io.seed: random streams
-        std::size_t example0 = 0;               // index of the tile's first example in the call
+        T* base[N ? N : 1] = {};  // element 0 of the node's value for example 0 of the tile
+        std::size_t nb = 0;       // examples in this tile
+        double batch = 0;         // examples in this call
+        bool first_tile = true;   // reducers overwrite instead of adding
+        std::size_t b0 = 0;       // index in the call of the tile's first example (random streams)
+        std::uint64_t seed = 0;   // io.seed
     };
 
-    template <class N>
+    template <std::uint32_t O>
     static T* ptr(const context& c, std::size_t b) {
-        return c.base[id<N>] + (N::batched ? b * N::shape.size() : 0);
+        constexpr node o = tab.nodes[O];
+        return c.base[O] + (o.batched ? b * o.shape.size() : 0);
     }
-
-    // ---- fused elementwise work -----------------------------------------------------------
-    // joined_t<S>: the elementwise nodes evaluated inside the loop of step S, in
-    // topological order (S itself last when it is a map). Each is computed once
-    // per element into a local array, so values shared inside the loop are not
-    // recomputed; everything else is loaded.
-    template <std::size_t S>
-    struct in_step {
-        template <class N>
-        struct pred : std::bool_constant<N::node_kind == kind::map && D.absorber[id<N>] == static_cast<int>(S) &&
-                                         (D.inlined[id<N>] || id<N> == S)> {};
-    };
-    template <std::size_t S> using joined_t = tl_filter_t<in_step<S>::template pred, nodes>;
-
-    // value<Vt, N, S>: a value the loop reads from outside: N at flat index i of example b,
-    // as a scalar (Vt = T) or W consecutive elements (Vt = V). S is a contraction
-    // whose value is `acc` (GEMM epilogue).
-    template <class Vt, class N, class S>
-    static Vt value(const context& c, std::size_t b, std::size_t i, const Vt& acc) {
-        if constexpr (std::is_same_v<N, S>) {
-            return acc;
-        } else if constexpr (N::node_kind == kind::constant) {
-            return vmath<Vt>::splat(N::value);
-        } else if constexpr (N::node_kind == kind::zero) {
-            return vmath<Vt>::splat(0.0);
-        } else if constexpr (N::node_kind == kind::batch_size) {
-            return vmath<Vt>::splat(c.batch);
-        } else if constexpr (N::node_kind == kind::random) {
-            const std::uint64_t e = c.example0 + b;
+    // Element k of operand O for example b (constants and the batch size have no buffer).
+    template <class Vt, std::uint32_t O>
+    static Vt read(const context& c, std::size_t b, std::size_t k) {
+        constexpr node o = tab.nodes[O];
+        if constexpr (o.op == opcode::constant) return vmath<Vt>::splat(o.value);
+        else if constexpr (o.op == opcode::batch_size) return vmath<Vt>::splat(c.batch);
+        else if constexpr (o.op == opcode::random) {
+            static constexpr std::uint64_t h = ctrec::stream_hash(tab.name_of(O));
             if constexpr (std::is_same_v<Vt, T>) {
-                return random_uniform_value<T>(c.seed, N::stream_hash, e, i);
+                return random_uniform_value<T>(c.seed, h, c.b0 + b, k);
             } else {
-                alignas(64) T lanes[W];
-                for (std::size_t l = 0; l < W; ++l) lanes[l] = random_uniform_value<T>(c.seed, N::stream_hash, e, i + l);
+                alignas(64) T lanes[Vt::size];
+                for (std::size_t l = 0; l < Vt::size; ++l) lanes[l] = random_uniform_value<T>(c.seed, h, c.b0 + b, k + l);
                 return Vt::load_aligned(lanes);
             }
-        } else if constexpr (D.alias[id<N>]) {
-            return value<Vt, tl_at_t<0, typename N::operands>, S>(c, b, i, acc);
-        } else {
-            static_assert(!D.inlined[id<N>], "ctrec internal: a joined node is read outside its loop");
-            const T* p = ptr<N>(c, b) + i;
-            if constexpr (std::is_same_v<Vt, T>) return *p;
-            else return Vt::load_unaligned(p);
         }
+        else if constexpr (std::is_same_v<Vt, T>) return ptr<O>(c, b)[k];
+        else return Vt::load_unaligned(ptr<O>(c, b) + k);
     }
 
-    // Operand O of joined node N: from the loop's array, or read (broadcast as needed).
-    template <class Vt, class O, class N, class L, class S>
+    // ---- fused elementwise work ------------------------------------------------------------------
+    // The nodes evaluated inside each step's loop (the plan's inlined elementwise nodes, and the
+    // step itself when it is elementwise), in topological order: loops.ids[first[S] .. first[S+1]).
+    struct loop_table {
+        std::uint32_t first[N + 1]{};
+        std::uint32_t ids[N ? N : 1]{};
+    };
+    static constexpr bool in_loop(std::size_t i) {
+        return ctrec::is_elementwise(tab.nodes[i].op) && (pl.inlined[i] || pl.step[i]);
+    }
+    static constexpr loop_table loops = [] {
+        loop_table t{};
+        for (std::size_t i = 0; i < N; ++i)
+            if (in_loop(i)) ++t.first[pl.absorber[i] + 1];
+        for (std::size_t i = 0; i < N; ++i) t.first[i + 1] += t.first[i];
+        std::uint32_t fill[N ? N : 1]{};
+        for (std::size_t i = 0; i < N; ++i)
+            if (in_loop(i)) {
+                const std::size_t s = static_cast<std::size_t>(pl.absorber[i]);
+                t.ids[t.first[s] + fill[s]++] = static_cast<std::uint32_t>(i);
+            }
+        return t;
+    }();
+    // Position of node O in step S's loop, or -1.
+    template <std::uint32_t S>
+    static constexpr int loop_pos(std::uint32_t o) {
+        for (std::uint32_t k = loops.first[S]; k < loops.first[S + 1]; ++k)
+            if (loops.ids[k] == o) return static_cast<int>(k - loops.first[S]);
+        return -1;
+    }
+
+    // Operand J of loop node I in step S at flat index i: from the loop's values v, the GEMM
+    // result `acc` when it is the epilogue's contraction C, or read (broadcast as needed).
+    template <class Vt, std::uint32_t I, std::uint32_t J, std::uint32_t S, int C>
     static Vt operand(const context& c, std::size_t b, std::size_t i, const Vt& acc, const Vt* v) {
-        if constexpr (tl_contains_v<O, L>) {
-            return v[tl_index_v<O, L>];  // same shape as N by construction
+        constexpr node r = tab.nodes[I];
+        if constexpr (J >= r.nops) {
+            return Vt(T(0));
         } else {
-            constexpr dims os = O::shape, ns = N::shape;
-            const std::size_t j = bcast_index<os, ns>(i);
-            if constexpr (!std::is_same_v<Vt, T> && bcast_constant(os, ns)) return Vt(value<T, O, void>(c, b, j, T(0)));
-            else return value<Vt, O, S>(c, b, j, acc);
+            constexpr std::uint32_t O = tab.operand(I, J);
+            constexpr int k = loop_pos<S>(O);
+            constexpr node o = tab.nodes[O];
+            if constexpr (k >= 0) return v[k];  // same shape as I by construction
+            else if constexpr (static_cast<int>(O) == C) return acc;
+            else if constexpr (!std::is_same_v<Vt, T> && bcast_constant(o.shape, r.shape))
+                return Vt(read<T, O>(c, b, bcast_index<o.shape, r.shape>(i)));
+            else return read<Vt, O>(c, b, bcast_index<o.shape, r.shape>(i));
         }
     }
-
-    // Plain function templates, not nested generic lambdas: GCC 12.2 at -O3 with
-    // AVX-512 miscompiled the lambda form of this loop body (wrong per-example
-    // offsets in a fused gradient loop; test_structure's l2_normalize case).
-    template <class Vt, class N, class L, class S, class... O>
-    static Vt eval_node(const context& c, std::size_t b, std::size_t i, const Vt& acc, const Vt* v, tlist<O...>) {
-        return N::op::apply(operand<Vt, O, N, L, S>(c, b, i, acc, v)...);
+    // Plain function templates, not generic lambdas: GCC 12.2 at -O3 with AVX-512 miscompiled the
+    // lambda form of such a loop body in the type core's executor.
+    template <class Vt, std::uint32_t I, std::uint32_t S, int C>
+    static Vt eval_node(const context& c, std::size_t b, std::size_t i, const Vt& acc, const Vt* v) {
+        return apply<tab.nodes[I].op, Vt>(operand<Vt, I, 0, S, C>(c, b, i, acc, v), operand<Vt, I, 1, S, C>(c, b, i, acc, v),
+                                          operand<Vt, I, 2, S, C>(c, b, i, acc, v));
     }
-    template <class Vt, class L, class S, std::size_t... K>
+    template <class Vt, std::uint32_t S, int C, std::size_t... K>
     static void eval_all(const context& c, std::size_t b, std::size_t i, const Vt& acc, Vt* v, std::index_sequence<K...>) {
-        ((v[K] = eval_node<Vt, tl_at_t<K, L>, L, S>(c, b, i, acc, v, typename tl_at_t<K, L>::operands{})), ...);
+        ((v[K] = eval_node<Vt, loops.ids[loops.first[S] + K], S, C>(c, b, i, acc, v)), ...);
     }
-    // Evaluates the joined nodes of step Step at (b, i); returns the last one.
-    template <class Vt, std::size_t Step, class S = void>
+    // Every node of step S's loop at (b, i), each once; returns the last (the loop's result).
+    template <class Vt, std::uint32_t S, int C = -1>
     static Vt joined(const context& c, std::size_t b, std::size_t i, const Vt& acc = Vt(T(0))) {
-        using L = joined_t<Step>;
-        Vt v[L::size];
-        eval_all<Vt, L, S>(c, b, i, acc, v, std::make_index_sequence<L::size>{});
-        return v[L::size - 1];
+        constexpr std::size_t n = loops.first[S + 1] - loops.first[S];
+        Vt v[n];
+        eval_all<Vt, S, C>(c, b, i, acc, v, std::make_index_sequence<n>{});
+        return v[n - 1];
     }
-
-    // Run length over the loop's flat index inside which every value read from
-    // outside is contiguous or constant (SIMD steps stay inside runs).
-    template <class N, class L, class... O>
-    static constexpr std::size_t node_run(tlist<O...>) {
-        std::size_t r = N::shape.size();
-        ((r = tl_contains_v<O, L> ? r : std::min(r, bcast_run(O::shape, N::shape))), ...);
-        return r;
+    // Run length over the loop's flat index inside which every value read from outside is
+    // contiguous or constant (SIMD stays inside runs).
+    template <std::uint32_t S>
+    static constexpr std::size_t loop_run() {
+        std::size_t run = tab.nodes[S].shape.size();
+        for (std::uint32_t k = loops.first[S]; k < loops.first[S + 1]; ++k) {
+            const std::uint32_t n = loops.ids[k];
+            for (std::uint32_t j = 0; j < tab.nodes[n].nops; ++j) {
+                const std::uint32_t o = tab.operand(n, j);
+                if (loop_pos<S>(o) >= 0) continue;
+                run = std::min(run, bcast_run(tab.nodes[o].shape, tab.nodes[n].shape));
+            }
+        }
+        return run;
     }
-    template <class L, class... N>
-    static constexpr std::size_t list_run(tlist<N...>) {
-        std::size_t r = static_cast<std::size_t>(-1);
-        ((r = std::min(r, node_run<N, L>(typename N::operands{}))), ...);
-        return r;
-    }
-    template <std::size_t Step>
-    static constexpr std::size_t tree_run() {
-        return list_run<joined_t<Step>>(joined_t<Step>{});
-    }
-
-    // The operand A of reduction step Step: computed in the loop if joined, else loaded.
-    template <class Vt, std::size_t Step, class A>
+    // Operand A of reduction step S: computed in S's loop when inlined, else read.
+    template <class Vt, std::uint32_t S, std::uint32_t A>
     static Vt tree(const context& c, std::size_t b, std::size_t i) {
-        if constexpr (A::node_kind == kind::map && D.inlined[id<A>]) return joined<Vt, Step>(c, b, i);
-        else return value<Vt, A, void>(c, b, i, Vt(T(0)));
+        if constexpr (pl.inlined[A]) return joined<Vt, S>(c, b, i);
+        else return read<Vt, A>(c, b, i);
     }
-    template <std::size_t Step, class A>
-    static constexpr std::size_t operand_run() {
-        if constexpr (A::node_kind == kind::map && D.inlined[id<A>]) return tree_run<Step>();
-        else return A::shape.size();
+    template <std::uint32_t S, std::uint32_t A>
+    static constexpr std::size_t tree_run() {
+        if constexpr (pl.inlined[A]) return loop_run<S>();
+        else return tab.nodes[A].shape.size();
     }
 
-    // ---- steps ---------------------------------------------------------------------------
-    template <class N>
-    static std::size_t rows(const context& c) { return N::batched ? c.nb : 1; }
-
-    template <class N>
+    // An elementwise step. With a fused contraction C the GEMM writes the step's buffer and the
+    // loop then runs over it in place, reading C's value from there: one buffer and one pass
+    // less than unfused. (Not an in-register GEMM epilogue: that instantiates every GEMM kernel
+    // variant once per step, which tripled compile time; the GEMM kernels stay shared instead.)
+    template <std::uint32_t I>
     static void map_step(const context& c) {
-        constexpr int fc = D.fused_contraction[id<N>];
-        if constexpr (fc >= 0) {
-            using C = node_at<static_cast<std::size_t>(fc)>;
-            gemm_step<C>(c, ptr<N>(c, 0), epilogue<N, C>{c}, false);
-        } else {
-            constexpr std::size_t size = N::shape.size(), R = tree_run<id<N>>();
-            for (std::size_t b = 0; b < rows<N>(c); ++b) {
-                T* dst = ptr<N>(c, b);
-                for (std::size_t r0 = 0; r0 < size; r0 += R) {
-                    std::size_t j = 0;
-                    if constexpr (R >= W)
-                        for (; j + W <= R; j += W) joined<V, id<N>>(c, b, r0 + j).store_unaligned(dst + r0 + j);
-                    for (; j < R; ++j) {
-                        dst[r0 + j] = joined<T, id<N>>(c, b, r0 + j);
-                        // GCC 12.2 at -O3 with AVX-512 auto-vectorises this scalar tail across
-                        // examples wrongly (a fused where(x >= 1, w, 0) of 6 doubles gave wrong
-                        // rows for examples 2 and 3; tests/test_serving.cpp): an empty asm keeps
-                        // the tail scalar. The SIMD runs above are explicit and unaffected.
-                        asm volatile("" ::: "memory");
-                    }
-                }
-            }
-        }
-    }
-
-    // The elementwise tree rooted at N, applied to each GEMM result of contraction C.
-    template <class N, class C>
-    struct epilogue {
-        const context& c;
-        static constexpr contract_plan P = contract_plan_of<C>;
-        static constexpr std::size_t size = N::shape.size();
-        static constexpr bool identity = false;
-        static constexpr bool vector_ok =
-            P.n.sc == 1 && P.m.sc == static_cast<std::ptrdiff_t>(P.n.extent) && tree_run<id<N>>() % P.n.extent == 0;
-        template <class Vt>
-        Vt at(std::size_t m, std::size_t nn, Vt acc) const {
-            std::size_t flat = m * static_cast<std::size_t>(P.m.sc) + nn * static_cast<std::size_t>(P.n.sc);
-            return joined<Vt, id<N>, C>(c, flat / size, flat % size, acc);
-        }
-        V vec(std::size_t m, std::size_t nn, V acc) const { return at<V>(m, nn, acc); }
-        T scalar(std::size_t m, std::size_t nn, T acc) const { return at<T>(m, nn, acc); }
-    };
-
-    template <class C, class Epi = no_epilogue>
-    static void gemm_step(const context& c, T* dst, const Epi& epi = {}, bool accumulate = false) {
-        constexpr contract_plan P = contract_plan_of<C>;
-        using A = tl_at_t<0, typename C::operands>;
-        using B = tl_at_t<1, typename C::operands>;
-        const T* a = c.base[id<A>];
-        const T* b = c.base[id<B>];
-        if constexpr (P.swap) std::swap(a, b);
-        const std::size_t nb = c.nb;
-        auto ext = [nb](const gemm_dim& d) { return d.extent * (d.times_batch ? nb : 1); };
-        gemm_args g{ext(P.m), ext(P.n), ext(P.k), P.m.sa, P.k.sa, P.k.sb, P.n.sb, P.m.sc, P.n.sc};
-        if (g.M == 0 || g.N == 0) return;
-        // a sum over the batch starts on the first tile by overwriting (its buffer is not
-        // zeroed first: that would be one more pass over a possibly large gradient)
-        outer_loops<P, 0>(a, b, dst, g, epi, accumulate || (P.reduces_batch && !c.first_tile), nb);
-    }
-
-    template <contract_plan P, std::size_t L, class Epi>
-    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, const Epi& epi, bool acc,
-                            std::size_t nb) {
-        if constexpr (L == P.n_outer) {
-            gemm(a, b, dst, g, acc, epi);
-        } else {
-            constexpr gemm_dim d = P.outer[L];
-            const std::size_t e = d.extent * (d.times_batch ? nb : 1);
-            for (std::size_t t = 0; t < e; ++t) {
-                std::ptrdiff_t s = static_cast<std::ptrdiff_t>(t);
-                outer_loops<P, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, epi,
-                                      acc || (P.outer_is_k[L] && t > 0), nb);
-            }
-        }
-    }
-
-    // Size of the contiguous segment each output element reduces, when the
-    // reduced axes are a suffix of the operand's axes; 0 otherwise.
-    static constexpr std::size_t suffix_segment(dims as, unsigned mask) {
-        std::size_t k = 0, len = 1;
-        while (k < as.rank && (mask >> (as.rank - 1 - k) & 1u)) len *= as.d[as.rank - 1 - k], ++k;
-        return mask == (all_axes(as.rank) & ~all_axes(as.rank - k)) ? len : 0;
-    }
-
-    // Reduced axes forming one contiguous block of axes: outer x reduced x inner extents.
-    struct block_split {
-        bool ok = false;
-        std::size_t outer = 1, reduced = 1, inner = 1;
-    };
-    static constexpr block_split middle_block(dims as, unsigned mask) {
-        block_split r;
-        std::size_t first = as.rank, last = 0;
-        for (std::size_t ax = 0; ax < as.rank; ++ax)
-            if (mask >> ax & 1u) first = std::min(first, ax), last = ax;
-        if (first == as.rank) return r;
-        for (std::size_t ax = first; ax <= last; ++ax)
-            if (!(mask >> ax & 1u)) return r;
-        for (std::size_t ax = 0; ax < as.rank; ++ax)
-            (ax < first ? r.outer : ax <= last ? r.reduced : r.inner) *= as.d[ax];
-        r.ok = r.inner > 1;
-        return r;
-    }
-
-    template <class N>
-    static void reduce_step(const context& c) {
-        using A = tl_at_t<0, typename N::operands>;
-        constexpr bool is_max = std::is_same_v<typename N::op, reduce_max_op>;
-        constexpr T init = is_max ? -std::numeric_limits<T>::infinity() : T(0);
-        constexpr dims as = A::shape;
-        constexpr unsigned mask = N::mask;
-        // reduced axes form a suffix: each output element reduces a contiguous segment
-        constexpr std::size_t L = suffix_segment(as, mask);
-        auto combine = [](auto x, auto y) {
-            if constexpr (is_max) return vmath<decltype(x)>::max(x, y);
-            else return x + y;
-        };
-        for (std::size_t b = 0; b < rows<N>(c); ++b) {
-            T* dst = ptr<N>(c, b);
-            if constexpr (L != 0) {
-                constexpr std::size_t O = as.size() / L;
-                constexpr bool vec = L >= W && operand_run<id<N>, A>() % L == 0;
-                for (std::size_t o = 0; o < O; ++o) {
-                    T s = init;
-                    std::size_t j = 0;
-                    if constexpr (vec) {
-                        V va(init);
-                        for (; j + W <= L; j += W) va = combine(va, tree<V, id<N>, A>(c, b, o * L + j));
-                        alignas(64) T lanes[W];
-                        va.store_aligned(lanes);
-                        for (std::size_t l = 0; l < W; ++l) s = combine(s, lanes[l]);
-                    }
-                    for (; j < L; ++j) s = combine(s, tree<T, id<N>, A>(c, b, o * L + j));
-                    dst[o] = s;
-                }
-            } else if constexpr (constexpr block_split bs = middle_block(as, mask); bs.ok) {
-                // the reduced axes are one block between kept outer and inner axes (e.g. pooling
-                // over fields or over the embedding axis): whole inner rows combine, in SIMD
-                constexpr std::size_t I = bs.inner, Rr = bs.reduced, O = bs.outer;
-                constexpr bool vec = I >= W && operand_run<id<N>, A>() % I == 0;
-                for (std::size_t o = 0; o < O; ++o) {
-                    T* d = dst + o * I;
-                    std::size_t j = 0;
-                    if constexpr (vec)
-                        for (; j + W <= I; j += W) {
-                            V va(init);
-                            for (std::size_t r = 0; r < Rr; ++r) va = combine(va, tree<V, id<N>, A>(c, b, (o * Rr + r) * I + j));
-                            va.store_unaligned(d + j);
-                        }
-                    for (; j < I; ++j) {
-                        T t = init;
-                        for (std::size_t r = 0; r < Rr; ++r) t = combine(t, tree<T, id<N>, A>(c, b, (o * Rr + r) * I + j));
-                        d[j] = t;
-                    }
-                }
-            } else {
-                constexpr dims os = N::shape;
-                for (std::size_t o = 0; o < os.size(); ++o) dst[o] = init;
-                for (std::size_t i = 0; i < as.size(); ++i) {
-                    std::size_t o = 0, k = 0;
-                    for (std::size_t ax = 0; ax < as.rank; ++ax) {
-                        std::size_t coord = i / as.stride(ax) % as.d[ax];
-                        if (!(mask >> ax & 1u)) o += coord * os.stride(k++);
-                    }
-                    dst[o] = combine(dst[o], tree<T, id<N>, A>(c, b, i));
-                }
-            }
-        }
-    }
-
-    template <class N>
-    static void batch_sum_step(const context& c) {
-        using A = tl_at_t<0, typename N::operands>;
-        constexpr std::size_t size = N::shape.size(), R = operand_run<id<N>, A>();
-        T* dst = ptr<N>(c, 0);
-        for (std::size_t b = 0; b < c.nb; ++b)
+        constexpr node r = tab.nodes[I];
+        constexpr int fc = pl.fused_contraction[I];
+        if constexpr (fc >= 0) contract_into<static_cast<std::uint32_t>(fc)>(c, c.base[I]);
+        constexpr std::size_t size = r.shape.size(), R = loop_run<I>();
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b) {
+            T* dst = ptr<I>(c, b);
             for (std::size_t r0 = 0; r0 < size; r0 += R) {
                 std::size_t j = 0;
                 if constexpr (R >= W)
-                    for (; j + W <= R; j += W)
-                        (V::load_unaligned(dst + r0 + j) + tree<V, id<N>, A>(c, b, r0 + j)).store_unaligned(dst + r0 + j);
-                for (; j < R; ++j) dst[r0 + j] += tree<T, id<N>, A>(c, b, r0 + j);
-            }
-    }
-
-    // Data movement: out[o] = operand value at the mapped index (or 0).
-    template <class N>
-    static void movement_step(const context& c) {
-        using A = tl_at_t<0, typename N::operands>;
-        constexpr dims os = N::shape, as = A::shape;
-        for (std::size_t b = 0; b < rows<N>(c); ++b) {
-            T* dst = ptr<N>(c, b);
-            if constexpr (N::node_kind == kind::transpose && as.rank == 2) {
-                // dense matrix transpose (cpu/transpose.hpp) straight from the operand's
-                // buffer; an operand computed inside this loop goes element by element
-                constexpr std::size_t R = as.d[0], C = as.d[1];
-                constexpr bool direct = A::node_kind == kind::param || A::node_kind == kind::input ||
-                                        (D.step[id<A>] && !D.alias[id<A>]);
-                if constexpr (direct) {
-                    transpose(static_cast<const T*>(ptr<A>(c, b)), R, C, dst);
-                } else {
-                    for (std::size_t i = 0; i < R; ++i)
-                        for (std::size_t j = 0; j < C; ++j) dst[j * R + i] = value<T, A, void>(c, b, i * C + j, T(0));
+                    for (; j + W <= R; j += W) {
+                        const V acc = fc >= 0 ? V::load_unaligned(dst + r0 + j) : V(T(0));
+                        joined<V, I, fc>(c, b, r0 + j, acc).store_unaligned(dst + r0 + j);
+                    }
+                for (; j < R; ++j) {
+                    const T acc = fc >= 0 ? dst[r0 + j] : T(0);
+                    dst[r0 + j] = joined<T, I, fc>(c, b, r0 + j, acc);
+                    // GCC 12.2 -O3 with AVX-512 auto-vectorised such scalar tails across examples
+                    // wrongly in the type core's executor (tests/test_serving.cpp): keep it scalar
+                    asm volatile("" ::: "memory");
                 }
-            } else if constexpr (N::node_kind == kind::transpose) {
-                for (std::size_t o = 0; o < os.size(); ++o) {
-                    std::size_t i = 0;
-                    for (std::size_t ax = 0; ax < os.rank; ++ax)
-                        i += (o / os.stride(ax) % os.d[ax]) * as.stride(N::perm.d[ax]);
-                    dst[o] = value<T, A, void>(c, b, i, T(0));
-                }
-            } else if constexpr (N::node_kind == kind::slice || N::node_kind == kind::pad) {
-                constexpr std::size_t ax = N::axis;
-                constexpr std::size_t outer = os.size() / (os.d[ax] * os.stride(ax)), inner = os.stride(ax);
-                for (std::size_t u = 0; u < outer; ++u)
-                    for (std::size_t x = 0; x < os.d[ax]; ++x)
-                        for (std::size_t v = 0; v < inner; ++v) {
-                            T& d = dst[(u * os.d[ax] + x) * inner + v];
-                            if constexpr (N::node_kind == kind::slice) {
-                                d = value<T, A, void>(c, b, (u * as.d[ax] + x + N::begin) * inner + v, T(0));
-                            } else {
-                                bool in = x >= N::before && x < N::before + as.d[ax];
-                                d = in ? value<T, A, void>(c, b, (u * as.d[ax] + x - N::before) * inner + v, T(0)) : T(0);
-                            }
-                        }
-            } else if constexpr (N::node_kind == kind::concat) {
-                constexpr std::size_t ax = N::axis;
-                constexpr std::size_t outer = os.size() / (os.d[ax] * os.stride(ax)), inner = os.stride(ax);
-                std::size_t at = 0;
-                [&]<class... O>(tlist<O...>) {
-                    ((copy_part<O>(c, b, dst, outer, inner, os.d[ax], at), at += O::shape.d[ax]), ...);
-                }(typename N::operands{});
             }
         }
     }
-    template <class O>
-    static void copy_part(const context& c, std::size_t b, T* dst, std::size_t outer, std::size_t inner,
-                          std::size_t out_ax, std::size_t at) {
-        const std::size_t len = O::shape.size() / outer;  // elements of one outer slab of the operand
-        for (std::size_t u = 0; u < outer; ++u)
-            for (std::size_t j = 0; j < len; ++j)
-                dst[(u * out_ax + at) * inner + j] = value<T, O, void>(c, b, u * len + j, T(0));
-    }
 
-    // Khatri-Rao GEMMs (cpu/kr_gemm.hpp): every row of every example of the tile is one GEMM
-    // row (per-example operands are row-major and consecutive, so the rows merge).
-    template <class N>
-    static void kr_matmul_step(const context& c) {
-        using P = tl_at_t<0, typename N::operands>;
-        using Q = tl_at_t<1, typename N::operands>;
-        using Wt = tl_at_t<2, typename N::operands>;
-        kr_matmul(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
-                  static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
-                  static_cast<const T*>(c.base[id<Wt>]), N::swa, N::swb, N::swo, N::out_cols, ptr<N>(c, 0),
-                  static_cast<std::ptrdiff_t>(N::out_cols), false);
+    // ---- contraction --------------------------------------------------------------------------
+    template <std::uint32_t Cn>
+    static constexpr contract_plan plan_of() {
+        constexpr node r = tab.nodes[Cn];
+        constexpr node na = tab.nodes[tab.operand(Cn, 0)], nbn = tab.nodes[tab.operand(Cn, 1)];
+        static_assert(na.op != opcode::constant && nbn.op != opcode::constant && na.op != opcode::batch_size &&
+                          nbn.op != opcode::batch_size && na.op != opcode::random && nbn.op != opcode::random,
+                      "ctrec internal: a contraction operand must be stored");
+        return plan_contraction(r.spec, na.shape, nbn.shape, na.batched, nbn.batched, r.batched);
     }
-    template <class N>
-    static void kr_gram_step(const context& c) {
-        using P = tl_at_t<0, typename N::operands>;
-        using Q = tl_at_t<1, typename N::operands>;
-        using G = tl_at_t<2, typename N::operands>;
-        // accumulates over tiles: the buffer starts at zero (program::zero_reducers)
-        kr_gram(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
-                static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
-                static_cast<const T*>(c.base[id<G>]), static_cast<std::ptrdiff_t>(N::J), N::J, ptr<N>(c, 0), true);
+    template <std::uint32_t Cn, class Epi = no_epilogue>
+    static void contract_into(const context& c, T* dst, const Epi& epi = {}) {
+        constexpr contract_plan Pc = plan_of<Cn>();
+        const T* a = c.base[tab.operand(Cn, 0)];
+        const T* bp = c.base[tab.operand(Cn, 1)];
+        if constexpr (Pc.swap) std::swap(a, bp);
+        const std::size_t nb = c.nb;
+        auto ext = [nb](const gemm_dim& d) { return d.extent * (d.times_batch ? nb : 1); };
+        gemm_args g{ext(Pc.m), ext(Pc.n), ext(Pc.k), Pc.m.sa, Pc.k.sa, Pc.k.sb, Pc.n.sb, Pc.m.sc, Pc.n.sc};
+        if (g.M == 0 || g.N == 0) {
+            if (Pc.reduces_batch && c.first_tile) std::fill_n(dst, tab.nodes[Cn].shape.size(), T(0));  // empty batch
+            return;
+        }
+        outer_loops<Pc, 0>(a, bp, dst, g, epi, Pc.reduces_batch && !c.first_tile, nb);
     }
-
-    template <class N>
-    static void kr_matmul2_step(const context& c) {
-        using P = tl_at_t<0, typename N::operands>;
-        using Q = tl_at_t<1, typename N::operands>;
-        using P2 = tl_at_t<2, typename N::operands>;
-        using Q2 = tl_at_t<3, typename N::operands>;
-        using Wt = tl_at_t<4, typename N::operands>;
-        constexpr auto J = static_cast<std::ptrdiff_t>(N::J);
-        kr_matmul(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
-                  static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
-                  static_cast<const T*>(c.base[id<Wt>]), static_cast<std::ptrdiff_t>(N::kb) * J, J, 1, N::J, ptr<N>(c, 0), J,
-                  false, static_cast<const T*>(c.base[id<P2>]), static_cast<const T*>(c.base[id<Q2>]));
+    template <std::uint32_t I>
+    static void contract_step(const context& c) {
+        contract_into<I>(c, c.base[I]);
     }
-    template <class N>
-    static void kr_dual_step(const context& c) {
-        using P = tl_at_t<0, typename N::operands>;
-        using Q = tl_at_t<1, typename N::operands>;
-        using Wt = tl_at_t<2, typename N::operands>;
-        using G = tl_at_t<3, typename N::operands>;
-        T* d = ptr<N>(c, 0);
-        std::fill_n(d, N::shape.size() * c.nb, T(0));  // the kernel accumulates both gradients
-        kr_dual(static_cast<const T*>(c.base[id<P>]), static_cast<std::ptrdiff_t>(N::ka),
-                static_cast<const T*>(c.base[id<Q>]), static_cast<std::ptrdiff_t>(N::kb), N::R * c.nb, N::ka, N::kb,
-                static_cast<const T*>(c.base[id<Wt>]), N::J, static_cast<const T*>(c.base[id<G>]),
-                static_cast<std::ptrdiff_t>(N::J), d, static_cast<std::ptrdiff_t>(N::ka + N::kb));
-    }
-
-    // Fused self-attention (cpu/attention.hpp): one pass per example, no N x N buffer.
-    template <class N>
-    static void attention_step(const context& c) {
-        using X = tl_at_t<0, typename N::operands>;
-        if constexpr (N::node_kind == kind::attention) {
-            attention_forward<T, N::n, N::k>(static_cast<const T*>(c.base[id<X>]), ptr<N>(c, 0), c.nb);
-        } else if constexpr (N::node_kind == kind::attention_vjp) {
-            using O = tl_at_t<1, typename N::operands>;
-            using G = tl_at_t<2, typename N::operands>;
-            attention_backward<T, N::n, N::k>(static_cast<const T*>(c.base[id<X>]), static_cast<const T*>(c.base[id<O>]),
-                                              static_cast<const T*>(c.base[id<G>]), ptr<N>(c, 0), c.nb);
+    template <contract_plan Pc, std::size_t L, class Epi>
+    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, const Epi& epi, bool acc, std::size_t nb) {
+        if constexpr (L == Pc.n_outer) {
+            gemm(a, b, dst, g, acc, epi);
         } else {
-            using dX = tl_at_t<1, typename N::operands>;
-            attention_jvp<T, N::n, N::k>(static_cast<const T*>(c.base[id<X>]), static_cast<const T*>(c.base[id<dX>]),
-                                         ptr<N>(c, 0), c.nb);
-        }
-    }
-
-    // Gated recurrences (cpu/scan.hpp): one example at a time, the T steps in order (forward,
-    // forward mode) or reversed (reverse mode). A zero or constant operand is passed as null.
-    template <class O>
-    static const T* opt_ptr(const context& c, std::size_t b) {
-        if constexpr (O::node_kind == kind::zero || O::node_kind == kind::constant) return nullptr;
-        else {
-            static_assert(O::node_kind != kind::random && O::node_kind != kind::batch_size,
-                          "ctrec internal: a scan operand must be stored");
-            return ptr<O>(c, b);
-        }
-    }
-    template <class N, std::size_t I>
-    using op_t = tl_at_t<I, typename N::operands>;
-    template <class N, std::size_t I>
-    static const T* op_or_null(const context& c, std::size_t b) {
-        if constexpr (I < N::operands::size) return opt_ptr<op_t<N, I>>(c, b);
-        else return nullptr;
-    }
-    template <class N>
-    static void scan_step(const context& c) {
-        for (std::size_t b = 0; b < c.nb; ++b) {
-            if constexpr (N::node_kind == kind::scan)
-                scan::forward<T, N::cell, N::act, N::T, N::U>(opt_ptr<op_t<N, 0>>(c, b), opt_ptr<op_t<N, 1>>(c, b),
-                                                              opt_ptr<op_t<N, 2>>(c, b), opt_ptr<op_t<N, 3>>(c, b),
-                                                              op_or_null<N, 4>(c, b), ptr<N>(c, b));
-            else if constexpr (N::node_kind == kind::scan_vjp)
-                scan::backward<T, N::cell, N::act, N::T, N::U>(opt_ptr<op_t<N, 0>>(c, b), opt_ptr<op_t<N, 1>>(c, b),
-                                                               opt_ptr<op_t<N, 2>>(c, b), opt_ptr<op_t<N, 3>>(c, b),
-                                                               opt_ptr<op_t<N, 4>>(c, b), op_or_null<N, 5>(c, b), ptr<N>(c, b));
-            else
-                scan::tangent<T, N::cell, N::act, N::T, N::U>(opt_ptr<op_t<N, 0>>(c, b), opt_ptr<op_t<N, 1>>(c, b),
-                                                              opt_ptr<op_t<N, 2>>(c, b), opt_ptr<op_t<N, 3>>(c, b),
-                                                              opt_ptr<op_t<N, 4>>(c, b), opt_ptr<op_t<N, 5>>(c, b),
-                                                              opt_ptr<op_t<N, 6>>(c, b), op_or_null<N, 7>(c, b), ptr<N>(c, b));
-        }
-    }
-
-    template <class N>
-    static void gather_step(const context& c) {
-        using Table = tl_at_t<0, typename N::operands>;
-        using Ids = tl_at_t<1, typename N::operands>;
-        constexpr std::size_t np = Ids::shape.size(), rs = N::row_size;
-        for (std::size_t b = 0; b < c.nb; ++b) {
-            const std::int32_t* idv = c.ibase[id<Ids>] + b * np;
-            T* dst = ptr<N>(c, b);
-            for (std::size_t p = 0; p < np; ++p) {
-                const std::size_t row = static_cast<std::size_t>(idv[p]);  // validated before the run
-                for (std::size_t r = 0; r < rs; ++r) dst[p * rs + r] = value<T, Table, void>(c, 0, row * rs + r, T(0));
+            constexpr gemm_dim d = Pc.outer[L];
+            const std::size_t e = d.extent * (d.times_batch ? nb : 1);
+            for (std::size_t t = 0; t < e; ++t) {
+                const auto s = static_cast<std::ptrdiff_t>(t);
+                outer_loops<Pc, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, epi, acc || (Pc.outer_is_k[L] && t > 0), nb);
             }
         }
     }
 
-    template <class N>
-    static void scatter_step(const context& c) {
-        using Ids = tl_at_t<0, typename N::operands>;
-        using Ct = tl_at_t<1, typename N::operands>;
-        constexpr std::size_t np = Ids::shape.size(), rs = N::row_size;
-        T* dst = ptr<N>(c, 0);
+    // ---- reductions ------------------------------------------------------------------------------
+    template <std::uint32_t I>
+    static void reduce_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::uint32_t A = tab.operand(I, 0);
+        constexpr dims as = tab.nodes[A].shape;
+        constexpr bool is_max = r.op == opcode::reduce_max;
+        constexpr T init = is_max ? -std::numeric_limits<T>::infinity() : T(0);
+        // output index of operand element k: drop the reduced axes
+        constexpr auto ostride = [as, r] {
+            std::array<std::size_t, max_rank> s{};
+            std::size_t o = 1;
+            for (std::size_t ax = as.rank; ax-- > 0;)
+                if (!(r.mask >> ax & 1u)) s[ax] = o, o *= as.d[ax];
+            return s;
+        }();
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b) {
+            T* dst = ptr<I>(c, b);
+            std::fill_n(dst, r.shape.size(), init);
+            for (std::size_t k = 0; k < as.size(); ++k) {
+                std::size_t o = 0;
+                for (std::size_t ax = 0; ax < as.rank; ++ax) o += (k / as.stride(ax) % as.d[ax]) * ostride[ax];
+                const T v = tree<T, I, A>(c, b, k);
+                if constexpr (is_max) dst[o] = v > dst[o] ? v : dst[o];
+                else dst[o] += v;
+            }
+        }
+    }
+    template <std::uint32_t I>
+    static void batch_sum_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::uint32_t A = tab.operand(I, 0);
+        constexpr std::size_t size = r.shape.size();
+        T* dst = c.base[I];
+        if (c.first_tile) std::fill_n(dst, size, T(0));
+        constexpr bool simd = size >= W && tree_run<I, A>() == size;
         for (std::size_t b = 0; b < c.nb; ++b) {
-            const std::int32_t* idv = c.ibase[id<Ids>] + b * np;
-            for (std::size_t p = 0; p < np; ++p) {
-                const std::size_t row = static_cast<std::size_t>(idv[p]);
-                for (std::size_t r = 0; r < rs; ++r) dst[row * rs + r] += value<T, Ct, void>(c, b, p * rs + r, T(0));
+            std::size_t i = 0;
+            if constexpr (simd)
+                for (; i + W <= size; i += W) (V::load_unaligned(dst + i) + tree<V, I, A>(c, b, i)).store_unaligned(dst + i);
+            for (; i < size; ++i) dst[i] += tree<T, I, A>(c, b, i);
+        }
+    }
+
+    // ---- data movement ---------------------------------------------------------------------------
+    template <std::uint32_t I>
+    static void movement_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr dims os = r.shape;
+        constexpr std::size_t ax = r.axis;
+        constexpr std::size_t outer = os.size() / (os.d[ax] * os.stride(ax)), inner = os.stride(ax);
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b) {
+            T* dst = ptr<I>(c, b);
+            if constexpr (r.op == opcode::concat) {
+                [&]<std::uint32_t... J>(std::integer_sequence<std::uint32_t, J...>) {
+                    std::size_t at = 0;
+                    ((copy_part<tab.operand(I, J)>(c, b, dst, outer, inner, os.d[ax], at),
+                      at += tab.nodes[tab.operand(I, J)].shape.d[ax]),
+                     ...);
+                }(std::make_integer_sequence<std::uint32_t, r.nops>{});
+            } else {
+                constexpr std::uint32_t A = tab.operand(I, 0);
+                constexpr dims as = tab.nodes[A].shape;
+                for (std::size_t u = 0; u < outer; ++u)
+                    for (std::size_t x = 0; x < os.d[ax]; ++x) {
+                        T* d = dst + (u * os.d[ax] + x) * inner;
+                        if constexpr (r.op == opcode::slice) {
+                            for (std::size_t v = 0; v < inner; ++v) d[v] = read<T, A>(c, b, (u * as.d[ax] + x + r.begin) * inner + v);
+                        } else {
+                            const bool in = x >= r.begin && x < r.begin + as.d[ax];
+                            for (std::size_t v = 0; v < inner; ++v)
+                                d[v] = in ? read<T, A>(c, b, (u * as.d[ax] + x - r.begin) * inner + v) : T(0);
+                        }
+                    }
+            }
+        }
+    }
+    template <std::uint32_t O>
+    static void copy_part(const context& c, std::size_t b, T* dst, std::size_t outer, std::size_t inner, std::size_t out_ax,
+                          std::size_t at) {
+        constexpr std::size_t size = tab.nodes[O].shape.size();
+        const std::size_t len = size / outer;
+        for (std::size_t u = 0; u < outer; ++u)
+            for (std::size_t j = 0; j < len; ++j) dst[(u * out_ax + at) * inner + j] = read<T, O>(c, b, u * len + j);
+    }
+
+    // A root no step computes (a leaf, a view, a constant): copied into its output.
+    template <std::uint32_t I>
+    static void copy_root(const context& c, T* out) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::size_t size = r.shape.size();
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b)
+            for (std::size_t i = 0; i < size; ++i) out[b * size + i] = read<T, I>(c, b, i);
+    }
+
+    // Not inlined: a step is a whole loop nest, and a plan with several passes calls it from each.
+    template <std::uint32_t I>
+    [[gnu::noinline]] static void step(const context& c, T* const* out) {
+        constexpr node r = tab.nodes[I];
+        if constexpr (ctrec::is_leaf(r.op) || pl.alias[I]) {
+            copy_root<I>(c, out[pl.root[I]]);
+        } else if constexpr (ctrec::is_elementwise(r.op)) map_step<I>(c);
+        else if constexpr (r.op == opcode::contract) contract_step<I>(c);
+        else if constexpr (r.op == opcode::reduce_sum || r.op == opcode::reduce_max) reduce_step<I>(c);
+        else if constexpr (r.op == opcode::batch_sum) batch_sum_step<I>(c);
+        else movement_step<I>(c);
+    }
+
+    // The steps of one phase, as an exact constexpr list: Phase -1 - A = unbatched steps that
+    // become computable before pass A (A = passes: after the last); Phase Q >= 0: tile steps of
+    // pass Q.
+    template <int Phase>
+    static constexpr std::size_t count_steps() {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < N; ++i) n += in_phase(i, Phase);
+        return n;
+    }
+    static constexpr int derived_phase = 1 << 20;  // the steps parameters::prepare() runs
+    static constexpr bool in_phase(std::size_t i, int phase) {
+        if (phase == derived_phase) return pl.derived[i];
+        if (!pl.step[i] || pl.derived[i]) return false;
+        const bool tiled = tab.nodes[i].batched || pl.reducer[i];
+        if (phase >= 0) return tiled && (pl.needed[i] >> phase & 1u);
+        return !tiled && pl.avail[i] == -1 - phase;
+    }
+    template <int Phase>
+    static constexpr auto steps_of() {
+        std::array<std::uint32_t, count_steps<Phase>() + 1> a{};
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < N; ++i)
+            if (in_phase(i, Phase)) a[k++] = static_cast<std::uint32_t>(i);
+        return a;
+    }
+    template <int Phase>
+    static void run_phase(const context& c, T* const* out) {
+        [[maybe_unused]] static constexpr auto list = steps_of<Phase>();  // unused when a phase is empty
+        [&]<std::size_t... K>(std::index_sequence<K...>) {
+            (step<list[K]>(c, out), ...);
+        }(std::make_index_sequence<count_steps<Phase>()>{});
+    }
+
+    // Runtime tables for binding (one loop over the nodes per tile, no per-node templates).
+    struct binding {
+        std::uint8_t what[N ? N : 1] = {};  // 0 none, 1 param, 2 input, 3 alias, 4 root, 5 workspace, 6 derived
+        std::uint32_t slot[N ? N : 1] = {};
+        std::size_t size[N ? N : 1] = {};
+        bool batched[N ? N : 1] = {};
+    };
+    static constexpr binding bind_table = [] {
+        binding t{};
+        for (std::size_t i = 0; i < N; ++i) {
+            const node& r = tab.nodes[i];
+            t.size[i] = r.shape.size();
+            t.batched[i] = r.batched;
+            if (r.op == opcode::param) t.what[i] = 1, t.slot[i] = static_cast<std::uint32_t>(P::param_slot(i));
+            else if (r.op == opcode::input) t.what[i] = 2, t.slot[i] = static_cast<std::uint32_t>(P::input_slot(i));
+            else if (pl.alias[i]) t.what[i] = 3, t.slot[i] = tab.operand(i, 0);
+            else if (pl.root[i] >= 0 && !ctrec::is_leaf(r.op)) t.what[i] = 4, t.slot[i] = static_cast<std::uint32_t>(pl.root[i]);
+            else if (pl.derived[i]) t.what[i] = 6, t.slot[i] = static_cast<std::uint32_t>(pl.offset[i]);
+            else if (pl.offset[i] >= 0) t.what[i] = 5, t.slot[i] = static_cast<std::uint32_t>(pl.offset[i]);
+        }
+        return t;
+    }();
+
+    // (prepare binds parameters and the derived block only: no inputs, outputs or workspace)
+    static void bind(context& c, const T* params, const T* derived, T* ws, const T* const* in, T* const* out, std::size_t b0) {
+        static constexpr const binding& t = bind_table;
+        for (std::size_t i = 0; i < N; ++i) {
+            const std::size_t off = t.batched[i] ? b0 * t.size[i] : 0;
+            switch (t.what[i]) {
+                case 1: c.base[i] = const_cast<T*>(params) + P::parameters::offsets[t.slot[i]]; break;
+                case 2: c.base[i] = in ? const_cast<T*>(in[t.slot[i]]) + off : nullptr; break;
+                case 3: c.base[i] = c.base[t.slot[i]]; break;
+                case 4: c.base[i] = out ? out[t.slot[i]] + off : nullptr; break;
+                case 5: c.base[i] = !ws ? nullptr : t.batched[i] ? ws + pl.persistent + t.slot[i] * P::tile : ws + t.slot[i]; break;
+                case 6: c.base[i] = const_cast<T*>(derived) + t.slot[i]; break;
+                default: break;
             }
         }
     }
 
-    // A root that no step computes (a leaf, a view, a zero): copied to the output.
-    template <class N>
-    static constexpr bool has_buffer() {
-        if constexpr (N::node_kind == kind::constant || N::node_kind == kind::zero || N::node_kind == kind::index_input ||
-                      N::node_kind == kind::batch_size || N::node_kind == kind::random)
-            return false;
-        else if constexpr (D.alias[id<N>]) return has_buffer<tl_at_t<0, typename N::operands>>();
-        else return true;
-    }
-    template <class N>
-    static void copy_root_step(const context& c) {
-        constexpr std::size_t size = N::shape.size();
-        for (std::size_t b = 0; b < rows<N>(c); ++b) {
-            T* dst = c.out[D.rec[id<N>].root] + b * (N::batched ? size : 0);
-            if constexpr (has_buffer<N>()) std::copy_n(static_cast<const T*>(ptr<N>(c, b)), size, dst);  // a view of a buffer
-            else for (std::size_t i = 0; i < size; ++i) dst[i] = value<T, N, void>(c, b, i, T(0));
+    // Computes the derived parameters (pl.derived) into `derived` from the parameters.
+    static void prepare(const T* params, T* derived) {
+        if constexpr (pl.derived_steps > 0) {
+            context c{};
+            c.nb = 1;
+            bind(c, params, derived, nullptr, nullptr, nullptr, 0);
+            run_phase<derived_phase>(c, nullptr);
         }
     }
 
-    // Not inlined: a step is a whole loop nest, and a plan with several batch passes calls
-    // the same step from each of them; inlining would compile it once per pass.
-    template <std::size_t I>
-    [[gnu::noinline]] static void run_step(const context& c) {
-#if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
-        // per-step cycle counts for plan tuning (single-threaded use; off by default)
-        const unsigned long long t0 = __builtin_ia32_rdtsc();
-        run_step_body<I>(c);
-        step_cycles[I] += __builtin_ia32_rdtsc() - t0;
-    }
-    static inline unsigned long long step_cycles[n ? n : 1] = {};
-    template <std::size_t I>
-    static void run_step_body(const context& c) {
-#endif
-        using N = node_at<I>;
-        constexpr kind k = N::node_kind;
-        if constexpr (ctrec::detail::is_leafish(k) || D.alias[I]) copy_root_step<N>(c);
-        else if constexpr (k == kind::map) map_step<N>(c);
-        else if constexpr (k == kind::contract) gemm_step<N>(c, ptr<N>(c, 0));
-        else if constexpr (k == kind::reduce) reduce_step<N>(c);
-        else if constexpr (k == kind::batch_sum) batch_sum_step<N>(c);
-        else if constexpr (k == kind::kr_matmul) kr_matmul_step<N>(c);
-        else if constexpr (k == kind::kr_gram) kr_gram_step<N>(c);
-        else if constexpr (k == kind::kr_dual) kr_dual_step<N>(c);
-        else if constexpr (k == kind::kr_matmul2) kr_matmul2_step<N>(c);
-        else if constexpr (k == kind::attention || k == kind::attention_vjp || k == kind::attention_jvp) attention_step<N>(c);
-        else if constexpr (k == kind::gather) gather_step<N>(c);
-        else if constexpr (k == kind::scan || k == kind::scan_vjp || k == kind::scan_jvp) scan_step<N>(c);
-        else if constexpr (k == kind::scatter_add) scatter_step<N>(c);
-        else movement_step<N>(c);
-    }
-
-    // Unbatched steps that become computable before pass A (A = passes: after the last).
-    template <std::size_t I, int A>
-    static void maybe_unbatched(const context& c) {
-        if constexpr (D.step[I] && !D.derived[I] && !D.rec[I].batched && !D.rec[I].reducer && D.avail[I] == A)
-            run_step<I>(c);
-    }
-    // Derived parameters (steps that read only parameters), run when they change.
-    template <std::size_t I>
-    static void maybe_derived(const context& c) {
-        if constexpr (D.derived[I]) run_step<I>(c);
-    }
-    static void run_derived(const context& c) {
-        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_derived<I>(c), ...); }(std::make_index_sequence<n>{});
-    }
-    template <int A>
-    static void run_unbatched(const context& c) {
-        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_unbatched<I, A>(c), ...); }(std::make_index_sequence<n>{});
-    }
-    // Tile steps of pass Q, in topological order (reducers accumulate).
-    template <std::size_t I, int Q>
-    static void maybe_tile(const context& c) {
-        if constexpr (D.step[I] && Q < max_passes && D.needed[Q < max_passes ? Q : 0][I]) run_step<I>(c);
-    }
-    template <int Q>
-    static void run_pass(const context& c) {
-        [&]<std::size_t... I>(std::index_sequence<I...>) { (maybe_tile<I, Q>(c), ...); }(std::make_index_sequence<n>{});
+    static void run(const T* params, const T* derived, T* ws, std::size_t batch, const T* const* in, T* const* out,
+                    std::uint64_t seed) {
+        context c{};
+        c.batch = static_cast<double>(batch);
+        c.seed = seed;
+        T* tile_out[P::n_outputs ? P::n_outputs : 1];
+        auto outs_at = [&](std::size_t b0) {
+            for (std::size_t r = 0; r < P::n_outputs; ++r)
+                tile_out[r] = out[r] + (tab.nodes[tab.roots[r]].batched ? b0 * tab.nodes[tab.roots[r]].shape.size() : 0);
+        };
+        [&]<int... Q>(std::integer_sequence<int, Q...>) {
+            ((c.nb = 1, c.b0 = 0, bind(c, params, derived, ws, in, out, 0), outs_at(0), run_phase<-1 - Q>(c, tile_out),
+              [&] {
+                  for (std::size_t b0 = 0; b0 < batch; b0 += P::tile) {
+                      c.nb = batch - b0 < P::tile ? batch - b0 : P::tile;
+                      c.first_tile = b0 == 0;
+                      c.b0 = b0;
+                      bind(c, params, derived, ws, in, out, b0);
+                      outs_at(b0);
+                      run_phase<Q>(c, tile_out);
+                  }
+                  if (batch == 0) {  // reducers of an empty batch are zero
+                      c.nb = 0, c.first_tile = true, c.b0 = 0;
+                      bind(c, params, derived, ws, in, out, 0);
+                      outs_at(0);
+                      run_phase<Q>(c, tile_out);
+                  }
+              }()),
+             ...);
+        }(std::make_integer_sequence<int, pl.passes>{});
+        c.nb = 1, c.b0 = 0;
+        bind(c, params, derived, ws, in, out, 0);
+        outs_at(0);
+        run_phase<-1 - pl.passes>(c, tile_out);
+        // a node that is several roots was written into the first; copy it to the others
+        for (std::size_t r = 0; r < P::n_outputs; ++r) {
+            const std::size_t i = tab.roots[r];
+            const auto first = static_cast<std::size_t>(pl.root[i]);
+            if (first != r) std::copy_n(out[first], tab.nodes[i].shape.size() * (tab.nodes[i].batched ? batch : 1), out[r]);
+        }
     }
 };
 
 } // namespace ctrec::cpu
+
+namespace ctrec {
+struct cpu_backend {
+    template <class P, class T>
+    static void run(const T* params, const T* derived, T* ws, std::size_t batch, const T* const* in, T* const* out,
+                    std::uint64_t seed) {
+        cpu::exec<P>::run(params, derived, ws, batch, in, out, seed);
+    }
+    template <class P, class T>
+    static void prepare(const T* params, T* derived) {
+        cpu::exec<P>::prepare(params, derived);
+    }
+};
+} // namespace ctrec

@@ -1,5 +1,6 @@
-// AllInt needs a (B, N, K) input.
-// expect: ctrec::layers::allint: the input must be (B, N, K)
+// Graph-as-data core: AllInt needs a (B, N, K) input.
+// expect: ctrec_shape_error_allint_input_must_be_B_by_N_by_K
 #include "ctrec/ctrec.hpp"
-constexpr auto r = ctrec::layers::allint<"a", ctrec::layers::allint_config{.cmp_dim = 4}>(ctrec::input<"x", 12>);
+namespace f = ctrec;
+constexpr auto r = f::layers::allint<"a", ctrec::layers::allint_config{.cmp_dim = 4}>(f::input<"x", 12>);
 int main() {}

@@ -1,6 +1,7 @@
-// self_attention needs a per-example (N, K) matrix.
-// expect: incompatible_shapes<ctrec::fixed_string<15>{"self_attention"}, ctrec::shape<12>
-// expect: ctrec: self_attention needs a per-example (N, K) matrix
+// Graph-as-data core: self-attention needs a per-example (N, K) matrix. The flat core has no
+// self_attention op; its one self-attention is AutoInt's (softmax(X X^T) X), which checks the rank.
+// expect: ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor
 #include "ctrec/ctrec.hpp"
-constexpr auto y = ctrec::self_attention(ctrec::input<"x", 12>);
+namespace f = ctrec;
+constexpr auto r = f::layers::autoint<"ai", ctrec::layers::autoint_config{.layer_num = 1}>(f::input<"x", 12>);
 int main() {}

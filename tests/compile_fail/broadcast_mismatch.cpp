@@ -1,5 +1,5 @@
-// Elementwise operands that do not broadcast.
-// expect: incompatible_shapes<ctrec::fixed_string<4>{"add"}, ctrec::shape<2, 3>, ctrec::shape<4>
-#include "ctrec/ctrec.hpp"
-constexpr auto y = ctrec::input<"a", 2, 3> + ctrec::param<"b", 4>;
+// Graph-as-data core: elementwise operands that do not broadcast.
+// expect: ctrec_shape_error_elementwise_operands_do_not_broadcast
+#include "ctrec/core.hpp"
+constexpr auto y = ctrec::input<"x", 3, 4> + ctrec::param<"b", 3>;
 int main() {}

@@ -1,5 +1,6 @@
-// CAN: the item embedding must hold layer_num * (D * D + D) values (here 2 * 110 = 220, not 200).
-// expect: ctrec::layers::can: item_emb must be a vector of layer_num * (D * D + D) values
+// Graph-as-data core: CAN's item embedding must hold layer_num * (D * D + D) values (here 2 * 110 = 220, not 200).
+// expect: ctrec_shape_error_can_item_must_be_layer_num_times_D_squared_plus_D
 #include "ctrec/ctrec.hpp"
-constexpr auto r = ctrec::layers::can<"can", ctrec::layers::can_config{}>(ctrec::input<"u", 10, 10>, ctrec::input<"i", 200>);
+namespace f = ctrec;
+constexpr auto r = f::layers::can<"can", ctrec::layers::can_config{}>(f::input<"u", 10, 10>, f::input<"i", 200>);
 int main() {}

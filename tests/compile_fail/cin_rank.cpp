@@ -1,5 +1,6 @@
-// CIN needs a (B, N, K) input: a (B, W) tensor is rejected with the layer's message.
-// expect: ctrec::layers::cin: the input must be (B, N, K)
+// Graph-as-data core: CIN needs a (B, N, K) input: a (B, W) tensor is rejected with the layer's message.
+// expect: ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor
 #include "ctrec/ctrec.hpp"
-constexpr auto r = ctrec::layers::cin<"cin", ctrec::layers::cin_config<1>{.hidden_uints = {4}}>(ctrec::input<"x", 12>);
+namespace f = ctrec;
+constexpr auto r = f::layers::cin<"cin", ctrec::layers::cin_config<1>{.hidden_uints = {4}}>(f::input<"x", 12>);
 int main() {}

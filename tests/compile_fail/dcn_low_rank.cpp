@@ -1,6 +1,6 @@
-// DCN mixed mode with the source's default low_rank 0 (empty experts) is rejected.
-// expect: ctrec::layers::dcn: mixed mode needs low_rank > 0
+// Graph-as-data core: mixed DCN without a low rank is a compile-time error naming it.
+// expect: ctrec_shape_error_dcn_mixed_mode_needs_low_rank_and_num_experts_above_0
 #include "ctrec/ctrec.hpp"
-using namespace ctrec::layers;
-constexpr auto r = dcn<"dcn", dcn_config{.type = dcn_type::mixed, .num_experts = 2}, mode::predict>(ctrec::input<"x", 16>);
+namespace f = ctrec;
+constexpr auto r = f::layers::dcn<"dcn", {.type = f::layers::dcn_type::mixed, .layer_num = 2, .num_experts = 4}>(f::input<"x", 16>);
 int main() {}

@@ -1,6 +1,6 @@
-// DIN: the attention MLP must end in one unit (one score per behaviour).
-// expect: ctrec::layers::din: the last hidden unit must be 1
+// Graph-as-data core: DIN's attention MLP must end in one unit (one score per behaviour).
+// expect: ctrec_shape_error_din_the_last_hidden_unit_must_be_1
 #include "ctrec/ctrec.hpp"
-using namespace ctrec::layers;
-constexpr auto r = din<"din", din_config<2>{.hidden_units = {8, 2}}>(ctrec::input<"q", 4>, ctrec::input<"k", 5, 4>);
+namespace f = ctrec;
+constexpr auto r = f::layers::din<"din", ctrec::layers::din_config<2>{.hidden_units = {8, 2}}>(f::input<"q", 4>, f::input<"k", 5, 4>);
 int main() {}

@@ -1,5 +1,7 @@
-// A matmul whose inner dimensions differ names the op and both shapes.
-// expect: incompatible_shapes<ctrec::fixed_string<7>{"matmul"}, ctrec::shape<3>, ctrec::shape<4, 5>
-#include "ctrec/ctrec.hpp"
+// Graph-as-data core: a matmul whose inner dimensions differ stops constant evaluation at a
+// function named for the mistake, with the user's expression in the context.
+// expect: ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis
+// expect: ctrec::matmul
+#include "ctrec/core.hpp"
 constexpr auto y = ctrec::matmul(ctrec::input<"x", 3>, ctrec::param<"W", 4, 5>);
 int main() {}

@@ -1,6 +1,6 @@
-// SeNet: num_feature must match the number of fields of the input.
-// expect: ctrec::layers::senet: num_feature must equal the number of fields N of the input
+// Graph-as-data core: SeNet's num_feature must match the number of fields of the input.
+// expect: ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields
 #include "ctrec/ctrec.hpp"
-using namespace ctrec::layers;
-constexpr auto r = senet<"se", senet_config{.num_feature = 5, .cmp_dim = 2}>(ctrec::input<"x", 4, 8>);
+namespace f = ctrec;
+constexpr auto r = f::layers::senet<"se", ctrec::layers::senet_config{.num_feature = 5, .cmp_dim = 2}>(f::input<"x", 4, 8>);
 int main() {}

@@ -1,9 +1,6 @@
-// Asking a program for a parameter it does not have.
-// expect: no_such_tensor<ctrec::fixed_string<3>{"W2"}, false>
-#include "ctrec/ctrec.hpp"
+// Graph-as-data core: a parameter name the program does not have.
+// expect: no_such_tensor<ctrec::fixed_string<5>{"nope"}, false>
+#include "ctrec/core.hpp"
 constexpr auto y = ctrec::matmul(ctrec::input<"x", 3>, ctrec::param<"W", 3, 5>);
-int main() {
-    using M = ctrec::program<float, decltype(y)>;
-    M::parameters p;
-    p.get<"W2">();
-}
+using M = ctrec::program<float, y>;
+int main() { M::parameters p; p.get<"nope">(); }

@@ -14,7 +14,7 @@ constexpr auto b = ctrec::param<"b", 3>;
 constexpr auto y = ctrec::tanh(ctrec::matmul(x, W) + b);
 
 int main() {
-  using M = ctrec::program<float, decltype(y)>;
+  using M = ctrec::program<float, y>;
   constexpr std::size_t batch = 2, n_in = 4, n_out = 3;
 
   M::parameters p;

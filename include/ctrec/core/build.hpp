@@ -1,153 +1,225 @@
 #pragma once
-// Simplifying node builders, used by differentiation (ad/) and by composite
-// primitives: make_t<N> returns N, or a symbolic zero when N is known to be
-// zero because of zero operands, or the non-zero operand of a sum. This keeps
-// derivative graphs as small as a hand-written gradient.
-#include <type_traits>
-
-#include "ctrec/core/expr.hpp"
+// Builders: constexpr functions that append one node to a graph (operands by id), check its
+// shapes and derive its shape and batchedness. The DSL (dsl.hpp) and differentiation
+// (autodiff.hpp) both build through these, so every node is checked the same way.
+//
+// A shape error calls a non-constexpr function named for the mistake; GCC reports that name
+// with the chain of the user's calls ("in 'constexpr' expansion of ...") that led to it.
+#include "ctrec/core/graph.hpp"
 
 namespace ctrec {
 
-struct op_add;
-struct op_sub;
-struct op_mul;
-struct op_div;
-struct op_neg;
-struct op_where;
+void ctrec_shape_error_elementwise_operands_do_not_broadcast();
+void ctrec_shape_error_einsum_spec_does_not_fit_the_operand_shapes();
+void ctrec_shape_error_reshape_changes_the_number_of_elements();
+void ctrec_shape_error_reduction_axis_out_of_range();
+void ctrec_shape_error_concat_operands_differ_off_the_axis();
+void ctrec_shape_error_slice_out_of_range();
+void ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis();
+void ctrec_shape_error_batch_sum_of_an_unbatched_value();
+void ctrec_shape_error_rank_above_8();
 
-namespace detail {
-template <class... A>
-constexpr bool all_zero() { return (is_zero_v<A> && ...); }
-template <class... A>
-constexpr bool any_zero() { return (is_zero_v<A> || ...); }
-template <class N> using zero_of = zero_node<N::shape, N::batched>;
-// Linear in its (single or all) operands: zero in, zero out.
-template <class N, class... A>
-using linear_t = std::conditional_t<all_zero<A...>(), zero_of<N>, N>;
-} // namespace detail
+namespace build {
 
-template <class N> struct make { using type = N; };
-template <class N> using make_t = typename make<N>::type;
-
-template <class Op, class... A>
-struct make<map_node<Op, A...>> {
-    using N = map_node<Op, A...>;
-    static constexpr bool z[] = {is_zero_v<A>..., false};
-    template <class X>
-    static constexpr bool same_as_result = X::shape == N::shape && X::batched == N::batched;
-    using A0 = std::tuple_element_t<0, std::tuple<A...>>;
-    using Al = std::tuple_element_t<sizeof...(A) - 1, std::tuple<A...>>;
-    // x + 0 -> x, 0 + x -> x, x - 0 -> x (only where no broadcast is lost)
-    static constexpr int pass = !(std::is_same_v<Op, op_add> || std::is_same_v<Op, op_sub>) ? -1
-                                : (z[1] && same_as_result<A0>)                               ? 0
-                                : (std::is_same_v<Op, op_add> && z[0] && same_as_result<Al>) ? 1
-                                                                                             : -1;
-    using type = std::conditional_t<
-        Op::zero_if(z), detail::zero_of<N>,
-        std::conditional_t<pass == 0, A0, std::conditional_t<pass == 1, Al, N>>>;
-};
-
-template <contract_spec S, class A, class B, bool K>
-struct make<contract_node<S, A, B, K>> {
-    using N = contract_node<S, A, B, K>;
-    using type = std::conditional_t<detail::any_zero<A, B>(), detail::zero_of<N>, N>;
-};
-template <kr_role R, class P, class Q, class W>
-struct make<kr_matmul_node<R, P, Q, W>> {
-    using N = kr_matmul_node<R, P, Q, W>;
-    using type = std::conditional_t<detail::any_zero<P, Q, W>(), detail::zero_of<N>, N>;
-};
-template <class P, class Q, class W, class G>
-struct make<kr_dual_node<P, Q, W, G>> {
-    using N = kr_dual_node<P, Q, W, G>;
-    using type = std::conditional_t<detail::any_zero<P, Q, W, G>(), detail::zero_of<N>, N>;
-};
-// dropping a zero product leaves a plain Khatri-Rao product
-template <class P, class Q, class P2, class Q2, class W>
-struct make<kr_matmul2_node<P, Q, P2, Q2, W>> {
-    using N = kr_matmul2_node<P, Q, P2, Q2, W>;
-    static constexpr bool z1 = detail::any_zero<P, Q>(), z2 = detail::any_zero<P2, Q2>();
-    using type = std::conditional_t<
-        detail::any_zero<W>() || (z1 && z2), detail::zero_of<N>,
-        std::conditional_t<z1, kr_matmul_node<kr_role::out_j, P2, Q2, W>, std::conditional_t<z2, kr_matmul_node<kr_role::out_j, P, Q, W>, N>>>;
-};
-template <class P, class Q, class G>
-struct make<kr_gram_node<P, Q, G>> {
-    using N = kr_gram_node<P, Q, G>;
-    using type = std::conditional_t<detail::any_zero<P, Q, G>(), detail::zero_of<N>, N>;
-};
-// a recurrence's reverse mode is linear in the cotangent, its forward mode in the tangents
-template <scan_cell C, scan_act Ac, class Rec, class W1, class W2, class A, class Ct, class... M>
-struct make<scan_vjp_node<C, Ac, Rec, W1, W2, A, Ct, M...>> {
-    using type = detail::linear_t<scan_vjp_node<C, Ac, Rec, W1, W2, A, Ct, M...>, Ct>;
-};
-template <scan_cell C, scan_act Ac, class Rec, class W1, class W2, class A, class dX, class dE, class dA, class... M>
-struct make<scan_jvp_node<C, Ac, Rec, W1, W2, A, dX, dE, dA, M...>> {
-    using type = detail::linear_t<scan_jvp_node<C, Ac, Rec, W1, W2, A, dX, dE, dA, M...>, dX, dE, dA>;
-};
-template <class Op, unsigned M, class A>
-struct make<reduce_node<Op, M, A>> { using type = detail::linear_t<reduce_node<Op, M, A>, A>; };
-template <class A>
-struct make<batch_sum_node<A>> { using type = detail::linear_t<batch_sum_node<A>, A>; };
-template <dims S, class A>
-struct make<reshape_node<S, A>> {
-    using type = std::conditional_t<A::shape == S, A, detail::linear_t<reshape_node<S, A>, A>>;
-};
-template <dims P, class A>
-struct make<transpose_node<P, A>> { using type = detail::linear_t<transpose_node<P, A>, A>; };
-template <std::size_t X, std::size_t B, std::size_t E, class A>
-struct make<slice_node<X, B, E, A>> { using type = detail::linear_t<slice_node<X, B, E, A>, A>; };
-template <std::size_t X, std::size_t B, std::size_t E, class A>
-struct make<pad_node<X, B, E, A>> { using type = detail::linear_t<pad_node<X, B, E, A>, A>; };
-template <std::size_t X, class... A>
-struct make<concat_node<X, A...>> { using type = detail::linear_t<concat_node<X, A...>, A...>; };
-template <class T, class I>
-struct make<gather_node<T, I>> { using type = detail::linear_t<gather_node<T, I>, T>; };
-template <class I, class C, dims S>
-struct make<scatter_add_node<I, C, S>> { using type = detail::linear_t<scatter_add_node<I, C, S>, C>; };
-
-template <class Op, class... A> using map_t = make_t<map_node<Op, A...>>;
-template <class A, class B> using add_t = map_t<op_add, A, B>;
-template <class A, class B> using sub_t = map_t<op_sub, A, B>;
-template <class A, class B> using mul_t = map_t<op_mul, A, B>;
-template <class A, class B> using div_t = map_t<op_div, A, B>;
-template <class A> using neg_t = map_t<op_neg, A>;
-template <class C, class A, class B> using where_t = map_t<op_where, C, A, B>;
-
-// unbroadcast: the transpose of broadcasting a value up to E's shape: sums E
-// over the broadcast axes, and over the batch when E is batched but the target
-// is not.
-namespace detail {
-constexpr unsigned unbroadcast_mask(dims e, dims s) {
-    unsigned m = 0;
-    for (std::size_t i = 0; i < e.rank; ++i) {
-        std::size_t k = e.rank - 1 - i;  // distance from the right
-        if (k >= s.rank) m |= 1u << i;
-        else if (s.d[s.rank - 1 - k] == 1 && e.d[i] != 1) m |= 1u << i;
-    }
-    return m;
+constexpr std::uint32_t leaf(graph& g, opcode op, dims s, bool batched, std::string_view name) {
+    node r;
+    r.op = op;
+    r.shape = s;
+    r.batched = batched;
+    return g.intern(r, nullptr, name);
 }
-template <class E, class To, bool Reduce = (unbroadcast_mask(E::shape, To::shape) != 0)>
-struct unbroadcast_axes { using type = make_t<reshape_node<To::shape, E>>; };
-template <class E, class To>
-struct unbroadcast_axes<E, To, true> {
-    static constexpr unsigned mask = unbroadcast_mask(E::shape, To::shape);
-    using type = make_t<reshape_node<To::shape, make_t<reduce_node<reduce_sum_op, mask, E>>>>;
-};
+constexpr std::uint32_t constant(graph& g, double v, dims s = {}) {
+    node r;
+    r.op = opcode::constant;
+    r.shape = s;
+    r.value = v;
+    return g.intern(r, nullptr);
+}
+constexpr std::uint32_t batch_size(graph& g) {
+    node r;
+    r.op = opcode::batch_size;
+    return g.intern(r, nullptr);
+}
 
-template <class E, class To, int Case = is_zero_v<E> ? 0 : (E::batched && !To::batched) ? 2 : 1>
-struct unbroadcast { using type = zero_node<To::shape, To::batched>; };  // E is zero
-template <class E, class To>
-struct unbroadcast<E, To, 1> { using type = typename unbroadcast_axes<E, To>::type; };
-template <class E, class To>
-struct unbroadcast<E, To, 2> {  // batched contribution to an unbatched value: sum over the batch
-    using type = make_t<batch_sum_node<typename unbroadcast_axes<E, To>::type>>;
-};
-} // namespace detail
+constexpr bool is_constant(const graph& g, std::uint32_t i, double v) {
+    return g.nodes[i].op == opcode::constant && g.nodes[i].value == v;
+}
 
-// unbroadcast_t<E, To>: E summed down to the shape and batchedness of node To.
-template <class E, class To>
-using unbroadcast_t = typename detail::unbroadcast<E, To>::type;
+// Elementwise op over 1-3 operands with NumPy broadcasting.
+constexpr std::uint32_t map(graph& g, opcode op, std::uint32_t a, std::uint32_t b = ~0u, std::uint32_t c = ~0u) {
+    std::uint32_t ops[3] = {a, b, c};
+    const std::uint32_t n = c != ~0u ? 3 : b != ~0u ? 2 : 1;
+    node r;
+    r.op = op;
+    r.nops = n;
+    dims s{};
+    bool batched = false;
+    for (std::uint32_t j = 0; j < n; ++j) {
+        const node& o = g.nodes[ops[j]];
+        if (!can_broadcast(s, o.shape)) ctrec_shape_error_elementwise_operands_do_not_broadcast();
+        s = broadcast(s, o.shape);
+        batched = batched || o.batched;
+    }
+    if (op == opcode::batch_broadcast) batched = true;
+    r.shape = s;
+    r.batched = batched;
+    // light algebra that keeps derivative graphs small: x * 1, 1 * x, x + 0, 0 + x, x - 0
+    if (n == 2 && g.nodes[a].shape == s && g.nodes[a].batched == batched &&
+        ((op == opcode::mul && is_constant(g, b, 1.0)) || ((op == opcode::add || op == opcode::sub) && is_constant(g, b, 0.0))))
+        return a;
+    if (n == 2 && g.nodes[b].shape == s && g.nodes[b].batched == batched &&
+        ((op == opcode::mul && is_constant(g, a, 1.0)) || (op == opcode::add && is_constant(g, a, 0.0))))
+        return b;
+    return g.intern(r, ops);
+}
 
+constexpr std::uint32_t contract(graph& g, contract_spec s, std::uint32_t a, std::uint32_t b, bool keep_batch = true) {
+    const node& x = g.nodes[a];
+    const node& y = g.nodes[b];
+    if (!ctrec::detail::contract_ok(s, x.shape, y.shape)) ctrec_shape_error_einsum_spec_does_not_fit_the_operand_shapes();
+    node r;
+    r.op = opcode::contract;
+    r.spec = s;
+    r.shape = ctrec::detail::contract_dims(s, x.shape, y.shape);
+    r.batched = keep_batch && (x.batched || y.batched);
+    r.keep_batch = keep_batch || !(x.batched || y.batched);  // nothing to sum: canonical form
+    r.nops = 2;
+    std::uint32_t ops[2] = {a, b};
+    return g.intern(r, ops);
+}
+
+constexpr std::uint32_t reshape(graph& g, std::uint32_t a, dims s) {
+    const node& x = g.nodes[a];
+    if (s.size() != x.shape.size()) ctrec_shape_error_reshape_changes_the_number_of_elements();
+    if (s == x.shape) return a;
+    // values without a buffer are not viewed: a constant is refilled, the batch size broadcast
+    if (x.op == opcode::constant) return constant(g, x.value, s);
+    if (x.op == opcode::batch_size) return map(g, opcode::add, a, constant(g, 0.0, s));
+    if (x.op == opcode::reshape) a = g.operand(a, 0);  // a reshape of a reshape is one reshape
+    if (g.nodes[a].shape == s) return a;
+    node r;
+    r.op = opcode::reshape;
+    r.shape = s;
+    r.batched = g.nodes[a].batched;
+    r.nops = 1;
+    return g.intern(r, &a);
+}
+
+constexpr std::uint32_t unary_struct(graph& g, opcode op, std::uint32_t a, dims s, bool batched) {
+    node r;
+    r.op = op;
+    r.shape = s;
+    r.batched = batched;
+    r.nops = 1;
+    return g.intern(r, &a);
+}
+
+constexpr std::uint32_t stop_gradient(graph& g, std::uint32_t a) {
+    if (g.nodes[a].op == opcode::stop_gradient || g.nodes[a].op == opcode::constant) return a;
+    return unary_struct(g, opcode::stop_gradient, a, g.nodes[a].shape, g.nodes[a].batched);
+}
+
+constexpr std::uint32_t reduce(graph& g, opcode op, std::uint32_t a, unsigned mask) {
+    const node& x = g.nodes[a];
+    if (mask >> x.shape.rank) ctrec_shape_error_reduction_axis_out_of_range();
+    if (mask == 0) return a;
+    node r;
+    r.op = op;
+    r.mask = mask;
+    r.shape = reduce_dims(x.shape, mask);
+    r.batched = x.batched;
+    r.nops = 1;
+    return g.intern(r, &a);
+}
+
+constexpr std::uint32_t reduce_sum(graph& g, std::uint32_t a, unsigned mask) {
+    return reduce(g, opcode::reduce_sum, a, mask);
+}
+
+constexpr std::uint32_t batch_sum(graph& g, std::uint32_t a) {
+    if (!g.nodes[a].batched) ctrec_shape_error_batch_sum_of_an_unbatched_value();
+    return unary_struct(g, opcode::batch_sum, a, g.nodes[a].shape, false);
+}
+
+constexpr std::uint32_t concat(graph& g, std::uint32_t axis, const std::uint32_t* ops, std::uint32_t n) {
+    if (n == 1) return ops[0];
+    dims s = g.nodes[ops[0]].shape;
+    if (axis >= s.rank) ctrec_shape_error_reduction_axis_out_of_range();
+    bool batched = false;
+    std::size_t total = 0;
+    for (std::uint32_t j = 0; j < n; ++j) {
+        const dims o = g.nodes[ops[j]].shape;
+        if (o.rank != s.rank) ctrec_shape_error_concat_operands_differ_off_the_axis();
+        for (std::size_t k = 0; k < s.rank; ++k)
+            if (k != axis && o.d[k] != s.d[k]) ctrec_shape_error_concat_operands_differ_off_the_axis();
+        total += o.d[axis];
+        batched = batched || g.nodes[ops[j]].batched;
+    }
+    s.d[axis] = total;
+    node r;
+    r.op = opcode::concat;
+    r.axis = axis;
+    r.shape = s;
+    r.batched = batched;
+    r.nops = n;
+    return g.intern(r, ops);
+}
+
+constexpr std::uint32_t slice(graph& g, std::uint32_t a, std::uint32_t axis, std::uint32_t begin, std::size_t len) {
+    dims s = g.nodes[a].shape;
+    if (axis >= s.rank || begin + len > s.d[axis]) ctrec_shape_error_slice_out_of_range();
+    if (begin == 0 && len == s.d[axis]) return a;
+    s.d[axis] = len;
+    node r;
+    r.op = opcode::slice;
+    r.axis = axis;
+    r.begin = begin;
+    r.shape = s;
+    r.batched = g.nodes[a].batched;
+    r.nops = 1;
+    return g.intern(r, &a);
+}
+
+constexpr std::uint32_t pad(graph& g, std::uint32_t a, std::uint32_t axis, std::uint32_t before, std::size_t total) {
+    dims s = g.nodes[a].shape;
+    if (axis >= s.rank || before + s.d[axis] > total) ctrec_shape_error_slice_out_of_range();
+    if (total == s.d[axis]) return a;
+    s.d[axis] = total;
+    node r;
+    r.op = opcode::pad;
+    r.axis = axis;
+    r.begin = before;
+    r.shape = s;
+    r.batched = g.nodes[a].batched;
+    r.nops = 1;
+    return g.intern(r, &a);
+}
+
+// x broadcast (NumPy rules) to shape s, batched if `batched`.
+constexpr std::uint32_t broadcast_to(graph& g, std::uint32_t a, dims s, bool batched) {
+    const node& x = g.nodes[a];
+    std::uint32_t r = a;
+    if (x.op == opcode::constant && !(x.shape == s)) r = constant(g, x.value, s);
+    else if (!(x.shape == s)) r = map(g, opcode::add, a, constant(g, 0.0, s));
+    if (batched && !g.nodes[r].batched) r = map(g, opcode::batch_broadcast, r);
+    return r;
+}
+
+// The sum of contribution c (shaped as a broadcast of node t's shape, possibly batched when
+// t is not) back to t's shape and batchedness: the reverse of broadcasting.
+constexpr std::uint32_t unbroadcast(graph& g, std::uint32_t c, std::uint32_t t) {
+    const dims ts = g.nodes[t].shape;
+    if (g.nodes[c].batched && !g.nodes[t].batched) c = batch_sum(g, c);
+    const dims cs = g.nodes[c].shape;
+    if (cs == ts) return c;
+    unsigned mask = 0;
+    for (std::size_t i = 0; i < cs.rank; ++i) {
+        const std::size_t k = cs.rank - 1 - i;  // aligned from the right
+        const std::size_t tv = i < ts.rank ? ts.d[ts.rank - 1 - i] : 0;
+        if (tv != cs.d[k]) mask |= 1u << k;  // missing in t, or 1 there
+    }
+    return reshape(g, reduce_sum(g, c, mask), ts);
+}
+
+} // namespace build
 } // namespace ctrec

@@ -8,7 +8,8 @@
 // result. The batch extent is the one runtime number (`times_batch`).
 #include <cstddef>
 
-#include "ctrec/core/expr.hpp"
+#include "ctrec/core/contract.hpp"
+#include "ctrec/core/random.hpp"
 
 namespace ctrec {
 
@@ -136,10 +137,5 @@ constexpr contract_plan plan_contraction(contract_spec s, dims a, dims b, bool a
     return p;
 }
 
-template <class C>
-inline constexpr contract_plan contract_plan_of =
-    plan_contraction(C::spec, tl_at_t<0, typename C::operands>::shape, tl_at_t<1, typename C::operands>::shape,
-                     tl_at_t<0, typename C::operands>::batched, tl_at_t<1, typename C::operands>::batched,
-                     C::batched);
 
 } // namespace ctrec

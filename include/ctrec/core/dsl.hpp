@@ -1,180 +1,242 @@
 #pragma once
-// The user-facing DSL: leaves are constexpr objects, and functions/operators
-// on them return new (empty) expression objects whose types are the graph.
+// The DSL on the graph-as-data core: the same spelling as the type core (core/dsl.hpp), but
+// every expression is a constexpr value of type `expr`.
 //
-//   constexpr auto x = ctrec::input<"x", 256>;      // (B, 256), B at run time
-//   constexpr auto W = ctrec::param<"W", 256, 64>;  // (256, 64)
+//   constexpr auto x = ctrec::input<"x", 256>;       // (B, 256), B at run time
+//   constexpr auto W = ctrec::param<"W", 256, 64>;   // (256, 64)
 //   constexpr auto y = ctrec::sigmoid(ctrec::matmul(x, W) + ctrec::param<"b", 64>);
+//   using M = ctrec::program<float, y>;               // keyed by the object y, not its type
 //
-// Shape mistakes fail to compile with the operation and both shapes named.
-#include "ctrec/core/attention.hpp"
-#include "ctrec/core/ops.hpp"
+// Layers are ordinary constexpr functions of `expr` values; names built at compile time use
+// `name_string` (a fixed-capacity string: "dcn/" + "kernel_" + 3).
+#include <initializer_list>
+
+#include "ctrec/core/build.hpp"
+#include "ctrec/core/matmul.hpp"
 
 namespace ctrec {
 
-// ---- leaves ---------------------------------------------------------------------
-template <fixed_string Name, std::size_t... D>
-inline constexpr input_node<Name, make_dims<D...>()> input{};
-template <fixed_string Name, std::size_t... D>
-inline constexpr param_node<Name, make_dims<D...>()> param{};
-// An input that is the same for every example of a call (bound once, without a batch
-// axis): the user side of one user scored against many candidates. Work that depends only
-// on shared inputs and parameters runs once per call.
-template <fixed_string Name, std::size_t... D>
-inline constexpr input_node<Name, make_dims<D...>(), false> shared_input{};
-template <fixed_string Name, std::size_t... D>
-inline constexpr index_node<Name, make_dims<D...>()> ids{};
-template <double V>
-inline constexpr const_node<V> lit{};
-// Per-example uniform [0, 1) numbers of stream Name (see random_node): seeded per call by
-// io.seed, identical wherever they are read in that call, zero derivative.
-template <fixed_string Name, std::size_t... D>
-inline constexpr random_node<Name, make_dims<D...>()> random_uniform{};
-
-// ---- elementwise ------------------------------------------------------------------
-template <node A, node B> constexpr auto operator+(A, B) { return map_node<op_add, A, B>{}; }
-template <node A, node B> constexpr auto operator-(A, B) { return map_node<op_sub, A, B>{}; }
-template <node A, node B> constexpr auto operator*(A, B) { return map_node<op_mul, A, B>{}; }
-template <node A, node B> constexpr auto operator/(A, B) { return map_node<op_div, A, B>{}; }
-template <node A> constexpr auto operator-(A) { return map_node<op_neg, A>{}; }
-
-template <node A> constexpr auto exp(A) { return map_node<op_exp, A>{}; }
-template <node A> constexpr auto log(A) { return map_node<op_log, A>{}; }
-template <node A> constexpr auto log1p(A) { return map_node<op_log1p, A>{}; }
-template <node A> constexpr auto sqrt(A) { return map_node<op_sqrt, A>{}; }
-template <node A> constexpr auto rsqrt(A) { return map_node<op_rsqrt, A>{}; }
-template <node A> constexpr auto abs(A) { return map_node<op_abs, A>{}; }
-template <node A> constexpr auto sign(A) { return map_node<op_sign, A>{}; }
-template <node A> constexpr auto sigmoid(A) { return map_node<op_sigmoid, A>{}; }
-template <node A> constexpr auto tanh(A) { return map_node<op_tanh, A>{}; }
-template <node A> constexpr auto erf(A) { return map_node<op_erf, A>{}; }
-template <double P, node A> constexpr auto pow(A) { return map_node<op_pow<P>, A>{}; }
-template <node A, node B> constexpr auto maximum(A, B) { return map_node<op_max, A, B>{}; }
-template <node A, node B> constexpr auto minimum(A, B) { return map_node<op_min, A, B>{}; }
-template <node A, node B> constexpr auto greater(A, B) { return map_node<op_gt, A, B>{}; }
-template <node A, node B> constexpr auto greater_equal(A, B) { return map_node<op_ge, A, B>{}; }
-template <node A, node B> constexpr auto equal(A, B) { return map_node<op_eq, A, B>{}; }
-// where(c, a, b): a where c != 0, else b.
-template <node C, node A, node B> constexpr auto where(C, A, B) { return map_node<op_where, C, A, B>{}; }
-
-// ---- contraction ---------------------------------------------------------------------
-// einsum<"ik,kj->ij">(a, b), over per-example axes (the batch axis is implicit).
-template <fixed_string Spec, node A, node B>
-constexpr auto einsum(A, B) {
-    constexpr contract_spec s = parse_contract(Spec);
-    static_assert(check_shapes<Spec, A::shape, B::shape, detail::contract_ok(s, A::shape, B::shape)>,
-                  "ctrec: einsum spec does not fit the operand shapes");
-    return contract_node<s, A, B>{};
-}
-// matmul: (K)x(K,N), (M,K)x(K,N), (G,M,K)x(G,K,N), (G,M,K)x(K,N)
-template <node A, node B>
-constexpr auto matmul(A a, B b) {
-    constexpr dims sa = A::shape, sb = B::shape;
-    constexpr bool ok = (sa.rank >= 1 && sa.rank <= 3 && (sb.rank == 2 || (sb.rank == 3 && sa.rank == 3)) &&
-                         sa.d[sa.rank - 1] == sb.d[sb.rank - 2] && (sb.rank < 3 || sa.d[0] == sb.d[0]));
-    static_assert(check_shapes<"matmul", sa, sb, ok>, "ctrec: matmul needs (..., K) x (K, N)");
-    if constexpr (sa.rank == 1) return einsum<"k,kn->n">(a, b);
-    else if constexpr (sa.rank == 2) return einsum<"mk,kn->mn">(a, b);
-    else if constexpr (sb.rank == 2) return einsum<"gmk,kn->gmn">(a, b);
-    else return einsum<"gmk,gkn->gmn">(a, b);
-}
-// khatri_rao_matmul(P, Q, W): out[r, j] = sum_{h, m} P[r, h] Q[r, m] W[h * M + m, j] per example,
-// P (R, H) and Q (R, M) per-example, W (H * M, J) unbatched. The product P[r, h] Q[r, m]
-// (R x H x M per example: CIN's outer-product tensor) is never stored.
-template <node P, node Q, node W>
-constexpr auto khatri_rao_matmul(P, Q, W) { return kr_matmul_node<kr_role::out_j, P, Q, W>{}; }
-template <node A, node B>
-constexpr auto outer(A a, B b) {
-    static_assert(check_shapes<"outer", A::shape, B::shape, A::shape.rank == 1 && B::shape.rank == 1>,
-                  "ctrec: outer takes two vectors");
-    return einsum<"i,j->ij">(a, b);
-}
-
-// ---- reductions (axes as template arguments; none = all axes) ---------------------------
-namespace detail {
-template <class A, std::size_t... Ax>
-constexpr unsigned axes_mask() {
-    if constexpr (sizeof...(Ax) == 0) return all_axes(A::shape.rank);
-    else {
-        static_assert(((Ax < A::shape.rank) && ...), "ctrec: reduction axis out of range");
-        return ((1u << Ax) | ...);
+// ---- names built at compile time --------------------------------------------------------
+struct name_string {
+    char s[120]{};
+    std::size_t n = 0;
+    constexpr name_string() = default;
+    constexpr name_string(std::string_view v) {
+        for (char c : v) s[n++] = c;
     }
-}
-template <class A, unsigned M>
-constexpr double count(dims s) {
-    double n = 1;
-    for (std::size_t i = 0; i < s.rank; ++i)
-        if (M >> i & 1u) n *= static_cast<double>(s.d[i]);
-    return n;
-}
-} // namespace detail
+    template <std::size_t N>
+    constexpr name_string(const char (&v)[N]) : name_string(std::string_view(v, N - 1)) {}
+    constexpr std::string_view view() const { return {s, n}; }
+    constexpr name_string operator+(std::string_view v) const {
+        name_string r = *this;
+        for (char c : v) r.s[r.n++] = c;
+        return r;
+    }
+    constexpr name_string operator+(const name_string& v) const { return *this + v.view(); }
+    template <std::size_t N>
+    constexpr name_string operator+(const char (&v)[N]) const {
+        return *this + std::string_view(v, N - 1);
+    }
+    constexpr name_string operator+(std::size_t i) const {
+        char d[24]{};
+        std::size_t k = 0;
+        do d[k++] = static_cast<char>('0' + i % 10), i /= 10;
+        while (i);
+        name_string r = *this;
+        while (k) r.s[r.n++] = d[--k];
+        return r;
+    }
+};
 
-template <std::size_t... Ax, node A>
-constexpr auto sum(A) { return reduce_node<reduce_sum_op, detail::axes_mask<A, Ax...>(), A>{}; }
-template <std::size_t... Ax, node A>
-constexpr auto max(A) { return reduce_node<reduce_max_op, detail::axes_mask<A, Ax...>(), A>{}; }
-template <std::size_t... Ax, node A>
-constexpr auto mean(A a) {
-    constexpr unsigned m = detail::axes_mask<A, Ax...>();
-    return sum<Ax...>(a) * lit<1.0 / detail::count<A, m>(A::shape)>;
+// ---- leaves ---------------------------------------------------------------------------------
+constexpr expr make_leaf(opcode op, dims s, bool batched, std::string_view name) {
+    expr e;
+    e.id = build::leaf(e.g, op, s, batched, name);
+    return e;
 }
-// Sum over the batch axis: an unbatched result (e.g. a batch-summed loss).
-template <node A> constexpr auto batch_sum(A) { return batch_sum_node<A>{}; }
-// The number of examples in the current call.
-inline constexpr batch_size_node batch_size{};
-// Mean over the batch (batch statistics); values computed from it are evaluated in a
-// second pass over the batch.
-template <node A> constexpr auto batch_mean(A a) { return batch_sum(a) / batch_size; }
-
-// ---- shape ops ----------------------------------------------------------------------
-template <std::size_t... D, node A>
-constexpr auto reshape(A) { return reshape_node<make_dims<D...>(), A>{}; }
-template <std::size_t... P, node A>
-constexpr auto transpose(A) { return transpose_node<make_dims<P...>(), A>{}; }
-template <std::size_t Axis, std::size_t Begin, std::size_t End, node A>
-constexpr auto slice(A) { return slice_node<Axis, Begin, End, A>{}; }
-template <std::size_t Axis, node... A>
-constexpr auto concat(A...) { return concat_node<Axis, A...>{}; }
-// stack<Axis>(a, b, ...): a new axis of size sizeof...(A) at Axis.
-template <std::size_t Axis, node... A>
-constexpr auto stack(A...) {
-    return concat_node<Axis, reshape_node<insert_axis(A::shape, Axis, 1), A>...>{};
-}
-template <node T, node I>
-constexpr auto gather(T, I) { return gather_node<T, I>{}; }
-template <node A> constexpr auto stop_gradient(A) { return stop_gradient_node<A>{}; }
-// broadcast_to<D...>(a): a broadcast (numpy rules) to the per-example shape (D...), as an
-// explicit node (see op_broadcast).
-template <std::size_t... D, node A>
-constexpr auto broadcast_to(A) {
-    constexpr dims s = make_dims<D...>();
-    static_assert(check_shapes<"broadcast_to", A::shape, s, can_broadcast(A::shape, s) && broadcast(A::shape, s) == s>,
-                  "ctrec: broadcast_to needs a shape the operand broadcasts to");
-    if constexpr (A::shape == s) return A{};
-    else return map_node<op_broadcast, A, zero_node<s, false>>{};
+constexpr expr input_named(std::string_view name, dims s) { return make_leaf(opcode::input, s, true, name); }
+constexpr expr shared_input_named(std::string_view name, dims s) { return make_leaf(opcode::input, s, false, name); }
+constexpr expr param_named(std::string_view name, dims s) { return make_leaf(opcode::param, s, false, name); }
+constexpr expr constant(double v, dims s = {}) {
+    expr e;
+    e.id = build::constant(e.g, v, s);
+    return e;
 }
 
-// ---- composites (derivatives follow from their parts) ------------------------------------
-// Softmax along Axis. The max shift is a stop_gradient: the softmax does not
-// depend on it, and this keeps its derivative exact and cheap.
-template <std::size_t Axis, node A>
-constexpr auto softmax(A x) {
-    constexpr dims kd = keepdims(A::shape, 1u << Axis);
-    auto z = x - reshape_node<kd, decltype(stop_gradient(max<Axis>(x)))>{};
-    auto e = exp(z);
-    return e / reshape_node<kd, decltype(sum<Axis>(e))>{};
+template <fixed_string Name, std::size_t... D>
+inline constexpr expr input = input_named(Name.view(), make_dims<D...>());
+template <fixed_string Name, std::size_t... D>
+inline constexpr expr param = param_named(Name.view(), make_dims<D...>());
+// The same for every example of a call (one user against many candidates).
+template <fixed_string Name, std::size_t... D>
+inline constexpr expr shared_input = shared_input_named(Name.view(), make_dims<D...>());
+template <double V>
+inline constexpr expr lit = constant(V);
+// Per-example uniform [0, 1) numbers of stream Name (see opcode::random), seeded per call by io.seed.
+template <fixed_string Name, std::size_t... D>
+inline constexpr expr random_uniform = make_leaf(opcode::random, make_dims<D...>(), true, Name.view());
+inline constexpr expr batch_size = [] {
+    expr e;
+    e.id = build::batch_size(e.g);
+    return e;
+}();
+
+// ---- combining expressions -------------------------------------------------------------------
+constexpr expr apply(opcode op, const expr& a) {
+    expr r{a.g, 0};
+    r.id = build::map(r.g, op, a.id);
+    return r;
 }
-template <std::size_t Axis, node A>
-constexpr auto log_softmax(A x) {
-    constexpr dims kd = keepdims(A::shape, 1u << Axis);
-    auto z = x - reshape_node<kd, decltype(stop_gradient(max<Axis>(x)))>{};
-    return z - reshape_node<kd, decltype(log(sum<Axis>(exp(z))))>{};
+constexpr expr apply(opcode op, const expr& a, const expr& b) {
+    const expr* es[2] = {&a, &b};
+    std::uint32_t ids[2]{};
+    expr r{join_all(es, ids), 0};
+    r.id = build::map(r.g, op, ids[0], ids[1]);
+    return r;
+}
+constexpr expr apply(opcode op, const expr& a, const expr& b, const expr& c) {
+    const expr* es[3] = {&a, &b, &c};
+    std::uint32_t ids[3]{};
+    expr r{join_all(es, ids), 0};
+    r.id = build::map(r.g, op, ids[0], ids[1], ids[2]);
+    return r;
+}
+
+constexpr expr operator+(const expr& a, const expr& b) { return apply(opcode::add, a, b); }
+constexpr expr operator-(const expr& a, const expr& b) { return apply(opcode::sub, a, b); }
+constexpr expr operator*(const expr& a, const expr& b) { return apply(opcode::mul, a, b); }
+constexpr expr operator/(const expr& a, const expr& b) { return apply(opcode::div, a, b); }
+constexpr expr operator-(const expr& a) { return apply(opcode::neg, a); }
+constexpr expr exp(const expr& a) { return apply(opcode::exp, a); }
+constexpr expr log(const expr& a) { return apply(opcode::log, a); }
+constexpr expr log1p(const expr& a) { return apply(opcode::log1p, a); }
+constexpr expr sqrt(const expr& a) { return apply(opcode::sqrt, a); }
+constexpr expr rsqrt(const expr& a) { return apply(opcode::rsqrt, a); }
+constexpr expr tanh(const expr& a) { return apply(opcode::tanh, a); }
+constexpr expr sigmoid(const expr& a) { return apply(opcode::sigmoid, a); }
+constexpr expr relu(const expr& a) { return apply(opcode::relu, a); }
+constexpr expr maximum(const expr& a, const expr& b) { return apply(opcode::maximum, a, b); }
+constexpr expr minimum(const expr& a, const expr& b) { return apply(opcode::minimum, a, b); }
+constexpr expr abs(const expr& a) { return apply(opcode::abs, a); }
+constexpr expr erf(const expr& a) { return apply(opcode::erf, a); }
+constexpr expr greater(const expr& a, const expr& b) { return apply(opcode::greater, a, b); }
+constexpr expr greater_equal(const expr& a, const expr& b) { return apply(opcode::greater_equal, a, b); }
+// where(c, a, b): a where c != 0, else b.
+constexpr expr where(const expr& c, const expr& a, const expr& b) { return apply(opcode::where, c, a, b); }
+
+// ---- contraction ------------------------------------------------------------------------------
+constexpr expr einsum(std::string_view spec, const expr& a, const expr& b) {
+    fixed_string<32> fs{};
+    for (std::size_t i = 0; i < spec.size() && i < 31; ++i) fs.v[i] = spec[i];
+    const contract_spec s = parse_contract(fs);  // a malformed spec stays unparsed: contract() rejects it
+    const expr* es[2] = {&a, &b};
+    std::uint32_t ids[2]{};
+    expr r{join_all(es, ids), 0};
+    r.id = build::contract(r.g, s, ids[0], ids[1]);
+    return r;
+}
+template <fixed_string Spec>
+constexpr expr einsum(const expr& a, const expr& b) {
+    return einsum(Spec.view(), a, b);
+}
+// matmul: (K) x (K, N), (M, K) x (K, N), (G, M, K) x (K, N); a concatenation holding broadcast
+// pieces is split (matmul.hpp)
+constexpr expr matmul(const expr& a, const expr& b) {
+    const expr* es[2] = {&a, &b};
+    std::uint32_t ids[2]{};
+    expr r{join_all(es, ids), 0};
+    r.id = build::matmul(r.g, ids[0], ids[1]);
+    return r;
+}
+
+// ---- reductions ---------------------------------------------------------------------------------
+// sum(x) over every per-example axis; sum(x, {0, 2}) over axes 0 and 2.
+constexpr expr sum(const expr& a, std::initializer_list<std::size_t> axes = {}) {
+    unsigned mask = 0;
+    for (std::size_t ax : axes) {
+        if (ax >= a.shape().rank) ctrec_shape_error_reduction_axis_out_of_range();
+        mask |= 1u << ax;
+    }
+    if (axes.size() == 0) mask = (1u << a.shape().rank) - 1u;
+    expr r{a.g, 0};
+    r.id = build::reduce_sum(r.g, a.id, mask);
+    return r;
+}
+// max over axes. It has no derivative rule in this core: use it under stop_gradient (as
+// softmax does); differentiating through it is a compile-time error.
+constexpr expr max(const expr& a, std::initializer_list<std::size_t> axes) {
+    unsigned mask = 0;
+    for (std::size_t ax : axes) {
+        if (ax >= a.shape().rank) ctrec_shape_error_reduction_axis_out_of_range();
+        mask |= 1u << ax;
+    }
+    expr r{a.g, 0};
+    r.id = build::reduce(r.g, opcode::reduce_max, a.id, mask);
+    return r;
+}
+constexpr expr batch_sum(const expr& a) {
+    expr r{a.g, 0};
+    r.id = build::batch_sum(r.g, a.id);
+    return r;
+}
+constexpr expr batch_mean(const expr& a) { return batch_sum(a) / batch_size; }
+
+// ---- shape ops ----------------------------------------------------------------------------------
+constexpr expr reshape(const expr& a, dims s) {
+    expr r{a.g, 0};
+    r.id = build::reshape(r.g, a.id, s);
+    return r;
+}
+template <std::size_t... D>
+constexpr expr reshape(const expr& a) {
+    return reshape(a, make_dims<D...>());
+}
+constexpr expr stop_gradient(const expr& a) {
+    expr r{a.g, 0};
+    r.id = build::stop_gradient(r.g, a.id);
+    return r;
+}
+constexpr expr slice(const expr& a, std::size_t axis, std::size_t begin, std::size_t end) {
+    expr r{a.g, 0};
+    r.id = build::slice(r.g, a.id, static_cast<std::uint32_t>(axis), static_cast<std::uint32_t>(begin), end - begin);
+    return r;
+}
+// per-example broadcast to shape s (NumPy rules)
+constexpr expr broadcast_to(const expr& a, dims s) {
+    expr r{a.g, 0};
+    r.id = build::broadcast_to(r.g, a.id, s, false);
+    return r;
+}
+// concat(axis, {a, b, c, ...}): any number of operands (26 fields, 160 pair results).
+constexpr expr concat(std::size_t axis, std::initializer_list<expr> parts) {
+    const expr* first = parts.begin();
+    std::size_t longest = 0;
+    for (std::size_t i = 1; i < parts.size(); ++i)
+        if (first[i].g.n > first[longest].g.n) longest = i;
+    expr r{first[longest].g, 0};
+    std::uint32_t ids[max_nodes]{};
+    for (std::size_t i = 0; i < parts.size(); ++i) join_into(r.g, first[i], ids[i]);
+    r.id = build::concat(r.g, static_cast<std::uint32_t>(axis), ids, static_cast<std::uint32_t>(parts.size()));
+    return r;
+}
+template <std::size_t Axis, class... E>
+constexpr expr concat(const E&... parts) {
+    return concat(Axis, {parts...});
+}
+
+// ---- composites (their derivatives follow from their parts) --------------------------------------
+// softmax along one axis; the max shift is a stop_gradient (the softmax does not depend on it,
+// and reduce_max then needs no derivative).
+constexpr expr softmax(const expr& x, std::size_t axis) {
+    const dims kd = keepdims(x.shape(), 1u << axis);
+    expr shift = reshape(stop_gradient(max(x, {axis})), kd);
+    expr e = exp(x - shift);
+    return e / reshape(sum(e, {axis}), kd);
 }
 // TF's l2_normalize: x * rsqrt(max(sum(x^2, axis), epsilon)).
-template <std::size_t Axis, double Eps = 1e-12, node A>
-constexpr auto l2_normalize(A x) {
-    constexpr dims kd = keepdims(A::shape, 1u << Axis);
-    return x * reshape_node<kd, decltype(rsqrt(maximum(sum<Axis>(x * x), lit<Eps>)))>{};
+constexpr expr l2_normalize(const expr& x, std::size_t axis, double eps = 1e-12) {
+    const dims kd = keepdims(x.shape(), 1u << axis);
+    return x * reshape(rsqrt(maximum(sum(x * x, {axis}), constant(eps))), kd);
 }
 
 } // namespace ctrec

@@ -1,230 +1,362 @@
 #pragma once
-// The compile-time pass pipeline that turns a set of root expressions into an
-// execution plan. Each pass is a constexpr function over a flat array of node
-// records (never a recursive template), in this order:
-//   1. graph:      topological node list with CSE by type identity (graph.hpp)
-//   2. records:    kind, shape, batchedness, operands, roots
-//   3. staging:    batch passes. Pass 0 computes what needs no sum over the
-//                  batch; a reducer (unbatched value summed over the batch,
-//                  e.g. a parameter gradient or a batch statistic) accumulates
-//                  during a pass and can be read from the next pass on; batched
-//                  values are recomputed in later passes where needed (never
-//                  stored for the whole batch). Unbatched values that depend on
-//                  no batched one are computed once, before pass 0 (hoisting).
-//   4. fusion:     elementwise nodes used once by an elementwise/reduction
-//                  consumer are inlined into its loop; a contraction used once
-//                  by an elementwise tree becomes that tree's GEMM epilogue
-//   5. derived:    steps that read only parameters (an effective kernel, a
-//                  hoisted transpose) are cached with the parameters and rerun
-//                  only when they change (parameters::prepare)
-//   6. buffers:    liveness-based offsets in one workspace (tile region shared
-//                  between dead buffers; unbatched values persistent); derived
-//                  values in the parameters' derived block
-// Later rewrites (concat-split, hoisting, contraction ordering) are passes that
-// run on the expression before step 1 and need no change to the evaluators.
+// From expressions to an exact-size table and an execution plan, all constexpr.
+//
+//   model   the roots of a program in one graph: the user's roots (program), the root and the
+//           gradient of every input and parameter (grad_program), or the root and its tangent
+//           (jvp_program)
+//   table   the nodes reachable from the roots, renumbered, in arrays of exactly their size: the
+//           one constant a program keeps (a `static constexpr` member of the program class, so
+//           every symbol of the executor is keyed by the short program name plus a step index)
+//   plan    per node: whether it is a step, its batch pass, its buffer (liveness, first fit)
 #include <algorithm>
-#include <array>
-#include <cstddef>
-#include <string>
 
 #include "ctrec/core/contract_plan.hpp"
-#include "ctrec/core/graph.hpp"
+#include "ctrec/ad/autodiff.hpp"
 
 namespace ctrec {
 
-struct node_record {
-    kind k = kind::zero;
-    dims shape;
-    bool batched = false;
-    bool reducer = false;     // unbatched result summed over the batch
-    bool gemm_fusable = false;  // contraction whose GEMM can take an epilogue
-    std::size_t nops = 0;
-    std::size_t ops[16] = {};
-    int root = -1;            // index among the roots, or -1
+inline constexpr std::size_t max_roots = 1024;
+
+void ctrec_error_too_many_roots();
+void ctrec_error_two_leaves_share_a_name_with_different_shapes();
+void ctrec_error_grad_program_needs_a_per_example_root_or_an_unbatched_scalar();
+
+struct model_graph {
+    graph g{};
+    std::uint32_t n_roots = 0;
+    std::uint32_t roots[max_roots]{};
+    std::uint32_t edges = 0;  // reverse mode: edges visited
+    std::uint32_t n_wrt = 0;  // grad_program: the leaves differentiated (roots 1..n_wrt)
+    std::uint32_t wrt[max_roots]{};
+    std::uint32_t n_updates = 0;  // train_program: roots 1 + n_wrt + u are the new values of the
+    std::uint32_t targets[max_roots]{};  // state variables targets[u]
 };
 
-template <class N, class Nodes>
-constexpr node_record make_record() {
-    node_record r;
-    r.k = N::node_kind;
-    r.shape = N::shape;
-    r.batched = N::batched;
-    r.reducer = reduces_batch<N>();
-    [&]<class... O>(tlist<O...>) {
-        static_assert(sizeof...(O) <= 16, "ctrec: at most 16 operands per node");
-        ((r.ops[r.nops++] = tl_index_v<O, Nodes>), ...);
-    }(typename N::operands{});
-    if constexpr (N::node_kind == kind::contract) {
-        constexpr contract_plan p = contract_plan_of<N>;
-        r.gemm_fusable = p.n_outer == 0 && !p.reduces_batch;
-    }
-    return r;
-}
-
-// Passes over the batch a plan may need: each level of batch statistics (a BatchNorm's
-// mean, then its variance) and each backward sum through them adds one; a training MLP
-// with BN on the input and on two hidden layers needs about ten.
-inline constexpr int max_passes = 16;
+enum class model_kind { forward, grad, jvp, train };
 
 template <std::size_t N>
-struct plan_data {
-    node_record rec[N ? N : 1];
-    std::size_t uses[N ? N : 1] = {};
-    bool inlined[N ? N : 1] = {};    // evaluated inside its consumer's loop
-    int fused_contraction[N ? N : 1] = {};  // for a map step: the contraction in its epilogue, or -1
-    bool epilogue[N ? N : 1] = {};   // a contraction fused into a consumer's epilogue
-    int absorber[N ? N : 1] = {};    // step that evaluates this node (itself when it is a step)
-    bool alias[N ? N : 1] = {};      // reshape / stop_gradient: same buffer as the operand
-    bool step[N ? N : 1] = {};       // has a compute step (incl. root copies)
-    int pass[N ? N : 1] = {};        // batched: pass computing it first; reducer: pass accumulating it
-    int avail[N ? N : 1] = {};       // first pass that may read the value (unbatched nodes)
-    bool needed[max_passes][N ? N : 1] = {};  // tile step runs in pass q
-    int passes = 1;
-    std::size_t last_use[N ? N : 1] = {};
-    std::ptrdiff_t offset[N ? N : 1] = {};  // -1: not in the workspace
-    std::size_t tile_elems = 0;      // per-example elements of the tile region
-    std::size_t persistent = 0;      // elements of the unbatched region
-    bool param_only[N ? N : 1] = {}; // depends on parameters and constants only
-    bool derived[N ? N : 1] = {};    // a param-only step: cached with the parameters
-    std::size_t derived_elems = 0;   // elements of the derived-parameter region
-    bool too_many_passes = false;
+constexpr model_graph forward_model(const expr* const (&roots)[N]) {
+    model_graph m;
+    std::uint32_t ids[N]{};
+    m.g = join_all(roots, ids);
+    for (std::size_t i = 0; i < N; ++i) m.roots[m.n_roots++] = ids[i];
+    return m;
+}
+
+// Root, then d root / d leaf for every input leaf, then every parameter leaf (graph order).
+// A per-example root is seeded by the input "cotangent"; an unbatched scalar root (a loss) by 1.
+constexpr model_graph grad_model(const expr& root) {
+    model_graph m;
+    m.g = root.g;
+    graph& g = m.g;
+    const node r = root.rec();
+    if (!r.batched && r.shape.size() != 1) ctrec_error_grad_program_needs_a_per_example_root_or_an_unbatched_scalar();
+    const std::uint32_t seed =
+        r.batched ? build::leaf(g, opcode::input, r.shape, true, "cotangent") : build::constant(g, 1.0, r.shape);
+    std::uint32_t ct[max_nodes]{};
+    m.edges = reverse(g, root.id, seed, ct).edges;
+    m.roots[m.n_roots++] = root.id;
+    bool reach[max_nodes]{};  // leaves the root depends on (the graph may hold other values)
+    reach[root.id] = true;
+    for (std::uint32_t i = root.id + 1; i-- > 0;)
+        if (reach[i])
+            for (std::uint32_t j = 0; j < g.nodes[i].nops; ++j) reach[g.operand(i, j)] = true;
+    for (int pass = 0; pass < 2; ++pass)
+        for (std::uint32_t i = 0; i <= root.id; ++i) {
+            const node l = g.nodes[i];
+            if (!reach[i] || l.op != (pass == 0 ? opcode::input : opcode::param)) continue;
+            if (g.name_of(i) == "cotangent") continue;
+            const std::uint32_t c = ct[i] == none ? build::constant(g, 0.0, l.shape) : ct[i];
+            if (m.n_roots >= max_roots) ctrec_error_too_many_roots();
+            m.roots[m.n_roots++] = build::broadcast_to(g, c, l.shape, l.batched);
+            m.wrt[m.n_wrt++] = i;
+        }
+    return m;
+}
+
+// Root and its tangent along the tangent leaves "d.<name>".
+constexpr model_graph jvp_model(const expr& root) {
+    model_graph m;
+    m.g = root.g;
+    std::uint32_t tan[max_nodes]{};
+    forward(m.g, root.id, tan);
+    const node r = root.rec();
+    const std::uint32_t t = tan[root.id] == none ? build::constant(m.g, 0.0, r.shape) : tan[root.id];
+    m.roots[m.n_roots++] = root.id;
+    m.roots[m.n_roots++] = build::broadcast_to(m.g, t, r.shape, r.batched);
+    return m;
+}
+
+// ---- the exact-size table ---------------------------------------------------------------------
+struct table_sizes {
+    std::size_t nodes = 0, operands = 0, chars = 0, roots = 0;
 };
 
-namespace detail {
-constexpr bool is_leafish(kind k) {
-    return k == kind::input || k == kind::param || k == kind::index_input || k == kind::constant || k == kind::zero ||
-           k == kind::batch_size || k == kind::random;
+constexpr void mark_live(const model_graph& m, bool* live) {
+    for (std::uint32_t r = 0; r < m.n_roots; ++r) live[m.roots[r]] = true;
+    for (std::uint32_t r = 0; r < m.n_wrt; ++r) live[m.wrt[r]] = true;
+    for (std::uint32_t r = 0; r < m.n_updates; ++r) live[m.targets[r]] = true;
+    for (std::uint32_t i = m.g.n; i-- > 0;)
+        if (live[i])
+            for (std::uint32_t j = 0; j < m.g.nodes[i].nops; ++j) live[m.g.operand(i, j)] = true;
 }
+
+constexpr table_sizes sizes_of(const model_graph& m) {
+    bool live[max_nodes]{};
+    mark_live(m, live);
+    table_sizes s;
+    for (std::uint32_t i = 0; i < m.g.n; ++i)
+        if (live[i]) ++s.nodes, s.operands += m.g.nodes[i].nops, s.chars += m.g.nodes[i].name_len;
+    s.roots = m.n_roots;
+    return s;
+}
+
+template <table_sizes S>
+struct table {
+    static constexpr std::size_t size = S.nodes, n_roots = S.roots, n_operands = S.operands;
+    node nodes[S.nodes ? S.nodes : 1]{};
+    std::uint32_t pool[S.operands ? S.operands : 1]{};
+    char names[S.chars ? S.chars : 1]{};
+    std::uint32_t roots[S.roots ? S.roots : 1]{};
+    std::uint32_t wrt[S.roots ? S.roots : 1]{};  // grad programs: the leaf of gradient root 1 + k
+    std::uint32_t targets[S.roots ? S.roots : 1]{};  // train programs: the variable of state root 1 + n_wrt + u
+    std::uint32_t edges = 0, n_wrt = 0, n_updates = 0;
+    constexpr std::uint32_t operand(std::size_t i, std::size_t j) const { return pool[nodes[i].first + j]; }
+    constexpr std::string_view name_of(std::size_t i) const { return {names + nodes[i].name, nodes[i].name_len}; }
+};
+
+template <table_sizes S>
+constexpr table<S> freeze(const model_graph& m) {
+    table<S> t;
+    bool live[max_nodes]{};
+    mark_live(m, live);
+    std::uint32_t map[max_nodes]{};
+    std::uint32_t n = 0, np = 0, nc = 0;
+    for (std::uint32_t i = 0; i < m.g.n; ++i) {
+        if (!live[i]) continue;
+        node r = m.g.nodes[i];
+        const std::uint32_t first = r.first, name = r.name;
+        r.first = np;
+        for (std::uint32_t j = 0; j < r.nops; ++j) t.pool[np++] = map[m.g.pool[first + j]];
+        r.name = nc;
+        for (std::uint32_t k = 0; k < r.name_len; ++k) t.names[nc++] = m.g.names[name + k];
+        t.nodes[n] = r;
+        map[i] = n++;
+    }
+    for (std::uint32_t r = 0; r < m.n_roots; ++r) t.roots[r] = map[m.roots[r]];
+    t.edges = m.edges;
+    t.n_wrt = m.n_wrt;
+    for (std::uint32_t r = 0; r < m.n_wrt; ++r) t.wrt[r] = map[m.wrt[r]];
+    t.n_updates = m.n_updates;
+    for (std::uint32_t r = 0; r < m.n_updates; ++r) t.targets[r] = map[m.targets[r]];
+    // one leaf per name and kind (leaves are interned by name and shape, so a second leaf of one
+    // name has another shape, and would share storage): names hashed into an open-addressing table
+    constexpr std::size_t slots = 2 * S.nodes + 1;
+    std::uint32_t seen[slots]{};  // leaf id + 1
+    for (std::uint32_t i = 0; i < n; ++i) {
+        if (t.nodes[i].op != opcode::param && t.nodes[i].op != opcode::input) continue;
+        std::uint64_t h = static_cast<std::uint64_t>(t.nodes[i].op) + 1;
+        for (char ch : t.name_of(i)) h = detail::mix(h, static_cast<unsigned char>(ch));
+        std::size_t k = h % slots;
+        for (; seen[k] != 0; k = (k + 1) % slots) {
+            const std::uint32_t j = seen[k] - 1;
+            if (t.nodes[j].op == t.nodes[i].op && t.name_of(i) == t.name_of(j))
+                ctrec_error_two_leaves_share_a_name_with_different_shapes();
+        }
+        seen[k] = i + 1;
+    }
+    return t;
+}
+
+// ---- the plan ----------------------------------------------------------------------------------
+// Passes over the batch a plan may need: each level of batch statistics adds one.
+// (A BatchNorm in a training program adds about four: mean, variance, and their gradients.)
+inline constexpr int max_passes = 64;
+void ctrec_error_more_than_64_nested_sums_over_the_batch();
+
+constexpr bool reduces_batch(const node& r, bool any_batched_operand) {
+    return !r.batched && any_batched_operand;  // batch_sum, or a contraction that sums the batch
+}
+
+template <std::size_t N>
+struct plan {
+    bool step[N ? N : 1]{};      // has a compute step (incl. copies into outputs)
+    bool inlined[N ? N : 1]{};   // elementwise, evaluated inside its consumers' step (one loop)
+    bool epilogue[N ? N : 1]{};  // a contraction whose consumer step is its GEMM epilogue
+    int fused_contraction[N ? N : 1]{};  // map step: the contraction in its epilogue, or -1
+    int absorber[N ? N : 1]{};   // the step that evaluates the node (itself when it is a step)
+    bool reducer[N ? N : 1]{};   // unbatched, summed over the batch while tiles run
+    bool alias[N ? N : 1]{};     // a view of its operand's buffer
+    int pass[N ? N : 1]{};       // batched: first pass computing it; reducer: the pass accumulating it
+    int avail[N ? N : 1]{};      // unbatched: first pass that may read it
+    std::uint64_t needed[N ? N : 1]{};  // bit q: the batched or reducer step runs in pass q
+    int root[N ? N : 1]{};       // first root index it is, or -1
+    std::ptrdiff_t offset[N ? N : 1]{};  // workspace offset (derived: in the derived block), -1 if none
+    bool derived[N ? N : 1]{};   // a step reading parameters and constants only: computed by
+                                 // parameters::prepare() and kept with them, not per call
+    int passes = 1;
+    std::size_t tile_elems = 0;  // per-example elements of the tile region
+    std::size_t persistent = 0;  // unbatched region
+    std::size_t derived_elems = 0;  // the derived block
+    std::size_t steps = 0, derived_steps = 0;
+};
+
 constexpr std::size_t align16(std::size_t x) { return (x + 15) / 16 * 16; }
 
-template <std::size_t N>
-constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
-    plan_data<N> p;
-    for (std::size_t i = 0; i < N; ++i) {
-        p.rec[i] = recs[i];
-        p.fused_contraction[i] = -1;
-        p.absorber[i] = static_cast<int>(i);
-        p.offset[i] = -1;
+template <class Table>
+constexpr plan<Table::size> make_plan(const Table& t) {
+    constexpr std::size_t N = Table::size;
+    plan<N> p;
+    for (std::size_t i = 0; i < N; ++i) p.root[i] = -1, p.offset[i] = -1, p.fused_contraction[i] = -1, p.absorber[i] = static_cast<int>(i);
+    for (std::size_t r = Table::n_roots; r-- > 0;) p.root[t.roots[r]] = static_cast<int>(r);
+    // consumers of every node (CSR), so each pass below costs O(edges), not O(nodes^2)
+    std::size_t cfirst[N + 1]{};
+    std::uint32_t cons[Table::n_operands ? Table::n_operands : 1]{};
+    for (std::size_t i = 0; i < N; ++i)
+        for (std::size_t j = 0; j < t.nodes[i].nops; ++j) ++cfirst[t.operand(i, j) + 1];
+    for (std::size_t i = 0; i < N; ++i) cfirst[i + 1] += cfirst[i];
+    {
+        std::size_t fill[N + 1]{};
+        for (std::size_t i = 0; i < N; ++i)
+            for (std::size_t j = 0; j < t.nodes[i].nops; ++j) {
+                const std::uint32_t o = t.operand(i, j);
+                cons[cfirst[o] + fill[o]++] = static_cast<std::uint32_t>(i);
+            }
     }
-    // uses
-    for (std::size_t i = 0; i < N; ++i)
-        for (std::size_t j = 0; j < p.rec[i].nops; ++j) {
-            std::size_t o = p.rec[i].ops[j];
-            ++p.uses[o];
-        }
-    for (std::size_t i = 0; i < N; ++i)
-        if (p.rec[i].root >= 0) ++p.uses[i];
-    // staging: passes over the batch
     for (std::size_t i = 0; i < N; ++i) {
-        const auto& r = p.rec[i];
+        const node& r = t.nodes[i];
+        bool any_batched = false;
         int q = 0;
         for (std::size_t j = 0; j < r.nops; ++j) {
-            std::size_t o = r.ops[j];
-            q = std::max(q, p.rec[o].batched ? p.pass[o] : p.avail[o]);
+            const std::uint32_t o = t.operand(i, j);
+            any_batched = any_batched || t.nodes[o].batched;
+            q = std::max(q, t.nodes[o].batched ? p.pass[o] : p.avail[o]);
         }
+        p.reducer[i] = reduces_batch(r, any_batched);
         p.pass[i] = q;
-        p.avail[i] = r.reducer ? q + 1 : r.batched ? q : q;
-        if ((r.batched || r.reducer) && q + 1 > p.passes) p.passes = q + 1;
-        p.alias[i] = r.k == kind::reshape || r.k == kind::stop_gradient;
+        p.avail[i] = p.reducer[i] ? q + 1 : q;
+        if ((r.batched || p.reducer[i]) && q + 1 > p.passes) p.passes = q + 1;
+        p.alias[i] = is_view(r.op);
     }
-    if (p.passes > max_passes) p.too_many_passes = true;
-    for (int q = 0; q < p.passes && q < max_passes; ++q)
-        for (std::size_t i = N; i-- > 0;) {
-            const auto& r = p.rec[i];
-            if (!r.batched && !r.reducer) continue;
-            bool need = r.reducer ? p.pass[i] == q : (r.root >= 0 && p.pass[i] == q);
-            if (!r.reducer && p.pass[i] <= q)
-                for (std::size_t c = i + 1; c < N && !need; ++c)
-                    for (std::size_t j = 0; j < p.rec[c].nops; ++j)
-                        if (p.rec[c].ops[j] == i && p.needed[q][c]) need = true;
-            p.needed[q][i] = need;
-        }
-    // fusion: an elementwise node joins its consumers' loop when every consumer
-    // is evaluated by the same step (an elementwise node of its shape, or a
-    // reduction / batch sum of it). Visiting consumers first (descending order)
-    // lets whole DAGs of elementwise work, shared values included, join one loop,
-    // where each value is computed once per element.
-    auto joins = [&](std::size_t i, std::size_t c) {
-        const auto& r = p.rec[i];
-        const auto& k = p.rec[c];
-        return (k.k == kind::map && k.shape == r.shape && k.batched == r.batched) ||
-               (k.k == kind::reduce && k.batched == r.batched) || (k.k == kind::batch_sum && r.batched);
-    };
+    // fusion: an elementwise node joins its consumers' loop when every consumer is evaluated by
+    // the same step (an elementwise node of its shape and batchedness, a reduction or a batch
+    // sum of it). Visiting consumers first lets whole DAGs of elementwise work join one loop.
     for (std::size_t i = N; i-- > 0;) {
-        const auto& r = p.rec[i];
-        if (r.k != kind::map || r.root >= 0 || p.uses[i] == 0) continue;
+        const node& r = t.nodes[i];
+        if (!is_elementwise(r.op) || p.root[i] >= 0 || cfirst[i] == cfirst[i + 1]) continue;
         int step = -1;
         bool ok = true;
-        for (std::size_t c = i + 1; c < N && ok; ++c)
-            for (std::size_t j = 0; j < p.rec[c].nops && ok; ++j)
-                if (p.rec[c].ops[j] == i) {
-                    ok = joins(i, c) && (step < 0 || step == p.absorber[c]);
-                    step = p.absorber[c];
-                }
-        if (ok && step >= 0) {
-            p.inlined[i] = true;
-            p.absorber[i] = step;
+        for (std::size_t e = cfirst[i]; e < cfirst[i + 1] && ok; ++e) {
+            const std::uint32_t c = cons[e];
+            const node& k = t.nodes[c];
+            const bool joins = (is_elementwise(k.op) && k.shape == r.shape && k.batched == r.batched) ||
+                               ((k.op == opcode::reduce_sum || k.op == opcode::reduce_max) && k.batched == r.batched) ||
+                               (k.op == opcode::batch_sum && r.batched);
+            ok = joins && (step < 0 || step == p.absorber[c]);
+            step = p.absorber[c];
         }
+        if (ok && step >= 0) p.inlined[i] = true, p.absorber[i] = step;
     }
-    // contraction epilogues: a contraction read only by one elementwise step of its shape
+    // GEMM epilogues: a contraction read only by one elementwise step of its shape
     for (std::size_t i = 0; i < N; ++i) {
-        const auto& r = p.rec[i];
-        if (r.k != kind::contract || !r.gemm_fusable || r.root >= 0 || p.uses[i] == 0) continue;
+        const node& r = t.nodes[i];
+        if (r.op != opcode::contract || p.root[i] >= 0 || cfirst[i] == cfirst[i + 1]) continue;
+        const node& na = t.nodes[t.operand(i, 0)];
+        const node& nb = t.nodes[t.operand(i, 1)];
+        const contract_plan cp = plan_contraction(r.spec, na.shape, nb.shape, na.batched, nb.batched, r.batched);
+        if (cp.n_outer != 0 || cp.reduces_batch) continue;
         int step = -1;
         bool ok = true;
-        for (std::size_t c = i + 1; c < N && ok; ++c)
-            for (std::size_t j = 0; j < p.rec[c].nops && ok; ++j)
-                if (p.rec[c].ops[j] == i) {
-                    ok = p.rec[c].k == kind::map && (step < 0 || step == p.absorber[c]);
-                    step = p.absorber[c];
-                }
+        for (std::size_t e = cfirst[i]; e < cfirst[i + 1] && ok; ++e) {
+            const std::uint32_t c = cons[e];
+            ok = is_elementwise(t.nodes[c].op) && (step < 0 || step == p.absorber[c]);
+            step = p.absorber[c];
+        }
         if (!ok || step < 0) continue;
-        std::size_t s = static_cast<std::size_t>(step);
-        if (p.rec[s].k != kind::map || p.fused_contraction[s] >= 0) continue;
-        if (!(p.rec[s].shape == r.shape) || p.rec[s].batched != r.batched) continue;
-        p.fused_contraction[s] = static_cast<int>(i);
+        const std::size_t st = static_cast<std::size_t>(step);
+        if (!is_elementwise(t.nodes[st].op) || p.fused_contraction[st] >= 0) continue;
+        if (!(t.nodes[st].shape == r.shape) || t.nodes[st].batched != r.batched) continue;
+        p.fused_contraction[st] = static_cast<int>(i);
         p.epilogue[i] = true;
-        p.absorber[i] = static_cast<int>(s);
+        p.absorber[i] = static_cast<int>(st);
     }
+    // derived parameters: steps that read only parameters and constants (an effective kernel under
+    // weight norm, a folded BatchNorm scale) depend on no call: parameters::prepare() computes
+    // them when the parameters change, and runs read them
+    bool param_only[N ? N : 1]{};
     for (std::size_t i = 0; i < N; ++i) {
-        const auto& r = p.rec[i];
-        bool computed = !is_leafish(r.k) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i];
-        p.step[i] = computed || r.root >= 0;
-    }
-    // derived parameters: steps that read only parameters and constants (an effective
-    // kernel, a hoisted transpose) depend on no call, so they are computed when the
-    // parameters change (parameters::prepare) and kept next to them, not once per call.
-    for (std::size_t i = 0; i < N; ++i) {
-        const auto& r = p.rec[i];
-        if (r.k == kind::param || r.k == kind::constant || r.k == kind::zero) {
-            p.param_only[i] = true;
+        const node& r = t.nodes[i];
+        p.step[i] = (!is_leaf(r.op) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i]) || p.root[i] >= 0;
+        p.steps += p.step[i];
+        if (r.op == opcode::param || r.op == opcode::constant) {
+            param_only[i] = true;
             continue;
         }
-        if (is_leafish(r.k) || r.batched || r.reducer) continue;
+        if (is_leaf(r.op) || r.batched || p.reducer[i]) continue;
         bool only = true;
-        for (std::size_t j = 0; j < r.nops; ++j) only = only && p.param_only[r.ops[j]];
-        p.param_only[i] = only;
-        p.derived[i] = only && p.step[i] && r.root < 0 && !p.alias[i];
+        for (std::size_t j = 0; j < r.nops; ++j) only = only && param_only[t.operand(i, j)];
+        param_only[i] = only;
+        p.derived[i] = only && p.step[i] && p.root[i] < 0 && !p.alias[i];
+        p.derived_steps += p.derived[i];
     }
-    // liveness (time = node index of the reading step; aliases forward their readers)
-    for (std::size_t i = N; i-- > 0;) {
-        std::size_t last = i;
-        for (std::size_t c = i + 1; c < N; ++c)
-            for (std::size_t j = 0; j < p.rec[c].nops; ++j)
-                if (p.rec[c].ops[j] == i) {
-                    std::size_t t = p.alias[c] ? p.last_use[c] : static_cast<std::size_t>(p.absorber[c]);
-                    if (t > last) last = t;
-                }
-        p.last_use[i] = last;
+    if (p.passes > max_passes) ctrec_error_more_than_64_nested_sums_over_the_batch();
+    // which batched steps run in which pass: a batched value is recomputed in every pass that
+    // reads it (never stored for the whole batch)
+    for (int q = 0; q < p.passes; ++q) {
+        bool need_as_operand[N ? N : 1]{};
+        for (std::size_t i = N; i-- > 0;) {
+            const node& r = t.nodes[i];
+            if (!r.batched && !p.reducer[i]) continue;
+            bool need = p.reducer[i] ? p.pass[i] == q : (p.pass[i] <= q && (need_as_operand[i] || (p.root[i] >= 0 && p.pass[i] == q)));
+            if (p.reducer[i] && p.pass[i] != q) need = false;
+            if (need && p.step[i]) p.needed[i] |= std::uint64_t{1} << q;
+            if (need || (p.alias[i] && need_as_operand[i]))
+                for (std::size_t j = 0; j < r.nops; ++j) need_as_operand[t.operand(i, j)] = true;
+        }
     }
-    // buffers: roots write to the caller's outputs; the rest get workspace
-    std::size_t live_off[N ? N : 1] = {}, live_end[N ? N : 1] = {}, live_size[N ? N : 1] = {};
-    std::size_t nlive = 0;
+    // liveness: the last step reading each value (views forward their readers; a node evaluated
+    // inside another step is read when that step runs)
+    std::size_t last_use[N ? N : 1]{};
+    for (std::size_t i = 0; i < N; ++i) last_use[i] = i;
+    for (std::size_t i = N; i-- > 0;)
+        for (std::size_t j = 0; j < t.nodes[i].nops; ++j) {
+            const std::uint32_t o = t.operand(i, j);
+            const std::size_t u = p.alias[i] || p.inlined[i] || p.epilogue[i] ? last_use[i] : i;
+            if (u > last_use[o]) last_use[o] = u;
+        }
+    for (std::size_t i = 0; i < N; ++i)
+        if (p.inlined[i] || p.epilogue[i]) last_use[i] = static_cast<std::size_t>(p.absorber[i]);
+    // buffers: roots are written into the caller's outputs; the rest get workspace. Tile buffers
+    // by first fit over the free gaps of the tile region (sorted by offset, neighbours merged),
+    // a buffer returning its space once its last reader has run: O(gaps) per buffer, where a
+    // scan over every placed buffer was cubic in an unrolled 50-step recurrence's training plan.
+    std::uint32_t release_head[N ? N : 1]{}, release_next[N ? N : 1]{};  // +1 encoded, 0 = end
+    std::size_t gap_off[N + 1]{}, gap_len[N + 1]{};
+    std::size_t ngaps = 0, top = 0;
+    auto release = [&](std::size_t off, std::size_t len) {
+        std::size_t k = 0;
+        while (k < ngaps && gap_off[k] < off) ++k;
+        for (std::size_t j = ngaps; j > k; --j) gap_off[j] = gap_off[j - 1], gap_len[j] = gap_len[j - 1];
+        gap_off[k] = off, gap_len[k] = len, ++ngaps;
+        if (k + 1 < ngaps && gap_off[k] + gap_len[k] == gap_off[k + 1]) {  // merge with the next
+            gap_len[k] += gap_len[k + 1];
+            for (std::size_t j = k + 1; j + 1 < ngaps; ++j) gap_off[j] = gap_off[j + 1], gap_len[j] = gap_len[j + 1];
+            --ngaps;
+        }
+        if (k > 0 && gap_off[k - 1] + gap_len[k - 1] == gap_off[k]) {  // merge with the previous
+            gap_len[k - 1] += gap_len[k];
+            for (std::size_t j = k; j + 1 < ngaps; ++j) gap_off[j] = gap_off[j + 1], gap_len[j] = gap_len[j + 1];
+            --ngaps;
+        }
+        if (ngaps && gap_off[ngaps - 1] + gap_len[ngaps - 1] == top) top = gap_off[--ngaps];  // the end is free
+    };
     for (std::size_t i = 0; i < N; ++i) {
-        const auto& r = p.rec[i];
-        bool needs = !is_leafish(r.k) && !p.alias[i] && !p.inlined[i] && !p.epilogue[i] && r.root < 0;
-        if (!needs) continue;
-        std::size_t sz = align16(r.shape.size());
+        if (i > 0)
+            for (std::uint32_t j = release_head[i - 1]; j != 0; j = release_next[j - 1])
+                release(static_cast<std::size_t>(p.offset[j - 1]), align16(t.nodes[j - 1].shape.size()));
+        const node& r = t.nodes[i];
+        if (is_leaf(r.op) || p.alias[i] || p.inlined[i] || p.epilogue[i] || p.root[i] >= 0) continue;
+        const std::size_t sz = align16(r.shape.size());
         if (p.derived[i]) {
             p.offset[i] = static_cast<std::ptrdiff_t>(p.derived_elems);
             p.derived_elems += sz;
@@ -235,88 +367,24 @@ constexpr plan_data<N> analyse(const std::array<node_record, N>& recs) {
             p.persistent += sz;
             continue;
         }
-        // first fit among buffers still live at time i
-        std::size_t off = 0;
-        for (bool moved = true; moved;) {
-            moved = false;
-            for (std::size_t j = 0; j < nlive; ++j)
-                if (live_end[j] >= i && off < live_off[j] + live_size[j] && live_off[j] < off + sz) {
-                    off = live_off[j] + live_size[j];
-                    moved = true;
-                }
+        std::size_t off = top, k = 0;
+        while (k < ngaps && gap_len[k] < sz) ++k;
+        if (k < ngaps) {
+            off = gap_off[k];
+            gap_off[k] += sz, gap_len[k] -= sz;
+            if (gap_len[k] == 0) {
+                for (std::size_t j = k; j + 1 < ngaps; ++j) gap_off[j] = gap_off[j + 1], gap_len[j] = gap_len[j + 1];
+                --ngaps;
+            }
+        } else {
+            top += sz;
         }
-        live_off[nlive] = off, live_size[nlive] = sz, live_end[nlive] = p.last_use[i], ++nlive;
         p.offset[i] = static_cast<std::ptrdiff_t>(off);
         if (off + sz > p.tile_elems) p.tile_elems = off + sz;
+        const std::size_t until = last_use[i] < N ? last_use[i] : N - 1;
+        release_next[i] = release_head[until], release_head[until] = static_cast<std::uint32_t>(i + 1);
     }
     return p;
 }
-} // namespace detail
-
-template <class... Roots>
-struct plan {
-    using nodes = graph_t<Roots...>;
-    using roots = tlist<Roots...>;
-    static constexpr std::size_t size = nodes::size;
-    template <class N> static constexpr std::size_t id = tl_index_v<N, nodes>;
-
-    static constexpr std::array<node_record, size> records = []<class... N>(tlist<N...>) {
-        std::array<node_record, size> a{make_record<N, nodes>()...};
-        std::size_t r = 0;
-        ((a[tl_index_v<Roots, nodes>].root = a[tl_index_v<Roots, nodes>].root < 0 ? static_cast<int>(r) : a[tl_index_v<Roots, nodes>].root, ++r), ...);
-        return a;
-    }(nodes{});
-    static constexpr plan_data<size> data = detail::analyse(records);
-    static_assert(!data.too_many_passes,
-                  "ctrec: more than max_passes (16) nested sums over the batch (batch statistics of batch statistics)");
-
-    template <class N> static constexpr bool inlined = data.inlined[id<N>];
-    template <class N> static constexpr bool is_alias = data.alias[id<N>];
-    template <class N> static constexpr int fused_contraction = data.fused_contraction[id<N>];
-    template <class N> static constexpr bool derived = data.derived[id<N>];
-    static constexpr std::size_t derived_steps = [] {
-        std::size_t n = 0;
-        for (std::size_t i = 0; i < size; ++i) n += data.derived[i];
-        return n;
-    }();
-
-    // ---- plan inspection -------------------------------------------------------------
-    // Number of compute steps (each is one pass writing its output once).
-    static constexpr std::size_t steps = [] {
-        std::size_t n = 0;
-        for (std::size_t i = 0; i < size; ++i) n += data.step[i];
-        return n;
-    }();
-    // Nodes evaluated inside step s (the node itself, inlined nodes, a fused contraction).
-    static constexpr std::size_t fused_into(std::size_t s) {
-        std::size_t n = 0;
-        for (std::size_t i = 0; i < size; ++i)
-            if (static_cast<std::size_t>(data.absorber[i]) == s && !detail::is_leafish(data.rec[i].k) && !data.alias[i])
-                ++n;
-        return n;
-    }
-    static std::string describe() {
-        std::string s;
-        for (std::size_t i = 0; i < size; ++i) {
-            if (!data.step[i]) continue;
-            s += "step " + std::to_string(i) + ": " + std::string(kind_name(data.rec[i].k));
-            if (data.fused_contraction[i] >= 0) s += " +contract-epilogue";
-            s += " fuses " + std::to_string(fused_into(i)) + " node(s)";
-            if (data.rec[i].batched || data.rec[i].reducer) {
-                s += data.rec[i].reducer ? " [tile, accumulate, pass " : " [tile, pass";
-                for (int q = 0; q < data.passes; ++q)
-                    if (data.needed[q][i]) s += " " + std::to_string(q);
-                s += "]";
-            } else if (data.derived[i]) {
-                s += " [derived: on parameter change]";
-            } else {
-                s += data.avail[i] == 0 ? " [pre]" : " [after pass " + std::to_string(data.avail[i] - 1) + "]";
-            }
-            if (data.rec[i].root >= 0) s += " -> output " + std::to_string(data.rec[i].root);
-            s += "\n";
-        }
-        return s;
-    }
-};
 
 } // namespace ctrec

@@ -10,6 +10,12 @@
 // channels_last exactly when every per-example axis has the same size. ctrec accepts
 // channels_first only then, and rejects it at compile time otherwise (the source would fail,
 // or with size-1 axes broadcast to a different output shape).
+//
+// Implementation notes (graph-as-data core):
+// AddBias (spec layers-core-and-cross.md 1.7) on the graph-as-data core, exactly as
+// ctrec/layers/add_bias.hpp documents it: y = x + bias, "<scope>/bias" of the whole per-example
+// shape (initializer, zeros by default; regularizer as its penalty); channels_first only where
+// it equals channels_last (every per-example axis of the same size), rejected otherwise.
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -30,18 +36,25 @@ constexpr bool all_axes_equal(dims s) {
 }
 } // namespace detail
 
-template <fixed_string Scope, add_bias_config C = add_bias_config{}, node X>
-constexpr auto add_bias(X x) {
-    static_assert(X::batched && X::shape.rank >= 1,
-                  "ctrec::layers::add_bias: the input must be a batched tensor (B, s_1, ..., s_m), m >= 1");
-    static_assert(C.format == data_format::channels_last || detail::all_axes_equal(X::shape),
-                  "ctrec::layers::add_bias: channels_first differs from channels_last unless every per-example "
-                  "axis has the same size; use channels_last");
-    constexpr auto name = scoped<Scope, "bias">();
-    constexpr auto bias = param_node<name, X::shape>{};
-    using out = std::remove_cvref_t<decltype(x + bias)>;
-    using pen = std::remove_cvref_t<decltype(penalty<C.regularizer>(bias))>;
-    return result<out, pen, tlist<>, tlist<param_init<name, X::shape, C.initializer>>>{};
+
+
+void ctrec_shape_error_add_bias_input_must_be_a_batched_tensor_B_by_s1_to_sm();
+void ctrec_shape_error_add_bias_channels_first_differs_from_channels_last_unless_all_axes_are_equal();
+
+constexpr val add_bias(result& m, const name_string& s, const add_bias_config& c, val x) {
+    if (!x.batched() || x.rank() < 1) ctrec_shape_error_add_bias_input_must_be_a_batched_tensor_B_by_s1_to_sm();
+    if (c.format == data_format::channels_first && !ctrec::layers::detail::all_axes_equal(x.shape()))
+        ctrec_shape_error_add_bias_channels_first_differs_from_channels_last_unless_all_axes_are_equal();
+    val b = m.var(scoped(s, "bias").view(), x.shape(), c.initializer);
+    add_penalty(m, c.regularizer, b);
+    return x + b;
+}
+
+template <fixed_string Scope, add_bias_config C = add_bias_config{}>
+constexpr result add_bias(const result& in) {
+    result m = in;
+    m.set_out(add_bias(m, Scope.view(), C, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

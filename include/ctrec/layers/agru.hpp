@@ -35,8 +35,23 @@
 //   padded step leaves the state unchanged, so its output row repeats h_{t-1}. Without a mask
 //   every step is processed, as in the source.
 // - att_type: agru_att_of("AGRU") / ("augru") parse the source's case-insensitive strings.
-#include <tuple>
-
+//
+// Implementation notes (graph-as-data core):
+// The AGRU / AUGRU attention RNN (spec layers-trans-seq-multitask-nas.md 2.1) on the
+// graph-as-data core, exactly as ctrec/layers/agru.hpp documents it (Monolith's reset-before
+// cell and AUGRU form, h_0 = 0, variable names / shapes / creation order, He-normal kernels and
+// Ones biases, the regularizer on all four, the mask rule mask_t >= 1, the candidate
+// activations linear / relu / tanh / sigmoid; that header's comment is the specification).
+//
+//   rnn_vals o = layers::agru_rnn(m, "augru_cell", {.units = 8, .att_type = agru_att::augru}, x, a[, mask]);
+//   o.outputs (T, U) = [h_1 .. h_T], o.final_state (U) = h_T
+//   constexpr auto r = layers::agru_rnn<"augru_cell", cfg>(x, a[, mask]);  // r.out(), r.final_state()
+//
+// The recurrence is unrolled (no scan node on this core yet): T steps of a few nodes each; each
+// variable is one param node shared by every step. As in the type core, the x rows of both
+// kernels and both biases are one GEMM over all T steps before the recurrence, and each step
+// does only the state products. Since h_0 = 0 the first step has none. AGRU does not use u, so
+// its gate GEMMs compute r only (same value; the u half still gets its zero gradient).
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -57,18 +72,6 @@ constexpr agru_att agru_att_of(std::string_view s) {
     throw error("ctrec: att_type must be 'AGRU' or 'AUGRU'");
 }
 
-// The candidate activations the recurrence kernels implement.
-template <activation A>
-constexpr scan_act scan_activation() {
-    using W = act_which;
-    static_assert(A.w == W::none || A.w == W::linear || A.w == W::relu || A.w == W::tanh || A.w == W::sigmoid,
-                  "ctrec::layers: a recurrent cell's activation must be linear, relu, tanh or sigmoid");
-    if constexpr (A.w == W::relu) return scan_act::relu;
-    else if constexpr (A.w == W::tanh) return scan_act::tanh;
-    else if constexpr (A.w == W::sigmoid) return scan_act::sigmoid;
-    else return scan_act::linear;
-}
-
 struct agru_config {
     std::size_t units = 0;                        // U
     agru_att att_type = agru_att::agru;
@@ -77,45 +80,113 @@ struct agru_config {
     layers::regularizer regularizer{};             // all four variables
 };
 
+
+
+void ctrec_shape_error_agru_units_must_be_positive();
+void ctrec_shape_error_agru_x_must_be_a_batched_B_by_T_by_I();
+void ctrec_shape_error_agru_scores_must_be_a_batched_B_by_T();
+void ctrec_shape_error_agru_mask_must_be_a_batched_B_by_T();
+void ctrec_shape_error_recurrent_activation_must_be_linear_relu_tanh_or_sigmoid();
+void ctrec_error_sequence_too_long_for_the_graph_raise_CTREC_MAX_NODES();
+
+// Every step costs several nodes, so no sequence longer than this fits a graph.
+inline constexpr std::size_t max_rnn_steps = max_nodes / 8;
+
+struct rnn_vals {
+    val outputs, final_state;
+};
+
+// A result whose out() is the outputs (T, U), with the final state (U) beside it.
+struct rnn_result : result {
+    using result::result;
+    std::uint32_t final_id = 0;
+    constexpr expr final_state() const { return {g, final_id}; }
+};
+
 namespace detail {
-// The record of the attention RNN over x (T, I) with scores a (T) and optional mask.
-template <fixed_string Scope, agru_config C, node X, node A, node... M>
-constexpr auto agru_record(X, A, M...) {
-    constexpr std::size_t I = X::shape.d[1], U = C.units;
-    using Wg = param_node<scoped<Scope, "gates/kernel">(), make_dims<I + U, 2 * U>()>;
-    using bg = param_node<scoped<Scope, "gates/bias">(), make_dims<2 * U>()>;
-    using Wc = param_node<scoped<Scope, "candidate/kernel">(), make_dims<I + U, U>()>;
-    using bc = param_node<scoped<Scope, "candidate/bias">(), make_dims<U>()>;
-    // input side for every step, one GEMM: [x W_g[:I] + b_g | x W_c[:I] + b_c]  (T, 3U)
-    using Wx = concat_node<1, slice_node<0, 0, I, Wg>, slice_node<0, 0, I, Wc>>;
-    using Xp = decltype(einsum<"ti,ig->tg">(X{}, Wx{}) + concat_node<0, bg, bc>{});
-    constexpr scan_cell cell = C.att_type == agru_att::augru ? scan_cell::augru : scan_cell::agru;
-    return scan_node<cell, scan_activation<C.activation>(), Xp, slice_node<0, I, I + U, Wg>, slice_node<0, I, I + U, Wc>, A, M...>{};
+// the kernels a future scan node will run (the type core's scan_activation)
+constexpr void check_recurrent_activation(const activation& A) {
+    using W = act_which;
+    if (!(A.w == W::none || A.w == W::linear || A.w == W::relu || A.w == W::tanh || A.w == W::sigmoid))
+        ctrec_shape_error_recurrent_activation_must_be_linear_relu_tanh_or_sigmoid();
 }
+// row t of v (T, ...) as (1, ...)
+constexpr val row(val v, std::size_t t) { return slice(v, 0, t, t + 1); }
 } // namespace detail
 
-template <fixed_string Scope, agru_config C, node X, node A, node... M>
-constexpr auto agru_rnn(X x, A a, M... mask) {
-    static_assert(C.units > 0, "ctrec::layers::agru_rnn: units must be positive");
-    static_assert(X::batched && X::shape.rank == 2, "ctrec::layers::agru_rnn: x must be (B, T, I)");
-    static_assert(A::batched && A::shape == make_dims<X::shape.d[0]>(), "ctrec::layers::agru_rnn: scores must be (B, T)");
-    static_assert(sizeof...(M) <= 1 && ((M::batched && M::shape == A::shape) && ...),
-                  "ctrec::layers::agru_rnn: the mask must be (B, T)");
-    constexpr std::size_t T = X::shape.d[0], I = X::shape.d[1], U = C.units;
-    using Rec = decltype(detail::agru_record<Scope, C>(x, a, mask...));
-    using H = slice_node<1, 0, U, Rec>;
-    using Last = reshape_node<make_dims<U>(), slice_node<0, T - 1, T, H>>;
-    constexpr auto Wg = param_node<scoped<Scope, "gates/kernel">(), make_dims<I + U, 2 * U>()>{};
-    constexpr auto bg = param_node<scoped<Scope, "gates/bias">(), make_dims<2 * U>()>{};
-    constexpr auto Wc = param_node<scoped<Scope, "candidate/kernel">(), make_dims<I + U, U>()>{};
-    constexpr auto bc = param_node<scoped<Scope, "candidate/bias">(), make_dims<U>()>{};
-    using pen = add_t<add_t<decltype(penalty<C.regularizer>(Wg)), decltype(penalty<C.regularizer>(bg))>,
-                      add_t<decltype(penalty<C.regularizer>(Wc)), decltype(penalty<C.regularizer>(bc))>>;
-    using inits = tlist<param_init<scoped<Scope, "gates/kernel">(), make_dims<I + U, 2 * U>(), C.initializer>,
-                        param_init<scoped<Scope, "gates/bias">(), make_dims<2 * U>(), init::Ones{}>,
-                        param_init<scoped<Scope, "candidate/kernel">(), make_dims<I + U, U>(), C.initializer>,
-                        param_init<scoped<Scope, "candidate/bias">(), make_dims<U>(), init::Ones{}>>;
-    return result<std::tuple<H, Last>, pen, tlist<>, inits>{};
+constexpr rnn_vals agru_rnn(result& m, const name_string& s, const agru_config& c, val x, val a, val mask = {}) {
+    if (c.units == 0) ctrec_shape_error_agru_units_must_be_positive();
+    if (x.rank() != 2 || !x.batched()) ctrec_shape_error_agru_x_must_be_a_batched_B_by_T_by_I();
+    const std::size_t T = x.dim(0), I = x.dim(1), U = c.units;
+    if (a.rank() != 1 || a.dim(0) != T || !a.batched()) ctrec_shape_error_agru_scores_must_be_a_batched_B_by_T();
+    if (mask.g && (mask.rank() != 1 || mask.dim(0) != T || !mask.batched())) ctrec_shape_error_agru_mask_must_be_a_batched_B_by_T();
+    if (T > max_rnn_steps) ctrec_error_sequence_too_long_for_the_graph_raise_CTREC_MAX_NODES();
+    detail::check_recurrent_activation(c.activation);
+    const bool augru = c.att_type == agru_att::augru;
+    const std::size_t G = augru ? 2 * U : U;  // gate columns used: [r | u], or r alone
+
+    val Wg = m.var(scoped(s, "gates/kernel").view(), dims_of({I + U, 2 * U}), c.initializer);
+    val bg = m.var(scoped(s, "gates/bias").view(), dims_of({2 * U}), init::Ones{});
+    val Wc = m.var(scoped(s, "candidate/kernel").view(), dims_of({I + U, U}), c.initializer);
+    val bc = m.var(scoped(s, "candidate/bias").view(), dims_of({U}), init::Ones{});
+    add_penalty(m, c.regularizer, Wg);
+    add_penalty(m, c.regularizer, bg);
+    add_penalty(m, c.regularizer, Wc);
+    add_penalty(m, c.regularizer, bc);
+
+    // [x W_g[:I] + b_g | x W_c[:I] + b_c] for every step: one GEMM
+    const val Wx = concat(1, {slice(slice(Wg, 0, 0, I), 1, 0, G), slice(Wc, 0, 0, I)});
+    const val Xp = matmul(x, Wx) + concat(0, {slice(bg, 0, 0, G), bc});
+    const val XG = slice(Xp, 1, 0, G), XC = slice(Xp, 1, G, G + U);
+    const val Wgh = slice(slice(Wg, 0, I, I + U), 1, 0, G), Wch = slice(Wc, 0, I, I + U);
+    const val real = mask.g ? greater_equal(mask, 1.0) : val{};
+
+    val hs[max_rnn_steps]{};
+    val h{};  // (1, U); h_0 = 0 is not built
+    for (std::size_t t = 0; t < T; ++t) {
+        const val at = detail::row(a, t);  // (1), broadcast over U
+        val gates{}, cand{};
+        if (t == 0) {
+            if (augru) gates = sigmoid(detail::row(XG, t));
+            cand = apply_activation(m, c.activation, s, detail::row(XC, t));
+        } else {
+            gates = sigmoid(detail::row(XG, t) + matmul(h, Wgh));
+            const val r = slice(gates, 1, 0, U);
+            cand = apply_activation(m, c.activation, s, detail::row(XC, t) + matmul(r * h, Wch));
+        }
+        val hn{};
+        if (augru) {
+            const val v = (1.0 - at) * slice(gates, 1, U, 2 * U);
+            hn = t == 0 ? (1.0 - v) * cand : v * h + (1.0 - v) * cand;
+        } else {
+            hn = t == 0 ? at * cand : (1.0 - at) * h + at * cand;
+        }
+        if (mask.g) hn = t == 0 ? where(detail::row(real, t), hn, 0.0) : where(detail::row(real, t), hn, h);
+        h = hs[t] = hn;
+    }
+    return {concat(0, hs, T), reshape(h, dims_of({U}))};
+}
+
+template <fixed_string Scope, agru_config C>
+constexpr rnn_result agru_rnn(const expr& x, const expr& a) {
+    rnn_result m(x);
+    std::uint32_t ia = 0;
+    join_into(m.g, a, ia);
+    const rnn_vals o = agru_rnn(m, Scope.view(), C, m.value(), m.at(ia));
+    m.set_out(o.outputs);
+    m.final_id = o.final_state.id;
+    return m;
+}
+template <fixed_string Scope, agru_config C>
+constexpr rnn_result agru_rnn(const expr& x, const expr& a, const expr& mask) {
+    rnn_result m(x);
+    std::uint32_t ia = 0, im = 0;
+    join_into(m.g, a, ia);
+    join_into(m.g, mask, im);
+    const rnn_vals o = agru_rnn(m, Scope.view(), C, m.value(), m.at(ia), m.at(im));
+    m.set_out(o.outputs);
+    m.final_id = o.final_state.id;
+    return m;
 }
 
 } // namespace ctrec::layers

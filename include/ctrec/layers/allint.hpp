@@ -18,9 +18,19 @@
 // out_type (merge_tensor_list, spec 1.1 / merge.hpp): concat (default) gives (N * C),
 // stack (N, C), none a std::tuple of N (C) expressions (keep_list is then ignored);
 // keep_list wraps concat / stack in a one-element std::tuple.
-#include "ctrec/core/contract_order.hpp"
-#include "ctrec/layers/layer.hpp"
-#include "ctrec/layers/merge.hpp"
+//
+// Implementation notes (graph-as-data core):
+// AllInt (spec layers-core-and-cross.md section 5) on the graph-as-data core, with the decisions
+// of ctrec/layers/allint.hpp: per example, X (N, K),
+//   O = X . (X^T . Cm + 1_K beta^T)      (N, C)
+// with "<scope>/allint_kernel" (N, C) [initializer, default GlorotNormal; regularizer] and
+// "<scope>/allint_bias" (C) [zeros, only with use_bias], in that order; out_type / keep_list
+// through merge_tensor_list (merge_list.hpp).
+//
+// The flat einsum takes two operands, so the order is written out: F = X^T . Cm (K, C) first,
+// then X . F (4 N K C, never the N x N matrix), the source's evaluation order; beta is added
+// to F as the source does (the type core's separate (X 1_K) beta^T term is the same value).
+#include "ctrec/layers/merge_list.hpp"
 
 namespace ctrec::layers {
 
@@ -33,26 +43,28 @@ struct allint_config {
     bool keep_list = false;
 };
 
-template <fixed_string Scope, allint_config C, node X>
-constexpr auto allint(X x) {
-    static_assert(C.cmp_dim > 0, "ctrec::layers::allint: cmp_dim must be positive");
-    static_assert(X::batched && X::shape.rank == 2, "ctrec::layers::allint: the input must be (B, N, K)");
-    constexpr std::size_t N = X::shape.d[0];
-    constexpr auto kname = scoped<Scope, "allint_kernel">();
-    constexpr auto bname = scoped<Scope, "allint_bias">();
-    constexpr auto Cm = param_node<kname, make_dims<N, C.cmp_dim>()>{};
-    constexpr auto O = [&] {
-        constexpr auto xxc = einsum<"mk,nk,nc->mc">(x, x, Cm);
-        if constexpr (C.use_bias)
-            return xxc + reshape<N, 1>(sum<1>(x)) * param_node<bname, make_dims<C.cmp_dim>()>{};
-        else
-            return xxc;
-    }();
-    constexpr auto out = merge<C.out_type, C.keep_list>(O);
-    constexpr auto pen = penalty<C.regularizer>(Cm);
-    using kinit = tlist<param_init<kname, make_dims<N, C.cmp_dim>(), C.initializer>>;
-    using binit = std::conditional_t<C.use_bias, tlist<param_init<bname, make_dims<C.cmp_dim>(), init::Zeros{}>>, tlist<>>;
-    return result<std::remove_cvref_t<decltype(out)>, std::remove_cvref_t<decltype(pen)>, tlist<>, tl_concat_t<kinit, binit>>{};
+
+
+void ctrec_shape_error_allint_cmp_dim_must_be_positive();
+void ctrec_shape_error_allint_input_must_be_B_by_N_by_K();
+
+constexpr val_list allint(result& m, const name_string& s, const allint_config& c, val x) {
+    if (c.cmp_dim == 0) ctrec_shape_error_allint_cmp_dim_must_be_positive();
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_allint_input_must_be_B_by_N_by_K();
+    const std::size_t N = x.dim(0), C = c.cmp_dim;
+    val Cm = m.var(scoped(s, "allint_kernel").view(), dims_of({N, C}), c.initializer);
+    add_penalty(m, c.regularizer, Cm);
+    val F = einsum("nk,nc->kc", x, Cm);
+    if (c.use_bias) F = F + m.var(scoped(s, "allint_bias").view(), dims_of({C}), init::Zeros{});
+    return merge_tensor(c.out_type, c.keep_list, einsum("nk,kc->nc", x, F));
+}
+
+// A single-tensor out_type only (none and keep_list give lists: use the in-place function).
+template <fixed_string Scope, allint_config C>
+constexpr result allint(const result& in) {
+    result m = in;
+    m.set_out(allint(m, Scope.view(), C, m.value()).single());
+    return m;
 }
 
 } // namespace ctrec::layers

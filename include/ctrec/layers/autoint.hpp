@@ -23,6 +23,14 @@
 // (the derivative nodes recompute the scores per block; tests/test_autoint.cpp checks the
 // plans). The values are those of softmax<1>(einsum<"ik,jk->ij">(x, x)) . x: the unfused
 // form is kept in tests/test_attention.cpp as a second reference.
+//
+// Implementation notes (graph-as-data core):
+// AutoInt (spec layers-trans-seq-multitask-nas.md 1.1) on the graph-as-data core, exactly as
+// ctrec/layers/autoint.hpp documents it: per example X (N, K), layer_num times
+//   S = X X^T,  A = softmax over j of S[i, j] (max-shifted),  X' = A X,
+// no projections, heads, scaling, residual or ReLU (the source); no variables; layer_num = 0
+// returns the input; out_type / keep_list as flat/layers/merge.hpp says.
+// The type core's fused attention node is written here as two einsums and a softmax.
 #include "ctrec/layers/layer.hpp"
 #include "ctrec/layers/merge.hpp"
 
@@ -34,23 +42,26 @@ struct autoint_config {
     bool keep_list = false;
 };
 
-namespace detail {
-template <std::size_t L, node X>
-constexpr auto autoint_layers(X x) {
-    if constexpr (L == 0) {
-        return x;
-    } else {
-        return autoint_layers<L - 1>(self_attention(x));  // softmax over j of <X_i, X_j>, times X
-    }
-}
-} // namespace detail
 
-template <fixed_string Scope, autoint_config C, node X>
-constexpr auto autoint(X x) {
-    static_assert(X::batched && X::shape.rank == 2, "ctrec::layers::autoint: the input must be one (B, N, K) tensor");
-    constexpr auto y = detail::autoint_layers<C.layer_num>(x);
-    constexpr auto out = merge<C.out_type, C.keep_list>(y);
-    return result<std::remove_cvref_t<decltype(out)>>{};
+
+void ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor();
+
+// The attention layers alone: (N, K) -> (N, K).
+constexpr val autoint_layers(std::size_t layer_num, val x) {
+    for (std::size_t l = 0; l < layer_num; ++l) x = einsum("ij,jk->ik", softmax(einsum("ik,jk->ij", x, x), 1), x);
+    return x;
+}
+
+constexpr val autoint(result&, const name_string&, const autoint_config& c, val x) {
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor();
+    return merge(c.out_type, autoint_layers(c.layer_num, x));
+}
+
+template <fixed_string Scope, autoint_config C>
+constexpr result autoint(const result& in) {
+    result m = in;
+    m.set_out(autoint(m, Scope.view(), C, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

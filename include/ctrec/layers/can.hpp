@@ -35,6 +35,19 @@
 //   reading item itself).
 // - A PReLU activation is rejected: Keras' resolver does not accept it by name, and a
 //   layer instance would be one weight shared by every layer of this unit.
+//
+// Implementation notes (graph-as-data core):
+// CAN, the co-action unit (spec layers-core-and-cross.md section 7) on the graph-as-data core,
+// exactly as ctrec/layers/can.hpp documents it: layer i reads W_i (D, D) and beta_i (D) from the
+// item vector at o_i = i (D^2 + D); every row u of the user tensor becomes act(u . W_i + beta_i)
+// (the activation after every layer, the last included); the sequence modes sum over S; the
+// (false, false) mode keeps (B, D) where the source squeezes; no masking; no variables; PReLU
+// rejected.
+//   is_seq / is_stacked   user (per example)   output
+//   false / true          (F, D)               (F, D)
+//   true  / true          (F, S, D)            (F, D)
+//   true  / false         (S, D)               (D)
+//   false / false         (D)                  (D)
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -46,56 +59,40 @@ struct can_config {
     bool is_stacked = true;
 };
 
-namespace detail {
-template <can_config C>
-constexpr std::size_t can_user_rank() {
-    return C.is_stacked ? (C.is_seq ? 3 : 2) : (C.is_seq ? 2 : 1);
-}
 
-// u . W + beta on the last axis of u (any rank 1..3), both possibly batched.
-template <node U, node W, node Beta>
-constexpr auto can_affine(U u, W w, Beta beta) {
-    constexpr std::size_t D = W::shape.d[1];
-    if constexpr (U::shape.rank == 1) return einsum<"p,pq->q">(u, w) + beta;
-    else if constexpr (U::shape.rank == 2) return einsum<"fp,pq->fq">(u, w) + reshape<1, D>(beta);
-    else return einsum<"fsp,pq->fsq">(u, w) + reshape<1, 1, D>(beta);
-}
 
-template <fixed_string S, can_config C, std::size_t I, node U, node Item>
-constexpr auto can_layers(U u, Item item) {
-    if constexpr (I == C.layer_num) {
-        return u;
-    } else {
-        constexpr std::size_t D = U::shape.d[U::shape.rank - 1];
-        constexpr std::size_t o = I * (D * D + D);
-        constexpr auto w = reshape<D, D>(slice<0, o, o + D * D>(item));
-        constexpr auto beta = slice<0, o + D * D, o + D * D + D>(item);
-        constexpr auto y = apply_activation<C.activation, S>(can_affine(u, w, beta));
-        return can_layers<S, C, I + 1>(y, item);
+void ctrec_shape_error_can_layer_num_must_be_at_least_1();
+void ctrec_shape_error_can_user_rank_must_match_is_seq_and_is_stacked();
+void ctrec_shape_error_can_item_must_be_layer_num_times_D_squared_plus_D();
+void ctrec_shape_error_can_prelu_is_not_a_keras_activation_name();
+
+constexpr val can(result& m, const name_string& s, const can_config& c, val user, val item) {
+    if (c.layer_num < 1) ctrec_shape_error_can_layer_num_must_be_at_least_1();
+    const std::size_t rank = c.is_stacked ? (c.is_seq ? 3 : 2) : (c.is_seq ? 2 : 1);
+    if (user.rank() != rank) ctrec_shape_error_can_user_rank_must_match_is_seq_and_is_stacked();
+    if (c.activation.w == act_which::prelu) ctrec_shape_error_can_prelu_is_not_a_keras_activation_name();
+    const std::size_t D = user.last();
+    if (item.rank() != 1 || item.dim(0) != c.layer_num * (D * D + D)) ctrec_shape_error_can_item_must_be_layer_num_times_D_squared_plus_D();
+    val u = user;
+    for (std::size_t i = 0; i < c.layer_num; ++i) {
+        const std::size_t o = i * (D * D + D);
+        const val w = reshape(slice(item, 0, o, o + D * D), dims_of({D, D}));
+        const val beta = slice(item, 0, o + D * D, o + D * D + D);
+        // one per-example contraction (both operands batched), beta broadcast over the rows
+        val z = rank == 1 ? einsum("p,pq->q", u, w) : rank == 2 ? einsum("fp,pq->fq", u, w) : einsum("fsp,pq->fsq", u, w);
+        z = z + (rank == 1 ? beta : rank == 2 ? reshape(beta, dims_of({1, D})) : reshape(beta, dims_of({1, 1, D})));
+        u = apply_activation(m, c.activation, s, z);
     }
+    return c.is_seq ? sum(u, {rank - 2}) : u;  // the sum over S
 }
-} // namespace detail
 
-template <fixed_string Scope, can_config C, node User, node Item>
-constexpr auto can(User user, Item item) {
-    constexpr std::size_t rank = detail::can_user_rank<C>();
-    constexpr bool rank_ok = User::shape.rank == rank;
-    static_assert(C.layer_num >= 1, "ctrec::layers::can: layer_num must be at least 1");
-    static_assert(rank_ok, "ctrec::layers::can: user_emb must be (F, D) for is_seq false / is_stacked true, (F, S, D) for "
-                           "true / true, (S, D) for true / false and (D) for false / false (per-example shapes)");
-    static_assert(C.activation.w != act_which::prelu, "ctrec::layers::can: PReLU is not a Keras activation name");
-    constexpr std::size_t D = rank_ok ? User::shape.d[rank - 1] : 0;
-    constexpr bool item_ok = Item::shape.rank == 1 && Item::shape.d[0] == C.layer_num * (D * D + D);
-    static_assert(!rank_ok || item_ok,
-                  "ctrec::layers::can: item_emb must be a vector of layer_num * (D * D + D) values (D = the last dim of "
-                  "user_emb): a D x D weight and a D bias per layer");
-    if constexpr (!rank_ok || !item_ok || C.layer_num < 1 || C.activation.w == act_which::prelu) {
-        return as_result(user);  // the assertion above is the error
-    } else {
-        constexpr auto u = detail::can_layers<Scope, C, 0>(user, item);
-        if constexpr (C.is_seq) return as_result(sum<rank - 2>(u));  // sum over S
-        else return as_result(u);
-    }
+template <fixed_string Scope, can_config C>
+constexpr result can(const expr& user, const expr& item) {
+    result m = user;
+    std::uint32_t ii = 0;
+    join_into(m.g, item, ii);
+    m.set_out(can(m, Scope.view(), C, m.value(), m.at(ii)));
+    return m;
 }
 
 } // namespace ctrec::layers

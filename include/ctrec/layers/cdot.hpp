@@ -37,8 +37,17 @@
 //   read in place as M. The cross X . M is a per-example (batched x batched) contraction;
 //   the projection X^T . Wp contracts the batched X with the shared Wp.
 // - Output layout: out[0 : N P] = Z row-major (n outer), out[N P :] = c (spec 6.5).
-#include <array>
-
+//
+// Implementation notes (graph-as-data core):
+// CDot (spec layers-core-and-cross.md section 6) on the graph-as-data core, exactly as
+// ctrec/layers/cdot.hpp documents it: per example, X (N, K),
+//   Q = X^T . Wp (K, P);  c = MLP_compress(flatten(Q)) (K P);  Z = X . reshape(c, (K, P)) (N, P);
+//   out = concat(flatten(Z), c)  (N P + K P)
+// Variables in creation order: "<scope>/project_weight" (N, P) [initializer, default
+// GlorotNormal; regularizer], then the tower "<scope>/compress_tower/dense_i/{kernel,
+// trainable_kernel_norm, bias}" (output_dims = compress_units + [K P], the activation on the
+// hidden layers only, every kernel `initializer` / `regularizer`, the MLP defaults otherwise).
+// The tower has no BN: no mode argument.
 #include "ctrec/layers/mlp.hpp"
 
 namespace ctrec::layers {
@@ -52,43 +61,38 @@ struct cdot_config {
     layers::regularizer regularizer{};  // project_weight and the tower kernels
 };
 
-namespace detail {
-// The compress tower's configuration: compress_units + [K P], everything else from C.
-template <auto C, std::size_t KP>
-constexpr auto cdot_tower_config() {
-    constexpr std::size_t m = C.compress_units.size();
-    mlp_config<m + 1> t{};
-    for (std::size_t i = 0; i < m; ++i) t.output_dims[i] = C.compress_units[i];
-    t.output_dims[m] = KP;
-    t.activation = C.activation;
-    for (auto& s : t.initializers) s = C.initializer;
-    t.kernel_regularizer = C.regularizer;
-    return t;
-}
-} // namespace detail
 
-template <fixed_string Scope, auto C, node X>
-constexpr auto cdot(X x) {
-    static_assert(C.project_dim > 0, "ctrec::layers::cdot: project_dim must be positive");
-    static_assert(X::batched && X::shape.rank == 2, "ctrec::layers::cdot: the input must be (B, N, K)");
-    constexpr std::size_t N = X::shape.d[0], K = X::shape.d[1], P = C.project_dim;
-    static_assert([] {
-        for (std::size_t u : C.compress_units)
-            if (u == 0) return false;
-        return true;
-    }(), "ctrec::layers::cdot: compress_units must be positive");
-    constexpr auto wname = scoped<Scope, "project_weight">();
-    constexpr auto Wp = param_node<wname, make_dims<N, P>()>{};
-    constexpr auto q = reshape<K * P>(einsum<"nk,np->kp">(x, Wp));
-    constexpr auto tower = mlp<scoped<Scope, "compress_tower">(), detail::cdot_tower_config<C, K * P>(), mode::predict>(q);
-    constexpr auto c = tower.out;
-    constexpr auto Z = einsum<"nk,kp->np">(x, reshape<K, P>(c));
-    constexpr auto out = concat<0>(reshape<N * P>(Z), c);
-    using winit = tlist<param_init<wname, make_dims<N, P>(), C.initializer>>;
-    using wpen = std::remove_cvref_t<decltype(penalty<C.regularizer>(Wp))>;
-    // then() sums the penalties (project_weight's, then the tower's) and keeps the inits in
-    // creation order
-    return then(result<scalar_zero, wpen, tlist<>, winit>{}, then(tower, as_result(out)));
+
+void ctrec_shape_error_cdot_project_dim_must_be_positive();
+void ctrec_shape_error_cdot_input_must_be_B_by_N_by_K();
+void ctrec_shape_error_cdot_compress_units_must_be_positive();
+
+template <std::size_t M>
+constexpr val cdot(result& m, const name_string& s, const cdot_config<M>& c, val x) {
+    if (c.project_dim == 0) ctrec_shape_error_cdot_project_dim_must_be_positive();
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_cdot_input_must_be_B_by_N_by_K();
+    for (std::size_t u : c.compress_units)
+        if (u == 0) ctrec_shape_error_cdot_compress_units_must_be_positive();
+    const std::size_t N = x.dim(0), K = x.dim(1), P = c.project_dim;
+    val Wp = m.var(scoped(s, "project_weight").view(), dims_of({N, P}), c.initializer);
+    add_penalty(m, c.regularizer, Wp);
+    mlp_config<M + 1> t{};
+    for (std::size_t i = 0; i < M; ++i) t.output_dims[i] = c.compress_units[i];
+    t.output_dims[M] = K * P;
+    t.activation = c.activation;
+    for (auto& init : t.initializers) init = c.initializer;
+    t.kernel_regularizer = c.regularizer;
+    const val q = reshape(einsum("nk,np->kp", x, Wp), dims_of({K * P}));
+    const val cv = mlp(m, scoped(s, "compress_tower"), t, mode::predict, q);
+    const val Z = einsum("nk,kp->np", x, reshape(cv, dims_of({K, P})));
+    return concat(0, {reshape(Z, dims_of({N * P})), cv});
+}
+
+template <fixed_string Scope, auto C>
+constexpr result cdot(const result& in) {
+    result m = in;
+    m.set_out(cdot(m, Scope.view(), C, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

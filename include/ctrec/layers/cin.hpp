@@ -25,9 +25,20 @@
 //
 // hidden_uints is the source's (and the doc's) spelling; hidden_units is accepted as an
 // alias (give exactly one of them).
-#include <array>
-#include <tuple>
-
+//
+// Implementation notes (graph-as-data core):
+// CIN (spec layers-core-and-cross.md section 9) on the graph-as-data core, exactly as
+// ctrec/layers/cin.hpp documents it: conv1d[_t]/kernel (1, H_{t-1} N, H_t) with input channel
+// h N + m, conv1d[_t]/bias (H_t) zeros, created kernel then bias per layer; the activation
+// (identity by default) on every layer but the last; every layer's maps sum-pooled over the
+// embedding axis and concatenated.
+//
+// Written channels-first, so no transpose is needed: with Xh (H, K) per example (Xh = X at
+// t = 0),
+//   Z[h N + m, d] = Xh[h, d] X[m, d]          (the outer products, a broadcast product)
+//   Y[j, d] = sum_i W_t[i, j] Z[i, d] + b_t[j],  p_t[j] = sum_d Y[j, d].
+// Z is materialised (K H N values per example): correctness first; a fused Khatri-Rao kernel
+// is the type core's and a later step of this one.
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -41,85 +52,55 @@ struct cin_config {
     layers::regularizer regularizer{};
 };
 
+
+
+void ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor();
+void ctrec_shape_error_cin_give_the_layer_sizes_as_hidden_uints_or_hidden_units_not_both();
+void ctrec_shape_error_cin_every_layer_needs_at_least_one_feature_map();
+void ctrec_shape_error_cin_the_activation_must_be_elementwise();
+
 namespace detail {
-template <auto C>
-constexpr bool cin_units_given_once() {
+template <std::size_t T>
+constexpr std::size_t cin_units(const cin_config<T>& c, std::size_t t) {
     bool a = false, b = false;
-    for (auto u : C.hidden_uints) a = a || u != 0;
-    for (auto u : C.hidden_units) b = b || u != 0;
-    return a != b;
-}
-template <auto C>
-constexpr std::size_t cin_units(std::size_t t) {
-    bool a = false;
-    for (auto u : C.hidden_uints) a = a || u != 0;
-    return a ? C.hidden_uints[t] : C.hidden_units[t];
-}
-template <auto C>
-constexpr bool cin_units_positive() {
-    for (std::size_t t = 0; t < C.hidden_uints.size(); ++t)
-        if (cin_units<C>(t) == 0) return false;
-    return true;
-}
-// "conv1d", "conv1d_1", "conv1d_2", ...
-template <fixed_string Scope, std::size_t t>
-constexpr auto cin_conv_scope() {
-    if constexpr (t == 0) return scoped<Scope, "conv1d">();
-    else return scoped<Scope, indexed<"conv1d_", t>()>();
-}
-template <auto C, std::size_t N>
-constexpr std::size_t cin_prev(std::size_t t) { return t == 0 ? N : cin_units<C>(t - 1); }
-
-template <fixed_string Scope, auto C, std::size_t t, std::size_t N>
-using cin_kernel = param_node<scoped<cin_conv_scope<Scope, t>(), "kernel">(), make_dims<1, cin_prev<C, N>(t) * N, cin_units<C>(t)>()>;
-template <fixed_string Scope, auto C, std::size_t t>
-using cin_bias = param_node<scoped<cin_conv_scope<Scope, t>(), "bias">(), make_dims<cin_units<C>(t)>()>;
-
-// The pooled outputs of layers t .. T-1, as a tuple, given X0 (K, N) and the maps Xh of layer t - 1.
-template <fixed_string Scope, auto C, std::size_t t, node X0, node Xh>
-constexpr auto cin_from(X0 x0, Xh xh) {
-    constexpr std::size_t T = C.hidden_uints.size(), N = X0::shape.d[1], Hp = Xh::shape.d[1], Ht = cin_units<C>(t);
-    constexpr auto w = reshape<Hp * N, Ht>(cin_kernel<Scope, C, t, N>{});
-    constexpr auto y = khatri_rao_matmul(xh, x0, w) + cin_bias<Scope, C, t>{};
-    constexpr auto a = [&] {
-        if constexpr (t + 1 < T) return apply_activation<C.activation, cin_conv_scope<Scope, t>()>(y);
-        else return y;
-    }();
-    constexpr auto pooled = sum<0>(a);  // over the embedding axis K
-    if constexpr (t + 1 == T) return std::tuple{pooled};
-    else return std::tuple_cat(std::tuple{pooled}, cin_from<Scope, C, t + 1>(x0, a));
-}
-template <fixed_string Scope, auto C, std::size_t N, std::size_t... t>
-constexpr auto cin_penalty(std::index_sequence<t...>) {
-    if constexpr (C.regularizer.active()) return (penalty<C.regularizer>(cin_kernel<Scope, C, t, N>{}) + ...);
-    else return scalar_zero{};
+    for (auto u : c.hidden_uints) a = a || u != 0;
+    for (auto u : c.hidden_units) b = b || u != 0;
+    if (a == b) ctrec_shape_error_cin_give_the_layer_sizes_as_hidden_uints_or_hidden_units_not_both();
+    const std::size_t h = a ? c.hidden_uints[t] : c.hidden_units[t];
+    if (h == 0) ctrec_shape_error_cin_every_layer_needs_at_least_one_feature_map();
+    return h;
 }
 } // namespace detail
 
-template <fixed_string Scope, auto C, node X>
-constexpr auto cin(X x) {
-    constexpr std::size_t T = C.hidden_uints.size();
-    static_assert(T >= 1, "ctrec::layers::cin: give at least one layer");
-    static_assert(detail::cin_units_given_once<C>(),
-                  "ctrec::layers::cin: give the layer sizes as hidden_uints or as hidden_units, not both");
-    static_assert(detail::cin_units_positive<C>(), "ctrec::layers::cin: every layer needs at least one feature map");
-    static_assert(X::batched && X::shape.rank == 2, "ctrec::layers::cin: the input must be (B, N, K) (rank 3 with the batch)");
-    static_assert(C.activation.w != act_which::prelu && C.activation.w != act_which::softmax,
-                  "ctrec::layers::cin: the activation must be an elementwise Keras activation");
-    constexpr std::size_t N = X::shape.d[0];
-    constexpr auto x0 = transpose<1, 0>(x);  // (K, N)
-    constexpr auto pooled = detail::cin_from<Scope, C, 0>(x0, x0);
-    constexpr auto out = std::apply([](auto... p) {
-        if constexpr (sizeof...(p) == 1) return (p, ...);
-        else return concat<0>(p...);
-    }, pooled);
+template <std::size_t T>
+constexpr val cin(result& m, const name_string& s, const cin_config<T>& c, val x) {
+    if (T == 0) ctrec_shape_error_cin_every_layer_needs_at_least_one_feature_map();
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor();
+    if (c.activation.w == act_which::prelu || c.activation.w == act_which::softmax)
+        ctrec_shape_error_cin_the_activation_must_be_elementwise();
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    const val x3 = reshape(x, dims_of({1, N, K}));
+    val xh = x, pooled[T ? T : 1]{};
+    for (std::size_t t = 0; t < T; ++t) {
+        const std::size_t Hp = xh.dim(0), Ht = detail::cin_units(c, t);
+        const name_string conv = scoped(s, t == 0 ? name_string("conv1d").view() : (name_string("conv1d_") + t).view());
+        val W = m.var(scoped(conv, "kernel").view(), dims_of({1, Hp * N, Ht}), c.initializer);
+        add_penalty(m, c.regularizer, W);
+        val b = m.var(scoped(conv, "bias").view(), dims_of({Ht}), init::Zeros{});
+        const val z = reshape(reshape(xh, dims_of({Hp, 1, K})) * x3, dims_of({Hp * N, K}));
+        val y = einsum("ij,id->jd", reshape(W, dims_of({Hp * N, Ht})), z) + reshape(b, dims_of({Ht, 1}));
+        if (t + 1 < T) y = apply_activation(m, c.activation, conv, y);
+        pooled[t] = sum(y, {1});
+        xh = y;
+    }
+    return concat(0, pooled, T);
+}
 
-    return [&]<std::size_t... t>(std::index_sequence<t...>) {
-        using pen = decltype(detail::cin_penalty<Scope, C, N>(std::index_sequence<t...>{}));
-        using inits = tl_concat_t<tlist<param_init<detail::cin_kernel<Scope, C, t, N>::name, detail::cin_kernel<Scope, C, t, N>::shape, C.initializer>,
-                                        param_init<detail::cin_bias<Scope, C, t>::name, detail::cin_bias<Scope, C, t>::shape, init::Zeros{}>>...>;
-        return result<std::remove_cvref_t<decltype(out)>, std::remove_cvref_t<pen>, tlist<>, inits>{};
-    }(std::make_index_sequence<T>{});
+template <fixed_string Scope, auto C>
+constexpr result cin(const result& in) {
+    result m = in;
+    m.set_out(cin(m, Scope.view(), C, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

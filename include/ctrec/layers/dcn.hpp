@@ -61,9 +61,14 @@
 // - initializer: one spec for every kernel / U / V / C / G (default GlorotNormal); biases
 //   are always zeros. regularizer: on every raw kernel / U / V / C / G, never on biases or
 //   trainable_norm variables.
-#include <string_view>
-#include <utility>
-
+//
+// Implementation notes (graph-as-data core):
+// DCN on the graph-as-data core: vector / matrix / mixed cross layers, kernel norm on every
+// variable, exactly as ctrec/layers/dcn.hpp documents it (variables, names, creation order of
+// the initializers, the documented softmax gating by default and the source's unweighted sum
+// under monolith_compat, the source's tanh after V and C).
+// Dropout (mode::train, use_dropout): inverted dropout of x after every cross layer, kept where
+// u >= 1 - keep_prob, u uniform on stream "<scope>/dropout_<i>" (opcode::random).
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -92,184 +97,109 @@ struct dcn_config {
     bool monolith_compat = false;  // mixed: the source's singleton softmax (unweighted sum)
 };
 
+
+
+void ctrec_shape_error_dcn_input_must_be_a_batched_tensor_B_by_D();
+void ctrec_shape_error_dcn_mixed_mode_needs_low_rank_and_num_experts_above_0();
+void ctrec_shape_error_dcn_keep_prob_must_be_in_0_1();
+
 namespace detail {
-// "U_" + (1, 0) -> "U_1_0"
-template <fixed_string Prefix, std::size_t I, std::size_t J>
-constexpr auto dcn_ij() {
-    return indexed<join<indexed<Prefix, I>(), "_">(), J>();
+// Variable "<s>/<leaf>" of shape (a, c) as the layer uses it: raw, or t * l2_normalize(P, 0, 1e-6)
+// with t = "<s>/<leaf>/trainable_norm" (c,). Its initializer is declared by dcn_declare.
+constexpr val dcn_param(result& m, const name_string& s, const name_string& leaf, dims sh, bool norm) {
+    val p = make_param(m.g, scoped(s, leaf.view()).view(), sh);
+    if (!norm) return p;
+    return l2_normalize(p, 0, 1e-6) * make_param(m.g, (scoped(s, leaf.view()) + "/trainable_norm").view(), dims_of({sh.d[1]}));
 }
-
-// The variable "<S>/<Leaf>" of shape Sh as the layer uses it: raw, or with kernel norm
-// t * l2_normalize(P, axis 0, 1e-6) with t = "<S>/<Leaf>/trainable_norm" (Sh[1],).
-template <fixed_string S, fixed_string Leaf, dims Sh, bool Norm>
-constexpr auto dcn_param() {
-    constexpr auto P = param_node<scoped<S, Leaf>(), Sh>{};
-    if constexpr (!Norm) return P;
-    else return l2_normalize<0, 1e-6>(P) * param_node<scoped<scoped<S, Leaf>(), "trainable_norm">(), make_dims<Sh.d[1]>()>{};
-}
-
-// The E experts' variables "<Prefix><I>_<j>" (each of shape Sh = (a, c)) side by side as
-// one (a, E c) matrix, kernel norm applied per column: l2_normalize of the side-by-side raw
-// variables times the side-by-side trainable norms.
-template <fixed_string S, fixed_string Prefix, std::size_t I, dims Sh, bool Norm, std::size_t... J>
-constexpr auto dcn_experts(std::index_sequence<J...>) {
-    auto raw = concat<1>(param_node<scoped<S, dcn_ij<Prefix, I, J>()>(), Sh>{}...);
-    if constexpr (!Norm) return raw;
-    else return l2_normalize<0, 1e-6>(raw) *
-                concat<0>(param_node<scoped<scoped<S, dcn_ij<Prefix, I, J>()>(), "trainable_norm">(), make_dims<Sh.d[1]>()>{}...);
-}
-
-// The variables of one DCN in creation order: (leaf name, shape, is a bias) as a tlist of
-// param descriptors, used for the initializers and the penalty.
-template <fixed_string Leaf, dims Sh, bool Bias>
-struct dcn_var {
-    static constexpr auto leaf = Leaf;
-    static constexpr dims shape = Sh;
-    static constexpr bool bias = Bias;
-};
-
-template <dcn_config C, std::size_t D>
-constexpr auto dcn_vars() {
-    constexpr std::size_t L = C.layer_num, E = C.num_experts, r = C.low_rank;
-    auto biases = []<std::size_t... I>(std::index_sequence<I...>) {
-        return tlist<dcn_var<indexed<"bias_", I>(), make_dims<1, D>(), true>...>{};
-    }(std::make_index_sequence<L>{});
-    if constexpr (C.type == dcn_type::vector || C.type == dcn_type::matrix) {
-        constexpr std::size_t cols = C.type == dcn_type::vector ? 1 : D;
-        auto kernels = []<std::size_t... I>(std::index_sequence<I...>) {
-            return tlist<dcn_var<indexed<"kernel_", I>(), make_dims<D, cols>(), false>...>{};
-        }(std::make_index_sequence<L>{});
-        return tl_concat_t<decltype(kernels), decltype(biases)>{};
-    } else {
-        // i-major, j-minor: flat index k = i * E + j
-        auto group = []<fixed_string P, dims Sh, std::size_t... K>(std::index_sequence<K...>) {
-            return tlist<dcn_var<dcn_ij<P, K / E, K % E>(), Sh, false>...>{};
-        };
-        using seq = std::make_index_sequence<L * E>;
-        using Us = decltype(group.template operator()<"U_", make_dims<D, r>()>(seq{}));
-        using Vs = decltype(group.template operator()<"V_", make_dims<D, r>()>(seq{}));
-        using Cs = decltype(group.template operator()<"C_", make_dims<r, r>()>(seq{}));
-        using Gs = decltype(group.template operator()<"G_", make_dims<D, 1>()>(seq{}));
-        return tl_concat_t<Us, Vs, Cs, Gs, decltype(biases)>{};
+// The E experts' variables "<prefix><i>_<j>" side by side as one (a, E c) matrix; kernel norm
+// works per column, so normalising the side-by-side matrix is normalising each variable.
+constexpr val dcn_experts(result& m, const name_string& s, std::string_view prefix, std::size_t i, std::size_t E, dims sh, bool norm) {
+    val raw[64]{}, t[64]{};
+    for (std::size_t j = 0; j < E; ++j) {
+        const name_string leaf = scoped(s, (name_string(prefix) + i + "_" + j).view());
+        raw[j] = make_param(m.g, leaf.view(), sh);
+        if (norm) t[j] = make_param(m.g, (leaf + "/trainable_norm").view(), dims_of({sh.d[1]}));
     }
+    val all = concat(1, raw, E);
+    if (!norm) return all;
+    return l2_normalize(all, 0, 1e-6) * concat(0, t, E);
 }
-
-template <fixed_string S, dcn_config C, class Vars> struct dcn_inits;
-template <fixed_string S, dcn_config C, class... V>
-struct dcn_inits<S, C, tlist<V...>> {
-    template <class X>
-    using one = std::conditional_t<
-        C.allow_kernel_norm,
-        tlist<param_init<scoped<S, X::leaf>(), X::shape, (X::bias ? init::spec(init::Zeros{}) : C.initializer)>,
-              column_norm_init<scoped<scoped<S, X::leaf>(), "trainable_norm">(), scoped<S, X::leaf>(), make_dims<X::shape.d[1]>()>>,
-        tlist<param_init<scoped<S, X::leaf>(), X::shape, (X::bias ? init::spec(init::Zeros{}) : C.initializer)>>>;
-    using type = tl_concat_t<tlist<>, one<V>...>;
-};
-
-template <fixed_string S, dcn_config C, class Vars> struct dcn_penalty;
-template <fixed_string S, dcn_config C>
-struct dcn_penalty<S, C, tlist<>> { using type = scalar_zero; };
-template <fixed_string S, dcn_config C, class V, class... Rest>
-struct dcn_penalty<S, C, tlist<V, Rest...>> {
-    using here = std::conditional_t<V::bias, scalar_zero,
-                                    std::remove_cvref_t<decltype(penalty<C.regularizer>(param_node<scoped<S, V::leaf>(), V::shape>{}))>>;
-    using type = add_t<here, typename dcn_penalty<S, C, tlist<Rest...>>::type>;
-};
-
-// x . P for a row-vector operand x (rank 1 or 2) and a 2-D P.
-template <node X, node P>
-constexpr auto dcn_dot(X x, P p) { return matmul(x, p); }
-// x . P^T, P read as stored (D, r): u = c . U^T.
-template <node X, node P>
-constexpr auto dcn_dot_t(X x, P p) {
-    if constexpr (X::shape.rank == 1) return einsum<"r,dr->d">(x, p);
-    else return einsum<"nr,dr->nd">(x, p);
-}
-
-// One cross layer (index I) on rows of x (rank 1 or 2), x0 the original rows.
-template <fixed_string S, dcn_config C, mode M, std::size_t I, std::size_t D, node X0, node X>
-constexpr auto dcn_cross(X0 x0, X x) {
-    constexpr bool kn = C.allow_kernel_norm;
-    // the bias (1, D) as a (D) row, broadcast over the rows
-    auto b = reshape<D>(dcn_param<S, indexed<"bias_", I>(), make_dims<1, D>(), kn>());
-    auto next = [&] {
-        if constexpr (C.type == dcn_type::vector) {
-            auto w = dcn_param<S, indexed<"kernel_", I>(), make_dims<D, 1>(), kn>();
-            return x0 * dcn_dot(x, w) + b + x;
-        } else if constexpr (C.type == dcn_type::matrix) {
-            auto w = dcn_param<S, indexed<"kernel_", I>(), make_dims<D, D>(), kn>();
-            return x0 * (dcn_dot(x, w) + b) + x;
-        } else {
-            // The experts of layer i side by side: V_i (D, E r), C_i (r, E r), U_i (D, E r) and
-            // G_i (D, E), column j r + a being column a of expert j. Kernel norm works per
-            // column, so normalising the side-by-side matrix is normalising each variable.
-            // These are parameter-only (derived, cached) values; per row this is three GEMMs
-            // and a batched r x r product per layer instead of 4 E small ones.
-            static_assert(X::shape.rank == 2);
-            constexpr std::size_t E = C.num_experts, r = C.low_rank, n = X::shape.d[0];
-            auto V = dcn_experts<S, "V_", I, make_dims<D, r>(), kn>(std::make_index_sequence<E>{});
-            auto Cm = reshape<r, E, r>(dcn_experts<S, "C_", I, make_dims<r, r>(), kn>(std::make_index_sequence<E>{}));
-            auto U = dcn_experts<S, "U_", I, make_dims<D, r>(), kn>(std::make_index_sequence<E>{});
-            auto G = dcn_experts<S, "G_", I, make_dims<D, 1>(), kn>(std::make_index_sequence<E>{});
-            auto v = reshape<n, E, r>(tanh(matmul(x, V)));         // tanh(x . V_ij)
-            auto c = tanh(einsum<"neq,qea->nea">(v, Cm));           // tanh(v . C_ij)
-            auto gates = matmul(x, G);                              // x . G_ij, (n, E)
-            if constexpr (C.monolith_compat || E == 1) {
-                // the source: the gates stacked as (n, E, 1), softmax over the last axis (size 1):
-                // every weight is exactly 1, and its derivative exactly 0
-                auto w = softmax<2>(reshape<n, E, 1>(gates));
-                auto u = einsum<"nk,dk->nd">(reshape<n, E * r>(c * w), U);  // sum_j u_j
-                // sum_j x0 (u_j + b) = x0 (sum_j u_j + E b)
-                if constexpr (E == 1) return x0 * (u + b) + x;
-                else return x0 * (u + b * lit<static_cast<double>(E)>) + x;
-            } else {
-                // documented gating: w = softmax over the experts; sum_j w_j x0 (u_j + b) =
-                // x0 (sum_j w_j u_j + b), the weights summing to 1
-                auto w = softmax<1>(gates);
-                auto u = einsum<"nk,dk->nd">(reshape<n, E * r>(c * reshape<n, E, 1>(w)), U);
-                return x0 * (u + b) + x;
-            }
-        }
-    }();
-    if constexpr (C.use_dropout && M == mode::train) {
-        using U = random_node<scoped<S, indexed<"dropout_", I>()>(), X::shape>;
-        return where(greater_equal(U{}, lit<1.0 - C.keep_prob>), next * lit<1.0 / C.keep_prob>, lit<0.0>);
-    } else {
-        return next;
-    }
-}
-
-template <fixed_string S, dcn_config C, mode M, std::size_t I, std::size_t D, node X0, node X>
-constexpr auto dcn_stack(X0 x0, X x) {
-    if constexpr (I == C.layer_num) return x;
-    else return dcn_stack<S, C, M, I + 1, D>(x0, dcn_cross<S, C, M, I, D>(x0, x));
+// Declares one variable (and its trainable norm) in the source's creation order, with its
+// regularizer (never on biases).
+constexpr void dcn_declare(result& m, const name_string& s, const name_string& leaf, dims sh, bool bias, const dcn_config& c) {
+    val p = m.var(scoped(s, leaf.view()).view(), sh, bias ? init::spec(init::Zeros{}) : c.initializer);
+    if (c.allow_kernel_norm) m.norm_var((scoped(s, leaf.view()) + "/trainable_norm").view(), dims_of({sh.d[1]}), p);
+    if (!bias) add_penalty(m, c.regularizer, p);
 }
 } // namespace detail
 
-template <fixed_string Scope, dcn_config C, mode M = mode::train, node X>
-constexpr auto dcn(X x) {
-    static_assert(X::shape.rank >= 1 && X::batched, "ctrec::layers::dcn: the input must be a batched tensor (B, ..., D)");
-    static_assert(C.type != dcn_type::mixed || C.low_rank > 0,
-                  "ctrec::layers::dcn: mixed mode needs low_rank > 0 (the source's default 0 builds empty experts)");
-    static_assert(C.type != dcn_type::mixed || C.num_experts >= 1, "ctrec::layers::dcn: mixed mode needs num_experts >= 1");
-    static_assert(!C.use_dropout || (C.keep_prob > 0.0 && C.keep_prob <= 1.0),
-                  "ctrec::layers::dcn: keep_prob must be in (0, 1]");
-    constexpr dims s = X::shape;
-    constexpr std::size_t D = s.d[s.rank - 1];
-    // rank > 2 (and rank 1 in mixed mode): the same rows as a (rows, D) matrix, reshaped back
-    constexpr bool flat = s.rank > 2 || (s.rank == 1 && C.type == dcn_type::mixed);
-    constexpr auto y = [&] {
-        if constexpr (!flat) {
-            return detail::dcn_stack<Scope, C, M, 0, D>(x, x);
+constexpr val dcn(result& m, const name_string& s, const dcn_config& c, mode M, val x_in) {
+    if (!x_in.batched() || x_in.rank() < 1) ctrec_shape_error_dcn_input_must_be_a_batched_tensor_B_by_D();
+    if (c.type == dcn_type::mixed && (c.low_rank == 0 || c.num_experts == 0 || c.num_experts > 64))
+        ctrec_shape_error_dcn_mixed_mode_needs_low_rank_and_num_experts_above_0();
+    if (c.use_dropout && !(c.keep_prob > 0.0 && c.keep_prob <= 1.0)) ctrec_shape_error_dcn_keep_prob_must_be_in_0_1();
+    const dims s_in = x_in.shape();
+    const std::size_t D = x_in.last(), L = c.layer_num, E = c.num_experts, r = c.low_rank;
+    const bool kn = c.allow_kernel_norm;
+
+    // the variables, in the source's creation order
+    if (c.type != dcn_type::mixed)
+        for (std::size_t i = 0; i < L; ++i)
+            detail::dcn_declare(m, s, name_string("kernel_") + i, dims_of({D, c.type == dcn_type::vector ? 1 : D}), false, c);
+    else {
+        const std::string_view pre[4] = {"U_", "V_", "C_", "G_"};
+        const dims shp[4] = {dims_of({D, r}), dims_of({D, r}), dims_of({r, r}), dims_of({D, 1})};
+        for (std::size_t k = 0; k < 4; ++k)
+            for (std::size_t i = 0; i < L; ++i)
+                for (std::size_t j = 0; j < E; ++j) detail::dcn_declare(m, s, name_string(pre[k]) + i + "_" + j, shp[k], false, c);
+    }
+    for (std::size_t i = 0; i < L; ++i) detail::dcn_declare(m, s, name_string("bias_") + i, dims_of({1, D}), true, c);
+
+    // rank > 2 (and rank 1 in mixed mode): the rows as a (rows, D) matrix, reshaped back
+    const bool as_rows = s_in.rank > 2 || (s_in.rank == 1 && c.type == dcn_type::mixed);
+    const val x0 = as_rows ? reshape(x_in, dims_of({s_in.size() / D, D})) : x_in;
+    val x = x0;
+    for (std::size_t i = 0; i < L; ++i) {
+        val b = reshape(detail::dcn_param(m, s, name_string("bias_") + i, dims_of({1, D}), kn), dims_of({D}));
+        if (c.type == dcn_type::vector) {
+            val w = detail::dcn_param(m, s, name_string("kernel_") + i, dims_of({D, 1}), kn);
+            x = x0 * matmul(x, w) + b + x;
+        } else if (c.type == dcn_type::matrix) {
+            val w = detail::dcn_param(m, s, name_string("kernel_") + i, dims_of({D, D}), kn);
+            x = x0 * (matmul(x, w) + b) + x;
         } else {
-            constexpr auto rows = reshape_node<make_dims<s.size() / D, D>(), X>{};
-            return reshape_node<s, decltype(detail::dcn_stack<Scope, C, M, 0, D>(rows, rows))>{};
+            const std::size_t n = x.dim(0);
+            val V = detail::dcn_experts(m, s, "V_", i, E, dims_of({D, r}), kn);
+            val C = reshape(detail::dcn_experts(m, s, "C_", i, E, dims_of({r, r}), kn), dims_of({r, E, r}));
+            val U = detail::dcn_experts(m, s, "U_", i, E, dims_of({D, r}), kn);
+            val G = detail::dcn_experts(m, s, "G_", i, E, dims_of({D, 1}), kn);
+            val v = reshape(tanh(matmul(x, V)), dims_of({n, E, r}));  // tanh(x . V_ij)
+            val cc = tanh(einsum("neq,qea->nea", v, C));               // tanh(v . C_ij)
+            val gates = matmul(x, G);                                  // x . G_ij, (n, E)
+            if (c.monolith_compat || E == 1) {
+                // the source's singleton softmax: every weight exactly 1
+                val w = softmax(reshape(gates, dims_of({n, E, 1})), 2);
+                val u = einsum("nk,dk->nd", reshape(cc * w, dims_of({n, E * r})), U);
+                x = E == 1 ? x0 * (u + b) + x : x0 * (u + b * static_cast<double>(E)) + x;
+            } else {
+                val w = softmax(gates, 1);
+                val u = einsum("nk,dk->nd", reshape(cc * reshape(w, dims_of({n, E, 1})), dims_of({n, E * r})), U);
+                x = x0 * (u + b) + x;
+            }
         }
-    }();
-    using vars = decltype(detail::dcn_vars<C, D>());
-    using pen = typename detail::dcn_penalty<Scope, C, vars>::type;
-    using inits = typename detail::dcn_inits<Scope, C, vars>::type;
-    return result<std::remove_cvref_t<decltype(y)>, pen, tlist<>, inits>{};
+        if (c.use_dropout && M == mode::train) {
+            val u = make_random(m.g, scoped(s, (name_string("dropout_") + i).view()).view(), x.shape());
+            x = where(greater_equal(u, 1.0 - c.keep_prob), x * (1.0 / c.keep_prob), 0.0);
+        }
+    }
+    return as_rows ? reshape(x, s_in) : x;
+}
+
+template <fixed_string Scope, dcn_config C, mode M = mode::train>
+constexpr result dcn(const result& in) {
+    result m = in;
+    m.set_out(dcn(m, Scope.view(), C, M, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

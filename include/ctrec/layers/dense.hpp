@@ -36,6 +36,11 @@
 // concatenates the shards "<leaf>/part_0 ... part_{n-1}" along axis 0 in increasing order
 // (layers/partitioner.hpp: TF's shard count and sizes, and a checked concat_shards).
 // optimizer: likewise not part of the layer (the training loop chooses per variable).
+//
+// Implementation notes (graph-as-data core):
+// Dense on the graph-as-data core: y = act(x . W + b), kernel norm and the inactive-ReLU monitor
+// exactly as ctrec/layers/dense.hpp documents them (same variables, names, initializers and
+// state update; that header's comment is the specification of this one).
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -55,78 +60,51 @@ struct dense_config {
     bool monolith_compat = false;  // the source's variants (see the header comment)
 };
 
-namespace detail {
-template <fixed_string S, dense_config C, std::size_t In>
-constexpr auto effective_kernel() {
-    constexpr auto V = param_node<scoped<S, "kernel">(), make_dims<In, C.units>()>{};
-    if constexpr (!C.allow_kernel_norm) {
-        return V;
-    } else {
-        constexpr auto unit = l2_normalize<0, 1e-6>(V);
-        if constexpr (C.kernel_norm_trainable)
-            return unit * param_node<scoped<S, "trainable_kernel_norm">(), make_dims<C.units>()>{};
-        else if constexpr (C.monolith_compat)
-            return unit;
-        else
-            return unit * stop_gradient(param_node<scoped<S, "kernel_norm">(), make_dims<C.units>()>{});
-    }
+
+
+void ctrec_shape_error_dense_units_must_be_positive();
+void ctrec_shape_error_dense_input_must_be_a_tensor_B_by_D_in();
+void ctrec_shape_error_dense_inactive_relu_monitor_needs_relu_and_a_B_by_D_in_input();
+
+// The kernel as the layer uses it (raw, or weight-normalised per output column).
+constexpr val dense_kernel(result& m, const name_string& s, const dense_config& c, std::size_t in) {
+    const dims ks = dims_of({in, c.units}), us = dims_of({c.units});
+    val V = m.var(scoped(s, "kernel").view(), ks, c.kernel_initializer);
+    add_penalty(m, c.kernel_regularizer, V);
+    if (!c.allow_kernel_norm) return V;
+    val unit = l2_normalize(V, 0, 1e-6);
+    if (c.kernel_norm_trainable) return unit * m.norm_var(scoped(s, "trainable_kernel_norm").view(), us, V);
+    if (c.monolith_compat) return unit;
+    return unit * stop_gradient(m.norm_var(scoped(s, "kernel_norm").view(), us, V));
 }
-} // namespace detail
 
-template <fixed_string Scope, dense_config C, node X>
-constexpr auto dense(X x) {
-    static_assert(C.units > 0, "ctrec::layers::dense: units must be positive");
-    // An unbatched input is a shared (per-call) value, e.g. a user's pooled behaviours when one
-    // user is scored against a batch of candidates: it is projected once per call.
-    static_assert(X::shape.rank >= 1, "ctrec::layers::dense: the input must be a tensor (B, ..., D_in)");
-    static_assert(!C.inactive_relu_monitor || C.activation == act_relu,
-                  "ctrec::layers::dense: inactive_relu_monitor needs activation relu");
-    static_assert(!C.inactive_relu_monitor || X::shape.rank == 1,
-                  "ctrec::layers::dense: inactive_relu_monitor needs a (B, D_in) input");
-    constexpr std::size_t In = X::shape.d[X::shape.rank - 1];
-    constexpr dims kshape = make_dims<In, C.units>();
-    constexpr dims ushape = make_dims<C.units>();
-    constexpr auto kernel_name = scoped<Scope, "kernel">();
-    constexpr auto bias = param_node<scoped<Scope, "bias">(), ushape>{};
-
-    constexpr auto z = [&] {
-        constexpr auto xw = matmul(x, detail::effective_kernel<Scope, C, In>());
-        if constexpr (C.use_bias) return xw + bias;
-        else return xw;
-    }();
-    constexpr auto y = apply_activation<C.activation, Scope>(z);
-
-    constexpr auto pen = [&] {
-        constexpr auto pk = penalty<C.kernel_regularizer>(param_node<kernel_name, kshape>{});
-        if constexpr (C.use_bias) return add_t<std::remove_cvref_t<decltype(pk)>, decltype(penalty<C.bias_regularizer>(bias))>{};
-        else return pk;
-    }();
-
-    using kernel_init = tlist<param_init<kernel_name, kshape, C.kernel_initializer>>;
-    using bias_init = std::conditional_t<C.use_bias, tlist<param_init<scoped<Scope, "bias">(), ushape, C.bias_initializer>>, tlist<>>;
-    using norm_init = std::conditional_t<
-        C.allow_kernel_norm && C.kernel_norm_trainable,
-        tlist<column_norm_init<scoped<Scope, "trainable_kernel_norm">(), kernel_name, ushape>>,
-        std::conditional_t<C.allow_kernel_norm && !C.monolith_compat,
-                           tlist<column_norm_init<scoped<Scope, "kernel_norm">(), kernel_name, ushape>>, tlist<>>>;
-
-    if constexpr (C.inactive_relu_monitor) {
-        constexpr auto m = param_node<scoped<Scope, "inactive_relu_count_moving_avg">(), ushape>{};
-        constexpr auto active = stop_gradient(greater(y, lit<0.0>));  // relu output != 0
-        constexpr auto stat = [&] {
-            if constexpr (C.monolith_compat) return lit<static_cast<double>(C.units)> - batch_sum(active);
-            else return batch_mean(active);
-        }();
-        constexpr double d = C.inactive_relu_monitor_decay;
-        constexpr auto next = lit<1.0 - d> * m + lit<d> * stat;
-        using monitor_init = tlist<param_init<scoped<Scope, "inactive_relu_count_moving_avg">(), ushape, init::Zeros{}>>;
-        return result<std::remove_cvref_t<decltype(y)>, std::remove_cvref_t<decltype(pen)>,
-                      tlist<state_update<scoped<Scope, "inactive_relu_count_moving_avg">(), std::remove_cvref_t<decltype(next)>>>,
-                      tl_concat_t<kernel_init, norm_init, bias_init, monitor_init>>{};
-    } else {
-        return result<std::remove_cvref_t<decltype(y)>, std::remove_cvref_t<decltype(pen)>, tlist<>,
-                      tl_concat_t<kernel_init, norm_init, bias_init>>{};
+constexpr val dense(result& m, const name_string& s, const dense_config& c, val x) {
+    if (c.units == 0) ctrec_shape_error_dense_units_must_be_positive();
+    if (x.rank() < 1) ctrec_shape_error_dense_input_must_be_a_tensor_B_by_D_in();
+    if (c.inactive_relu_monitor && (!(c.activation == ctrec::layers::act_relu) || x.rank() != 1))
+        ctrec_shape_error_dense_inactive_relu_monitor_needs_relu_and_a_B_by_D_in_input();
+    val z = matmul(x, dense_kernel(m, s, c, x.last()));
+    if (c.use_bias) {
+        val b = m.var(scoped(s, "bias").view(), dims_of({c.units}), c.bias_initializer);
+        add_penalty(m, c.bias_regularizer, b);
+        z = z + b;
     }
+    val y = apply_activation(m, c.activation, s, z);
+    if (c.inactive_relu_monitor) {
+        val mv = m.var(scoped(s, "inactive_relu_count_moving_avg").view(), dims_of({c.units}), init::Zeros{});
+        val active = stop_gradient(greater(y, 0.0));
+        val stat = c.monolith_compat ? static_cast<double>(c.units) - batch_sum(active) : batch_mean(active);
+        const double d = c.inactive_relu_monitor_decay;
+        m.update(mv, (1.0 - d) * mv + d * stat);
+    }
+    return y;
+}
+
+template <fixed_string Scope, dense_config C>
+constexpr result dense(const result& in) {
+    result m = in;
+    m.set_out(dense(m, Scope.view(), C, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

@@ -45,8 +45,22 @@
 // - The query width must equal num_units (a compile error otherwise, naming the shapes).
 // - The attention is written as the spec states it (v = W_att q once per example, then
 //   T dot products), which is already the cheap order.
+//
+// Implementation notes (graph-as-data core):
+// DIEN (spec layers-trans-seq-multitask-nas.md 2.3) on the graph-as-data core, exactly as
+// ctrec/layers/dien.hpp documents it (Keras reset-after GRU, bilinear attention, AGRU / AUGRU
+// evolution as "<scope>/augru_cell"; variable names, shapes, creation order, initializers and
+// regularizer coverage; att_type honoured unless monolith_compat; the mask rule mask_t >= 1 with
+// padded steps keeping both states and weighing 0 in a softmax over the real steps, all weights
+// 0 when none is real; monolith_compat ignores the mask; that header's comment is the
+// specification of this one).
+//
+//   val y = layers::dien(m, "dien", {.num_units = 10}, q, k[, mask]);   // q (U), k (T, E), mask (T)
+//   constexpr auto r = layers::dien<"dien", {.num_units = 10}>(q, k[, mask]);   // r.out() (U)
+//
+// Both recurrences are unrolled (agru.hpp says why and how); k W for all steps is one GEMM
+// before the GRU, as the AGRU's x projections are.
 #include "ctrec/layers/agru.hpp"
-#include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
 
@@ -59,89 +73,97 @@ struct dien_config {
     bool monolith_compat = false;                  // ignore the mask and att_type, as the source
 };
 
+
+
+void ctrec_shape_error_dien_num_units_must_be_positive();
+void ctrec_shape_error_dien_q_must_be_a_batched_B_by_U();
+void ctrec_shape_error_dien_k_must_be_a_batched_B_by_T_by_E();
+void ctrec_shape_error_dien_the_query_width_must_equal_num_units();
+void ctrec_shape_error_dien_mask_must_be_a_batched_B_by_T();
+
 namespace detail {
-template <std::size_t U, std::size_t Q>
-struct dien_query_width {
-    static_assert(check_shapes<"dien query width == num_units", make_dims<Q>(), make_dims<U>(), Q == U>,
-                  "ctrec::layers::dien: the query width must equal num_units");
-    static constexpr bool value = Q == U;
-};
-
-// softmax over the real steps (mask >= 1) of s (T); weight 0 at padded steps, all 0 if none
-template <node S, node M>
-constexpr auto masked_softmax(S s, M mask) {
-    auto real = greater_equal(mask, lit<1.0>);
-    auto mx = stop_gradient(max<0>(where(real, s, lit<-3.0e38>)));
-    auto e = where(real, exp(where(real, s - mx, lit<0.0>)), lit<0.0>);
-    auto den = sum<0>(e);
-    return e / where(greater(den, lit<0.0>), den, lit<1.0>);
-}
-
-template <node S>
-constexpr auto attention_weights(S s) { return softmax<0>(s); }
-template <node S, node M>
-constexpr auto attention_weights(S s, M mask) { return masked_softmax(s, mask); }
-
-template <fixed_string Scope, dien_config C, node Q, node K, node... M>
-constexpr auto dien_impl(Q q, K k, M... mask) {
-    static_assert(C.num_units > 0, "ctrec::layers::dien: num_units must be positive");
-    static_assert(Q::batched && Q::shape.rank == 1, "ctrec::layers::dien: the query must be (B, U)");
-    static_assert(K::batched && K::shape.rank == 2, "ctrec::layers::dien: the keys must be (B, T, E)");
-    static_assert(dien_query_width<C.num_units, Q::shape.d[0]>::value);
-    [[maybe_unused]] constexpr std::size_t T = K::shape.d[0];
-    constexpr std::size_t E = K::shape.d[1], U = C.num_units;
-    static_assert(sizeof...(M) <= 1 && ((M::batched && M::shape == make_dims<T>()) && ...),
-                  "ctrec::layers::dien: the mask must be (B, T)");
-
-    constexpr auto W = param_node<scoped<Scope, "gru_cell/kernel">(), make_dims<E, 3 * U>()>{};
-    using R = param_node<scoped<Scope, "gru_cell/recurrent_kernel">(), make_dims<U, 3 * U>()>;
-    using bias = param_node<scoped<Scope, "gru_cell/bias">(), make_dims<2, 3 * U>()>;
-    constexpr auto Watt = param_node<scoped<Scope, "attention_weight">(), make_dims<U, U>()>{};
-
-    // interest extractor
-    using Xp = decltype(einsum<"te,eg->tg">(k, W) + slice_node<0, 0, 1, bias>{});
-    using brec = reshape_node<make_dims<3 * U>(), slice_node<0, 1, 2, bias>>;
-    using Rec = scan_node<scan_cell::keras_gru, scan_activation<C.activation>(), Xp, R, brec, const_node<0.0>, M...>;
-    constexpr auto H = slice_node<1, 0, U, Rec>{};
-
-    // attention
-    constexpr auto v = einsum<"ij,j->i">(Watt, q);
-    constexpr auto s = einsum<"tu,u->t">(H, v);
-    constexpr auto alpha = attention_weights(s, mask...);
-
-    // interest evolution
-    constexpr agru_config ac{.units = U, .att_type = C.att_type, .activation = C.activation,
-                             .initializer = C.initializer, .regularizer = C.regularizer};
-    constexpr auto ev = agru_rnn<scoped<Scope, "augru_cell">(), ac>(H, alpha, mask...);
-    using Out = std::tuple_element_t<1, std::remove_cvref_t<decltype(ev.out)>>;
-
-    using pen = add_t<add_t<decltype(penalty<C.regularizer>(W)), decltype(penalty<C.regularizer>(Watt))>, decltype(ev.penalty)>;
-    using own_inits = tlist<param_init<scoped<Scope, "gru_cell/kernel">(), make_dims<E, 3 * U>(), C.initializer>,
-                            param_init<scoped<Scope, "gru_cell/recurrent_kernel">(), make_dims<U, 3 * U>(), init::Orthogonal{}>,
-                            param_init<scoped<Scope, "gru_cell/bias">(), make_dims<2, 3 * U>(), init::Zeros{}>,
-                            param_init<scoped<Scope, "attention_weight">(), make_dims<U, U>(), C.initializer>>;
-    return result<Out, pen, tlist<>, tl_concat_t<own_inits, typename decltype(ev)::inits>>{};
+// softmax over the real steps (real != 0) of s (T); weight 0 at padded steps, all 0 if none
+constexpr val masked_softmax(val s, val real) {
+    const dims kd = keepdims(s.shape(), 1u);
+    const val mx = reshape(stop_gradient(max(where(real, s, -3.0e38), {0})), kd);
+    const val e = where(real, exp(where(real, s - mx, 0.0)), 0.0);
+    const val den = reshape(sum(e, {0}), kd);
+    return e / where(greater(den, 0.0), den, 1.0);
 }
 } // namespace detail
 
-template <fixed_string Scope, dien_config C, node Q, node K>
-constexpr auto dien(Q q, K k) {
-    constexpr dien_config c2 = [] {
-        dien_config c = C;
-        if (c.monolith_compat) c.att_type = agru_att::agru;
-        return c;
-    }();
-    return detail::dien_impl<Scope, c2>(q, k);
+constexpr val dien(result& m, const name_string& s, const dien_config& c, val q, val k, val mask = {}) {
+    const std::size_t U = c.num_units;
+    if (U == 0) ctrec_shape_error_dien_num_units_must_be_positive();
+    if (q.rank() != 1 || !q.batched()) ctrec_shape_error_dien_q_must_be_a_batched_B_by_U();
+    if (k.rank() != 2 || !k.batched()) ctrec_shape_error_dien_k_must_be_a_batched_B_by_T_by_E();
+    if (q.dim(0) != U) ctrec_shape_error_dien_the_query_width_must_equal_num_units();
+    const std::size_t T = k.dim(0), E = k.dim(1);
+    if (mask.g && (mask.rank() != 1 || mask.dim(0) != T || !mask.batched())) ctrec_shape_error_dien_mask_must_be_a_batched_B_by_T();
+    if (T > max_rnn_steps) ctrec_error_sequence_too_long_for_the_graph_raise_CTREC_MAX_NODES();
+    detail::check_recurrent_activation(c.activation);
+    if (c.monolith_compat) mask = {};  // the source ignores it
+
+    val W = m.var(scoped(s, "gru_cell/kernel").view(), dims_of({E, 3 * U}), c.initializer);
+    val R = m.var(scoped(s, "gru_cell/recurrent_kernel").view(), dims_of({U, 3 * U}), init::Orthogonal{});
+    val bias = m.var(scoped(s, "gru_cell/bias").view(), dims_of({2, 3 * U}), init::Zeros{});
+    val Watt = m.var(scoped(s, "attention_weight").view(), dims_of({U, U}), c.initializer);
+    add_penalty(m, c.regularizer, W);
+    add_penalty(m, c.regularizer, Watt);
+
+    // interest extractor: Keras GRU (reset-after, gates z, r, h); x_t W + b_in for every step in one GEMM
+    const val Xp = matmul(k, W) + slice(bias, 0, 0, 1);
+    const val XZR = slice(Xp, 1, 0, 2 * U), XH = slice(Xp, 1, 2 * U, 3 * U);
+    const val brec = slice(bias, 0, 1, 2);  // (1, 3U)
+    const val real = mask.g ? greater_equal(mask, 1.0) : val{};
+    val hs[max_rnn_steps]{};
+    val h{};  // (1, U); h_0 = 0 is not built
+    for (std::size_t t = 0; t < T; ++t) {
+        const val gp = t == 0 ? brec : matmul(h, R) + brec;  // [g_z | g_r | g_h]
+        const val zr = sigmoid(detail::row(XZR, t) + slice(gp, 1, 0, 2 * U));
+        const val z = slice(zr, 1, 0, U), r = slice(zr, 1, U, 2 * U);
+        const val hh = apply_activation(m, c.activation, s, detail::row(XH, t) + r * slice(gp, 1, 2 * U, 3 * U));
+        val hn = t == 0 ? (1.0 - z) * hh : z * h + (1.0 - z) * hh;
+        if (mask.g) hn = t == 0 ? where(detail::row(real, t), hn, 0.0) : where(detail::row(real, t), hn, h);
+        h = hs[t] = hn;
+    }
+    const val H = concat(0, hs, T);  // (T, U)
+
+    // attention: v = W_att q, s_t = h_t . v, softmax over t (over the real steps with a mask)
+    const val v = einsum("ij,j->i", Watt, q);
+    const val sc = einsum("tu,u->t", H, v);
+    const val alpha = mask.g ? detail::masked_softmax(sc, real) : softmax(sc, 0);
+
+    // interest evolution
+    agru_config ac{};
+    ac.units = U;
+    ac.att_type = c.monolith_compat ? agru_att::agru : c.att_type;
+    ac.activation = c.activation;
+    ac.initializer = c.initializer;
+    ac.regularizer = c.regularizer;
+    return agru_rnn(m, scoped(s, "augru_cell"), ac, H, alpha, mask).final_state;
 }
-template <fixed_string Scope, dien_config C, node Q, node K, node M>
-constexpr auto dien(Q q, K k, M mask) {
-    constexpr dien_config c2 = [] {
-        dien_config c = C;
-        if (c.monolith_compat) c.att_type = agru_att::agru;
-        return c;
-    }();
-    if constexpr (C.monolith_compat) return detail::dien_impl<Scope, c2>(q, k);  // the source ignores the mask
-    else return detail::dien_impl<Scope, c2>(q, k, mask);
+
+template <fixed_string Scope, dien_config C>
+constexpr result dien(const expr& q, const expr& k) {
+    result m = q;
+    std::uint32_t ik = 0;
+    join_into(m.g, k, ik);
+    m.set_out(dien(m, Scope.view(), C, m.value(), m.at(ik)));
+    return m;
+}
+template <fixed_string Scope, dien_config C>
+constexpr result dien(const expr& q, const expr& k, const expr& mask) {
+    if constexpr (C.monolith_compat) {
+        return dien<Scope, C>(q, k);  // the source ignores the mask: it is not in the model
+    } else {
+        result m = q;
+        std::uint32_t ik = 0, im = 0;
+        join_into(m.g, k, ik);
+        join_into(m.g, mask, im);
+        m.set_out(dien(m, Scope.view(), C, m.value(), m.at(ik), m.at(im)));
+        return m;
+    }
 }
 
 } // namespace ctrec::layers

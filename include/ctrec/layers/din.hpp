@@ -37,9 +37,13 @@
 //   softmax in DIN).
 // - q and k may be per-example inputs or shared inputs (see above); at least one must be
 //   per-example.
-#include <array>
+//
+// Implementation notes (graph-as-data core):
+// DIN (target attention) on the graph-as-data core, exactly as ctrec/layers/din.hpp documents it:
+// an MLP ("<scope>/compress_tower", weight norm on) scores every behaviour k_t against q from
+// [q, k_t, q - k_t, q * k_t]; mode sum pools sum_t w_t k_t, mode weighted gives w_t k_t; decay
+// divides the scores by sqrt(H); a step with mask_t < 1 scores exactly 0.
 #include <cmath>
-
 #include "ctrec/layers/mlp.hpp"
 
 namespace ctrec::layers {
@@ -58,66 +62,54 @@ struct din_config {
     bool use_learnable_weight_norm = true;
 };
 
-namespace detail {
-template <auto C>
-constexpr auto din_mlp_config() {
-    constexpr std::size_t n = C.hidden_units.size();
-    mlp_config<n> m{};
-    m.output_dims = C.hidden_units;
-    m.activation = C.activation;
-    for (std::size_t i = 0; i < n; ++i) m.initializers[i] = C.initializer;
-    m.kernel_regularizer = C.regularizer;
-    m.use_weight_norm = C.use_weight_norm;
-    m.use_learnable_weight_norm = C.use_learnable_weight_norm;
+
+
+void ctrec_shape_error_din_q_must_be_B_by_H_and_k_B_by_T_by_H_with_the_same_H();
+void ctrec_shape_error_din_the_last_hidden_unit_must_be_1();
+void ctrec_shape_error_din_q_or_k_must_be_per_example();
+void ctrec_shape_error_din_mask_must_be_B_by_T();
+
+template <std::size_t N>
+constexpr val din(result& m, const name_string& s, const din_config<N>& c, val q, val k, val mask = {}) {
+    if (N == 0 || c.hidden_units[N - 1] != 1) ctrec_shape_error_din_the_last_hidden_unit_must_be_1();
+    if (q.rank() != 1 || k.rank() != 2 || q.dim(0) != k.dim(1)) ctrec_shape_error_din_q_must_be_B_by_H_and_k_B_by_T_by_H_with_the_same_H();
+    if (!q.batched() && !k.batched()) ctrec_shape_error_din_q_or_k_must_be_per_example();
+    const std::size_t T = k.dim(0), H = k.dim(1);
+    mlp_config<N> mc{};
+    mc.output_dims = c.hidden_units;
+    mc.activation = c.activation;
+    for (std::size_t i = 0; i < N; ++i) mc.initializers[i] = c.initializer;
+    mc.kernel_regularizer = c.regularizer;
+    mc.use_weight_norm = c.use_weight_norm;
+    mc.use_learnable_weight_norm = c.use_learnable_weight_norm;
+    const val qb = broadcast_to(q, dims_of({T, H})), kb = broadcast_to(k, dims_of({T, H}));
+    const val z = concat(1, {qb, kb, qb - kb, qb * kb});  // (T, 4H), literally
+    val w = reshape(mlp(m, scoped(s, "compress_tower"), mc, mode::predict, z), dims_of({T}));
+    if (c.decay) w = w * (1.0 / std::sqrt(static_cast<double>(H)));
+    if (mask.g) {
+        if (mask.rank() != 1 || mask.dim(0) != T) ctrec_shape_error_din_mask_must_be_B_by_T();
+        w = where(greater_equal(mask, 1.0), w, 0.0);
+    }
+    if (c.mode == din_mode::sum) return einsum("t,th->h", w, k);
+    return reshape(w, dims_of({T, 1})) * k;
+}
+
+template <fixed_string Scope, auto C>
+constexpr result din(const expr& q, const expr& k) {
+    result m = q;
+    std::uint32_t ik = 0;
+    join_into(m.g, k, ik);
+    m.set_out(din(m, Scope.view(), C, m.value(), m.at(ik)));
     return m;
 }
-
-// The scores w (T) per example, before masking.
-template <fixed_string Scope, auto C, node Q, node K>
-constexpr auto din_scores(Q, K) {
-    static_assert(C.hidden_units.size() >= 1 && C.hidden_units[C.hidden_units.size() - 1] == 1,
-                  "ctrec::layers::din: the last hidden unit must be 1 (one score per step)");
-    static_assert(Q::shape.rank == 1 && K::shape.rank == 2, "ctrec::layers::din: q must be (B, H) and k (B, T, H)");
-    static_assert(check_shapes<"din: q (H) vs k (T, H)", Q::shape, K::shape, Q::shape.d[0] == K::shape.d[1]>,
-                  "ctrec::layers::din: q and the keys must have the same width H");
-    static_assert(Q::batched || K::batched, "ctrec::layers::din: q or k must be per-example");
-    constexpr std::size_t T = K::shape.d[0], H = K::shape.d[1];
-    constexpr auto q = broadcast_to<T, H>(Q{});
-    constexpr auto k = broadcast_to<T, H>(K{});
-    constexpr auto z = concat<1>(q, k, q - k, q * k);  // (T, 4H), literally
-    constexpr auto m = mlp<scoped<Scope, "compress_tower">(), din_mlp_config<C>(), mode::predict>(z);
-    constexpr auto w0 = reshape<T>(m.out);
-    if constexpr (C.decay)
-        return then(m, as_result(w0 * lit<1.0 / std::sqrt(static_cast<double>(H))>));
-    else
-        return then(m, as_result(w0));
-}
-
-template <auto C, class R, node K>
-constexpr auto din_pool(R r, K) {
-    using W = decltype(r.out);
-    constexpr std::size_t T = K::shape.d[0], H = K::shape.d[1];
-    if constexpr (C.mode == din_mode::sum)
-        return then(r, as_result(einsum<"t,th->h">(W{}, K{})));
-    else
-        return then(r, as_result(reshape<T, 1>(W{}) * K{}));
-    (void)H;
-}
-} // namespace detail
-
-template <fixed_string Scope, auto C, node Q, node K>
-constexpr auto din(Q q, K k) {
-    return detail::din_pool<C>(detail::din_scores<Scope, C>(q, k), k);
-}
-
-template <fixed_string Scope, auto C, node Q, node K, node Mask>
-constexpr auto din(Q q, K k, Mask) {
-    static_assert(check_shapes<"din: mask (T) vs k (T, H)", Mask::shape, K::shape,
-                               Mask::shape.rank == 1 && Mask::shape.d[0] == K::shape.d[0]>,
-                  "ctrec::layers::din: the mask must be (B, T)");
-    constexpr auto s = detail::din_scores<Scope, C>(q, k);
-    constexpr auto w = where(greater_equal(Mask{}, lit<1.0>), s.out, lit<0.0>);
-    return detail::din_pool<C>(then(s, as_result(w)), k);
+template <fixed_string Scope, auto C>
+constexpr result din(const expr& q, const expr& k, const expr& mask) {
+    result m = q;
+    std::uint32_t ik = 0, im = 0;
+    join_into(m.g, k, ik);
+    join_into(m.g, mask, im);
+    m.set_out(din(m, Scope.view(), C, m.value(), m.at(ik), m.at(im)));
+    return m;
 }
 
 } // namespace ctrec::layers

@@ -36,8 +36,17 @@
 //   l_t = pos_emb[t] . z + seq_t . (emb_weight . z) + bias . z would cost 2 T U_e instead of
 //   2 T U_e C per example (spec 2.4.10); that distribution over the sum is left to a rewrite
 //   pass (the layer states the mathematics, the passes find the fast form).
+//
+// Implementation notes (graph-as-data core):
+// DMR_U2I (spec layers-trans-seq-multitask-nas.md 2.4) on the graph-as-data core, exactly as
+// ctrec/layers/dmr_u2i.hpp documents it: per example, item (I_e), seq (T, U_e) (or a shared
+// (T, U_e)),
+//   c_t = pos_emb[t] + seq_t . emb_weight + bias,  l_t = c_t . z_weight,  alpha = softmax_t(l),
+//   m = sum_t alpha_t seq_t,  out = act(Dense "<s>/dense"(m)) * item
+// with the same variables in the same order (pos_emb, emb_weight, z_weight [Ones], bias
+// [zeros], dense/kernel, dense/bias, and dense/p_re_lu/alpha for the default PReLU), no mask,
+// and the score written as the spec states it.
 #include "ctrec/layers/dense.hpp"
-#include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
 
@@ -48,40 +57,42 @@ struct dmr_u2i_config {
     layers::regularizer regularizer{};               // pos_emb, emb_weight, dense/kernel
 };
 
-template <fixed_string Scope, dmr_u2i_config C, node Item, node Seq>
-constexpr auto dmr_u2i(Item item, Seq seq) {
-    static_assert(C.cmp_dim > 0, "ctrec::layers::dmr_u2i: cmp_dim must be positive");
-    static_assert(Item::batched && Item::shape.rank == 1, "ctrec::layers::dmr_u2i: item must be (B, I_e)");
-    // seq may be a shared input (one user against a batch of candidate items): then all but
-    // the final product with the item runs once per call (examples/serving.cpp).
-    static_assert(Seq::shape.rank == 2, "ctrec::layers::dmr_u2i: seq must be (B, T, U_e) or a shared (T, U_e)");
-    constexpr std::size_t T = Seq::shape.d[0], U = Seq::shape.d[1], I = Item::shape.d[0], Cd = C.cmp_dim;
 
-    constexpr auto pos_emb = param_node<scoped<Scope, "pos_emb">(), make_dims<T, Cd>()>{};
-    constexpr auto emb_weight = param_node<scoped<Scope, "emb_weight">(), make_dims<U, Cd>()>{};
-    constexpr auto z_weight = param_node<scoped<Scope, "z_weight">(), make_dims<Cd, 1>()>{};
-    constexpr auto bias = param_node<scoped<Scope, "bias">(), make_dims<Cd>()>{};
 
-    constexpr auto c = pos_emb + matmul(seq, emb_weight) + reshape<1, Cd>(bias);  // (T, C)
-    constexpr auto l = reshape<T>(matmul(c, z_weight));                         // (T)
-    constexpr auto alpha = softmax<0>(l);
-    constexpr auto m = einsum<"t,tu->u">(alpha, seq);  // (U_e)
+void ctrec_shape_error_dmr_u2i_cmp_dim_must_be_positive();
+void ctrec_shape_error_dmr_u2i_item_must_be_B_by_I_e();
+void ctrec_shape_error_dmr_u2i_seq_must_be_B_by_T_by_U_e_or_a_shared_T_by_U_e();
 
-    constexpr auto d = dense<scoped<Scope, "dense">(),
-                             dense_config{.units = I, .kernel_initializer = C.initializer, .kernel_regularizer = C.regularizer}>(m);
-    constexpr auto out = apply_activation<C.activation, scoped<Scope, "dense/p_re_lu">()>(d.out) * item;
+constexpr val dmr_u2i(result& m, const name_string& s, const dmr_u2i_config& c, val item, val seq) {
+    if (c.cmp_dim == 0) ctrec_shape_error_dmr_u2i_cmp_dim_must_be_positive();
+    if (!item.batched() || item.rank() != 1) ctrec_shape_error_dmr_u2i_item_must_be_B_by_I_e();
+    if (seq.rank() != 2) ctrec_shape_error_dmr_u2i_seq_must_be_B_by_T_by_U_e_or_a_shared_T_by_U_e();
+    const std::size_t T = seq.dim(0), U = seq.dim(1), I = item.dim(0), C = c.cmp_dim;
+    val pos_emb = m.var(scoped(s, "pos_emb").view(), dims_of({T, C}), c.initializer);
+    add_penalty(m, c.regularizer, pos_emb);
+    val emb_weight = m.var(scoped(s, "emb_weight").view(), dims_of({U, C}), c.initializer);
+    add_penalty(m, c.regularizer, emb_weight);
+    val z_weight = m.var(scoped(s, "z_weight").view(), dims_of({C, 1}), init::Ones{});
+    val bias = m.var(scoped(s, "bias").view(), dims_of({C}), init::Zeros{});
 
-    using pen = add_t<add_t<decltype(penalty<C.regularizer>(pos_emb)), decltype(penalty<C.regularizer>(emb_weight))>,
-                      decltype(d.penalty)>;
-    using own_inits = tlist<param_init<scoped<Scope, "pos_emb">(), make_dims<T, Cd>(), C.initializer>,
-                            param_init<scoped<Scope, "emb_weight">(), make_dims<U, Cd>(), C.initializer>,
-                            param_init<scoped<Scope, "z_weight">(), make_dims<Cd, 1>(), init::Ones{}>,
-                            param_init<scoped<Scope, "bias">(), make_dims<Cd>(), init::Zeros{}>>;
-    using alpha_init = std::conditional_t<C.activation.w == act_which::prelu,
-                                          tlist<param_init<scoped<Scope, "dense/p_re_lu/alpha">(), make_dims<I>(), init::Zeros{}>>,
-                                          tlist<>>;
-    return result<std::remove_cvref_t<decltype(out)>, pen, tlist<>,
-                  tl_concat_t<own_inits, typename decltype(d)::inits, alpha_init>>{};
+    const val cc = pos_emb + matmul(seq, emb_weight) + reshape(bias, dims_of({1, C}));  // (T, C)
+    const val alpha = softmax(reshape(matmul(cc, z_weight), dims_of({T})), 0);
+    const val pooled = einsum("t,tu->u", alpha, seq);  // (U_e)
+    dense_config dc{};
+    dc.units = I;
+    dc.kernel_initializer = c.initializer;
+    dc.kernel_regularizer = c.regularizer;
+    const val d = dense(m, scoped(s, "dense"), dc, pooled);
+    return apply_activation(m, c.activation, scoped(s, "dense/p_re_lu"), d) * item;
+}
+
+template <fixed_string Scope, dmr_u2i_config C>
+constexpr result dmr_u2i(const expr& item, const expr& seq) {
+    result m = item;
+    std::uint32_t is = 0;
+    join_into(m.g, seq, is);
+    m.set_out(dmr_u2i(m, Scope.view(), C, m.value(), m.at(is)));
+    return m;
 }
 
 } // namespace ctrec::layers

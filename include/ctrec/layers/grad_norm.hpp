@@ -29,9 +29,20 @@
 // symbolic, i.e. pruned, unless the task heads use maximum / minimum / where: their
 // derivative rules currently keep where(c, 0, 0) nodes for a zero cotangent, so the
 // zero is computed instead. The value is exact either way.)
-#include <tuple>
-
-#include "ctrec/ad/vjp.hpp"
+//
+// Implementation notes (graph-as-data core):
+// GradNorm (spec layers-core-and-cross.md 1.9) on the graph-as-data core, exactly as
+// ctrec/layers/grad_norm.hpp documents it: "<s>/grad_norm_weights" (n) zeros, w = softmax;
+//   gnorm_i = sqrt(sum over the batch and every shared input of (dloss_i/dshared)^2)
+//   wg = stop_gradient(gnorm) w,  avg = mean(wg),  diff = |wg - avg| [/ (avg + epsilon)]
+//   gnorm_loss = scale sum diff^loss_pow,  weighted_loss = sum_i loss_i stop_gradient(w_i)
+// Every loss must be an unbatched scalar that depends on every shared (batched) input.
+//
+// G_i is built in the model's own graph by a reverse sweep from loss_i (seed 1) that enters
+// only nodes depending on a shared input (the bottom below them gets no derivative nodes).
+// Only its value is used (under stop_gradient): no second-order derivative is formed.
+// diff^p: a product of p factors for a small integer p (exactly as pow), otherwise
+// exp(p log diff) with value and derivative 0 at diff = 0.
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -43,64 +54,108 @@ struct grad_norm_config {
     double epsilon = 1e-6;
 };
 
-template <class GnormLoss, class WeightedLoss>
-struct grad_norm_result {
-    GnormLoss gnorm_loss{};
-    WeightedLoss weighted_loss{};
+
+
+void ctrec_shape_error_grad_norm_needs_at_least_one_task_loss_and_one_shared_input();
+void ctrec_shape_error_grad_norm_every_task_loss_must_be_an_unbatched_scalar();
+void ctrec_shape_error_grad_norm_shared_inputs_must_be_batched_tensors_B_by_etc();
+void ctrec_shape_error_grad_norm_a_task_loss_does_not_depend_on_a_shared_input();
+
+struct grad_norm_vals {
+    val gnorm_loss, weighted_loss;
 };
 
 namespace detail {
-// sum over the whole batch of |dLoss/dShared|^2, for one shared input
-template <class Loss, class Shared>
-constexpr auto squared_grad_norm() {
-    using G = ad::cotangent_t<graph_t<Loss>, Shared>;
-    static_assert(!is_zero_v<G>,
-                  "ctrec::layers::grad_norm: a task loss does not depend on a shared input (its gradient is None "
-                  "in the original, which fails)");
-    return batch_sum(sum(G{} * G{}));
+// The sum over the batch of |d root / d shared_k|^2 over every shared input k.
+constexpr val squared_grad_norm(graph& g, std::uint32_t root, const val* shared, std::size_t ns) {
+    bool reaches[max_nodes]{};  // node depends on a shared input
+    for (std::size_t k = 0; k < ns; ++k) reaches[shared[k].id] = true;
+    for (std::uint32_t i = 0; i <= root; ++i)
+        for (std::uint32_t j = 0; j < g.nodes[i].nops && !reaches[i]; ++j) reaches[i] = reaches[g.operand(i, j)];
+    std::uint32_t ct[max_nodes]{};
+    for (std::uint32_t i = 0; i <= root; ++i) ct[i] = none;
+    ct[root] = build::constant(g, 1.0, g.nodes[root].shape);
+    for (std::uint32_t i = root + 1; i-- > 0;) {
+        if (ct[i] == none || !reaches[i]) continue;
+        for (std::uint32_t j = 0; j < g.nodes[i].nops; ++j) {
+            const std::uint32_t o = g.operand(i, j);
+            if (!reaches[o]) continue;
+            std::uint32_t c = vjp(g, i, j, ct[i]);
+            if (c == none) continue;
+            c = build::unbroadcast(g, c, o);
+            ct[o] = ct[o] == none ? c : build::map(g, opcode::add, ct[o], c);
+        }
+    }
+    val total{};
+    for (std::size_t k = 0; k < ns; ++k) {
+        if (ct[shared[k].id] == none) ctrec_shape_error_grad_norm_a_task_loss_does_not_depend_on_a_shared_input();
+        const val G{&g, ct[shared[k].id]};
+        // a cotangent the same for every example (a linear loss) is unbatched: B times its square
+        const val sq = G.batched() ? batch_sum(sum(G * G)) : sum(G * G) * make_batch_size(g);
+        total = k == 0 ? sq : total + sq;
+    }
+    return total;
 }
-// gnorm_i over every shared input, as a (1,) vector
-template <class Loss, class... Shared>
-constexpr auto grad_norm_of() {
-    auto total = (squared_grad_norm<Loss, Shared>() + ...);
-    return reshape<1>(sqrt(total));
-}
-// a scalar loss as a (1,) vector
-template <node L>
-constexpr auto as_vector1(L l) {
-    if constexpr (L::shape == make_dims<1>()) return l;
-    else return reshape<1>(l);
+// x^p for x >= 0
+constexpr val nonneg_pow(val x, double p) {
+    if (p == static_cast<double>(static_cast<int>(p)) && p >= 1.0 && p <= 16.0) {
+        val r = x;
+        for (int k = 1; k < static_cast<int>(p); ++k) r = r * x;
+        return r;
+    }
+    if (p == 0.0) return x * 0.0 + 1.0;
+    const val pos = greater(x, 0.0);
+    return where(pos, exp(p * log(where(pos, x, 1.0))), 0.0);
 }
 } // namespace detail
 
-template <fixed_string Scope, grad_norm_config C = grad_norm_config{}, node... Loss, node... Shared>
-constexpr auto grad_norm(std::tuple<Loss...>, Shared...) {
-    constexpr std::size_t n = sizeof...(Loss);
-    static_assert(n >= 1, "ctrec::layers::grad_norm: needs at least one task loss");
-    static_assert(sizeof...(Shared) >= 1, "ctrec::layers::grad_norm: needs at least one shared input");
-    static_assert(((!Loss::batched && Loss::shape.size() == 1) && ...),
-                  "ctrec::layers::grad_norm: every task loss must be an unbatched scalar (e.g. a batch mean)");
-    static_assert(((Shared::batched && Shared::shape.rank >= 1) && ...),
-                  "ctrec::layers::grad_norm: shared inputs must be batched tensors of rank >= 2 (B, ...)");
+constexpr grad_norm_vals grad_norm(result& m, const name_string& s, const grad_norm_config& c, const val* losses, std::size_t n,
+                                   const val* shared, std::size_t ns) {
+    if (n == 0 || ns == 0) ctrec_shape_error_grad_norm_needs_at_least_one_task_loss_and_one_shared_input();
+    for (std::size_t i = 0; i < n; ++i)
+        if (losses[i].batched() || losses[i].shape().size() != 1) ctrec_shape_error_grad_norm_every_task_loss_must_be_an_unbatched_scalar();
+    for (std::size_t k = 0; k < ns; ++k)
+        if (!shared[k].batched() || shared[k].rank() < 1) ctrec_shape_error_grad_norm_shared_inputs_must_be_batched_tensors_B_by_etc();
 
-    constexpr auto theta = param_node<scoped<Scope, "grad_norm_weights">(), make_dims<n>()>{};
-    auto w = softmax<0>(theta);  // reads parameters only: computed once per parameter change
+    val theta = m.var(scoped(s, "grad_norm_weights").view(), dims_of({n}), init::Zeros{});
+    const val w = softmax(theta, 0);
+    val norms[64]{}, ls[64]{};
+    for (std::size_t i = 0; i < n; ++i) {
+        norms[i] = reshape(sqrt(detail::squared_grad_norm(m.g, losses[i].id, shared, ns)), dims_of({1}));
+        ls[i] = reshape(losses[i], dims_of({1}));
+    }
+    const val wg = stop_gradient(concat(0, norms, n)) * w;
+    const val avg = sum(wg) * (1.0 / static_cast<double>(n));
+    val diff = abs(wg - avg);
+    if (c.relative_diff) diff = diff / (avg + c.epsilon);
+    return {c.scale * sum(detail::nonneg_pow(diff, c.loss_pow)), sum(concat(0, ls, n) * stop_gradient(w))};
+}
 
-    auto gnorm = stop_gradient(concat<0>(detail::grad_norm_of<Loss, Shared...>()...));
-    auto wg = gnorm * w;
-    auto avg = sum(wg) * lit<1.0 / static_cast<double>(n)>;  // mean of the weighted norms
-    auto diff = [&] {
-        if constexpr (C.relative_diff) return abs(wg - avg) / (avg + lit<C.epsilon>);
-        else return abs(wg - avg);
-    }();
-    auto gnorm_loss = lit<C.scale> * sum(pow<C.loss_pow>(diff));
+// The facade's result: out() is gnorm_loss (the result declares grad_norm_weights);
+// weighted_loss() declares nothing. A training loss is typically weighted_loss + gnorm_loss.
+struct grad_norm_result : result {
+    std::uint32_t weighted_id = 0;
+    constexpr expr gnorm_loss() const { return out(); }
+    constexpr expr weighted_loss() const { return {g, weighted_id}; }
+};
 
-    auto losses = concat<0>(detail::as_vector1(Loss{})...);
-    auto weighted_loss = sum(losses * stop_gradient(w));
-
-    using inits = tlist<param_init<scoped<Scope, "grad_norm_weights">(), make_dims<n>(), init::Zeros{}>>;
-    return grad_norm_result<result<std::remove_cvref_t<decltype(gnorm_loss)>, scalar_zero, tlist<>, inits>,
-                            result<std::remove_cvref_t<decltype(weighted_loss)>>>{};
+// grad_norm<"gn", cfg>({&l1, &l2, &l3}, {&shared}): the losses and shared inputs by address.
+template <fixed_string Scope, grad_norm_config C = grad_norm_config{}, std::size_t NL, std::size_t NS>
+constexpr grad_norm_result grad_norm(const expr* const (&losses)[NL], const expr* const (&shared)[NS]) {
+    static_assert(NL <= 64, "ctrec::layers::grad_norm: at most 64 task losses");
+    const expr* all[NL + NS]{};
+    for (std::size_t i = 0; i < NL; ++i) all[i] = losses[i];
+    for (std::size_t k = 0; k < NS; ++k) all[NL + k] = shared[k];
+    std::uint32_t ids[NL + NS]{};
+    grad_norm_result m;
+    m.g = join_all(all, ids);
+    val l[NL]{}, sh[NS]{};
+    for (std::size_t i = 0; i < NL; ++i) l[i] = m.at(ids[i]);
+    for (std::size_t k = 0; k < NS; ++k) sh[k] = m.at(ids[NL + k]);
+    const grad_norm_vals v = grad_norm(m, Scope.view(), C, l, NL, sh, NS);
+    m.set_out(v.gnorm_loss);
+    m.weighted_id = v.weighted_loss.id;
+    return m;
 }
 
 } // namespace ctrec::layers

@@ -55,12 +55,25 @@
 // truncates L = width / K silently; ctrec rejects it at compile time). Any int_type other
 // than "dot" means multiply in the kernel; ffm_interaction_from("...") instead accepts
 // exactly "multiply" and "dot" (as GroupInt asserts) and rejects the rest.
-#include <array>
-#include <string_view>
-#include <tuple>
-#include <utility>
-
-#include "ctrec/layers/merge.hpp"
+//
+// Implementation notes (graph-as-data core):
+// GroupInt, alias FFM (spec layers-core-and-cross.md section 4), and the FFM op (4.4) on the
+// graph-as-data core, exactly as ctrec/layers/group_int.hpp documents it: pair p = l R + r
+// (left-major); multiply gives (L R K), out[p K + k] = left_l[k] right_r[k]; dot gives (L R);
+// multiply + use_attention scales pair p's vector by a raw (no softmax, no sum) score from the
+// MLP "<scope>/groupint_attention_mlp" (output_dims = attention_units, the last 1, the
+// activation on the hidden layers, every kernel `initializer` (GlorotNormal) / `regularizer`,
+// the MLP defaults otherwise); out_type ignored unless apply_out_type (ctrec's extension);
+// keep_list gives a one-element list.
+//
+// Sides. Each side is an array of vals, each a (K) field or an (N_i, K) block of stacked fields
+// (one (N, K) val is the type core's stacked side). K comes from the first left field; every
+// field of both sides must have width K. The fields of a side are stacked once into (L, K) (a
+// copy of L K values, smaller than the output) where the type core specialises per tuple shape;
+// then dot is one contraction "lk,rk->lr" (nothing of size L R K) and multiply one broadcast
+// product (L, 1, K) * (1, R, K).
+#include <initializer_list>
+#include "ctrec/layers/merge_list.hpp"
 #include "ctrec/layers/mlp.hpp"
 
 namespace ctrec::layers {
@@ -88,151 +101,86 @@ struct group_int_config {
     bool keep_list = false;
 };
 
+
+
+void ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K();
+void ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K();
+void ctrec_shape_error_group_int_use_attention_needs_interaction_type_multiply();
+void ctrec_shape_error_group_int_use_attention_needs_attention_units_ending_in_1();
+
 namespace detail {
-
-// One side of GroupInt: a stacked (N, K) expression or a tuple of (K) fields.
-template <class S>
-struct gi_side {
-    static constexpr bool stacked = true;
-    static constexpr bool valid = S::shape.rank == 2 && S::batched;
-    static constexpr std::size_t n = S::shape.d[0], k = S::shape.d[1];
-};
-template <class X0, class... X>
-struct gi_side<std::tuple<X0, X...>> {
-    static constexpr bool stacked = false;
-    static constexpr bool valid = X0::shape.rank == 1 && X0::batched && ((X::shape == X0::shape && X::batched) && ...);
-    static constexpr std::size_t n = 1 + sizeof...(X), k = X0::shape.d[0];
-};
-
-// concat along axis 0, without a copy for a single part
-template <node X0, node... X>
-constexpr auto gi_concat(X0 x0, X... xs) {
-    if constexpr (sizeof...(X) == 0) return x0;
-    else return concat<0>(x0, xs...);
-}
-template <std::size_t Axis, node X0, node... X>
-constexpr auto gi_concat_axis(X0 x0, X... xs) {
-    if constexpr (sizeof...(X) == 0) return x0;
-    else return concat<Axis>(x0, xs...);
-}
-
-// The interactions as a flat (L*R*K) (multiply) or (L*R) (dot) expression, left-major.
-template <bool Dot, class Ls, class Rs>
-constexpr auto gi_pairs(Ls l, Rs r) {
-    constexpr std::size_t L = gi_side<Ls>::n, R = gi_side<Rs>::n, K = gi_side<Ls>::k;
-    if constexpr (gi_side<Ls>::stacked && gi_side<Rs>::stacked) {
-        if constexpr (Dot) return reshape<L * R>(einsum<"lk,rk->lr">(l, r));
-        else return reshape<L * R * K>(reshape<L, 1, K>(l) * reshape<1, R, K>(r));
-    } else if constexpr (!gi_side<Ls>::stacked && gi_side<Rs>::stacked) {
-        // one block of R pairs per left field
-        return [&]<std::size_t... I>(std::index_sequence<I...>) {
-            if constexpr (Dot) return gi_concat(einsum<"k,rk->r">(std::get<I>(l), r)...);
-            else return gi_concat(reshape<R * K>(reshape<1, K>(std::get<I>(l)) * r)...);
-        }(std::make_index_sequence<L>{});
-    } else if constexpr (gi_side<Ls>::stacked && !gi_side<Rs>::stacked) {
-        // one column of L pairs per right field, placed at column r of (L, R[, K])
-        return [&]<std::size_t... J>(std::index_sequence<J...>) {
-            if constexpr (Dot)
-                return reshape<L * R>(gi_concat_axis<1>(reshape<L, 1>(einsum<"lk,k->l">(l, std::get<J>(r)))...));
-            else
-                return reshape<L * R * K>(gi_concat_axis<1>(reshape<L, 1, K>(l * reshape<1, K>(std::get<J>(r)))...));
-        }(std::make_index_sequence<R>{});
-    } else {
-        // both tuples: one product (or fused product-sum) per pair
-        return [&]<std::size_t... P>(std::index_sequence<P...>) {
-            if constexpr (Dot) return gi_concat(reshape<1>(sum(std::get<P / R>(l) * std::get<P % R>(r)))...);
-            else return gi_concat((std::get<P / R>(l) * std::get<P % R>(r))...);
-        }(std::make_index_sequence<L * R>{});
+// The fields of one side stacked as (n, K).
+constexpr val gi_stack(const val* xs, std::size_t n, std::size_t K) {
+    if (n == 0 || n > max_list) ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K();
+    val parts[max_list]{};
+    for (std::size_t i = 0; i < n; ++i) {
+        const val x = xs[i];
+        if (!x.batched() || (x.rank() != 1 && x.rank() != 2) || x.last() != K)
+            ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K();
+        parts[i] = x.rank() == 2 ? x : reshape(x, dims_of({1, K}));
     }
+    return concat(0, parts, n);
 }
-
-template <auto C>
-constexpr auto gi_mlp_config() {
-    constexpr std::size_t n = C.attention_units.size();
-    mlp_config<n> m{};
-    m.output_dims = C.attention_units;
-    m.activation = C.activation;  // hidden layers; the last one is linear (MLP's single-value rule)
-    for (std::size_t i = 0; i < n; ++i) m.initializers[i] = C.initializer;
-    m.kernel_regularizer = C.regularizer;
-    return m;  // weight norm on and learnable, bias on, no BN: the MLP defaults
-}
-
-template <auto C>
-constexpr bool gi_attention_units_ok() {
-    if constexpr (!C.use_attention) return true;
-    else return C.attention_units.size() >= 1 && C.attention_units[C.attention_units.size() - 1] == 1;
-}
-
-// keep_list / out_type on a finished output expression
-template <auto C, node X, class Pen, class Upd, class Ini>
-constexpr auto gi_finish(X x) {
-    constexpr auto out = [&] {
-        if constexpr (C.apply_out_type) return merge<C.out_type, C.keep_list>(x);
-        else if constexpr (C.keep_list) return std::tuple{x};
-        else return x;
-    }();
-    return result<std::remove_cvref_t<decltype(out)>, Pen, Upd, Ini>{};
+// The pairs of stacked sides l (L, K) and r (R, K), flat and left-major.
+constexpr val gi_pairs(bool dot, val l, val r) {
+    const std::size_t L = l.dim(0), R = r.dim(0), K = l.dim(1);
+    if (dot) return reshape(einsum("lk,rk->lr", l, r), dims_of({L * R}));
+    return reshape(reshape(l, dims_of({L, 1, K})) * reshape(r, dims_of({1, R, K})), dims_of({L * R * K}));
 }
 } // namespace detail
 
-// The FFM op of spec 4.4: left (L*K), right (R*K) -> (L*R*K) (multiply) or (L*R) (dot).
-template <std::size_t K, ffm_interaction T, node A, node B>
-constexpr auto ffm(A a, B b) {
-    constexpr bool ok = K > 0 && A::shape.rank == 1 && B::shape.rank == 1 && A::shape.d[0] % K == 0 &&
-                        B::shape.d[0] % K == 0 && A::shape.d[0] > 0 && B::shape.d[0] > 0;
-    static_assert(ok, "ctrec::layers::ffm: left (L*K) and right (R*K) must be vectors whose widths are multiples of K");
-    if constexpr (!ok) {
-        return a;
-    } else {
-        constexpr std::size_t L = A::shape.d[0] / K, R = B::shape.d[0] / K;
-        return detail::gi_pairs<T == ffm_interaction::dot>(reshape<L, K>(a), reshape<R, K>(b));
-    }
+// The FFM op of spec 4.4: left (L K), right (R K) -> (L R K) (multiply) or (L R) (dot).
+constexpr val ffm(std::size_t K, ffm_interaction t, val a, val b) {
+    if (K == 0 || a.rank() != 1 || b.rank() != 1 || a.dim(0) == 0 || b.dim(0) == 0 || a.dim(0) % K || b.dim(0) % K)
+        ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K();
+    return detail::gi_pairs(t == ffm_interaction::dot, reshape(a, dims_of({a.dim(0) / K, K})),
+                            reshape(b, dims_of({b.dim(0) / K, K})));
 }
 
-template <fixed_string Scope, auto C, class Ls, class Rs>
-constexpr auto group_int(Ls l, Rs r) {
-    using LS = detail::gi_side<Ls>;
-    using RS = detail::gi_side<Rs>;
-    constexpr bool dot = C.interaction_type == ffm_interaction::dot;
-    static_assert(LS::valid && RS::valid,
-                  "ctrec::layers::group_int: each side must be a std::tuple of batched (K) fields or one batched (N, K) "
-                  "expression");
-    static_assert(LS::k == RS::k, "ctrec::layers::group_int: every left and right field must have the same width K");
-    static_assert(!C.use_attention || !dot, "ctrec::layers::group_int: use_attention needs interaction_type multiply");
-    static_assert(detail::gi_attention_units_ok<C>(),
-                  "ctrec::layers::group_int: use_attention needs attention_units whose last entry is 1");
-    if constexpr (!(LS::valid && RS::valid && LS::k == RS::k) || (C.use_attention && dot) ||
-                  !detail::gi_attention_units_ok<C>()) {
-        return result<scalar_zero>{};  // the assertion above is the error
-    } else {
-        constexpr std::size_t L = LS::n, R = RS::n, K = LS::k;
-        constexpr auto e = detail::gi_pairs<dot>(l, r);
-        if constexpr (dot) {
-            return detail::gi_finish<C, decltype(e), scalar_zero, tlist<>, tlist<>>(e);
-        } else {
-            constexpr auto S = reshape<L * R, K>(e);  // pair p's vector is row p
-            if constexpr (!C.use_attention) {
-                if constexpr (C.apply_out_type)
-                    return detail::gi_finish<C, decltype(S), scalar_zero, tlist<>, tlist<>>(S);
-                else
-                    return detail::gi_finish<C, decltype(e), scalar_zero, tlist<>, tlist<>>(e);
-            } else {
-                constexpr auto att = mlp<scoped<Scope, "groupint_attention_mlp">(), detail::gi_mlp_config<C>(), mode::predict>(S);
-                using A = decltype(att);
-                constexpr auto y = S * att.out;  // (L*R, K) * (L*R, 1): raw per-pair scores
-                using Pen = std::remove_cvref_t<decltype(att.penalty)>;
-                if constexpr (C.apply_out_type)
-                    return detail::gi_finish<C, decltype(y), Pen, typename A::updates, typename A::inits>(y);
-                else
-                    return detail::gi_finish<C, decltype(reshape<L * R * K>(y)), Pen, typename A::updates, typename A::inits>(
-                        reshape<L * R * K>(y));
-            }
-        }
+template <std::size_t NA>
+constexpr val_list group_int(result& m, const name_string& s, const group_int_config<NA>& c, const val* left, std::size_t nl,
+                             const val* right, std::size_t nr) {
+    const bool dot = c.interaction_type == ffm_interaction::dot;
+    if (c.use_attention && dot) ctrec_shape_error_group_int_use_attention_needs_interaction_type_multiply();
+    if (c.use_attention && (NA == 0 || c.attention_units[NA - 1] != 1))
+        ctrec_shape_error_group_int_use_attention_needs_attention_units_ending_in_1();
+    if (nl == 0) ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K();
+    const std::size_t K = left[0].last();
+    const val l = detail::gi_stack(left, nl, K), r = detail::gi_stack(right, nr, K);
+    const std::size_t L = l.dim(0), R = r.dim(0);
+    const val e = detail::gi_pairs(dot, l, r);
+    if (dot || !c.use_attention) {
+        if (c.apply_out_type && !dot) return merge_tensor(c.out_type, c.keep_list, reshape(e, dims_of({L * R, K})));
+        if (c.apply_out_type) return merge_tensor(c.out_type, c.keep_list, e);
+        return detail::ml_one(e, c.keep_list);
     }
+    mlp_config<NA> a{};
+    a.output_dims = c.attention_units;
+    a.activation = c.activation;  // hidden layers; the last one is linear
+    for (std::size_t i = 0; i < NA; ++i) a.initializers[i] = c.initializer;
+    a.kernel_regularizer = c.regularizer;
+    const val S = reshape(e, dims_of({L * R, K}));  // pair p's vector is row p
+    // mode::predict: the MLP has no BN or dropout here, so the mode changes nothing
+    const val y = S * mlp(m, scoped(s, "groupint_attention_mlp"), a, mode::predict, S);  // (L R, K) * (L R, 1)
+    if (c.apply_out_type) return merge_tensor(c.out_type, c.keep_list, y);
+    return detail::ml_one(reshape(y, dims_of({L * R * K})), c.keep_list);
 }
 
+// Sides as lists of expressions (one (N, K) expression: a stacked side); single-tensor outputs
+// only (lists: use the in-place function).
+template <fixed_string Scope, auto C>
+constexpr result group_int(std::initializer_list<expr> left, std::initializer_list<expr> right) {
+    result m = longest_expr(left);
+    val l[max_list]{}, r[max_list]{};
+    join_exprs(m, left, l);
+    join_exprs(m, right, r);
+    m.set_out(group_int(m, Scope.view(), C, l, left.size(), r, right.size()).single());
+    return m;
+}
 // FFM is GroupInt under another name.
-template <fixed_string Scope, auto C, class Ls, class Rs>
-constexpr auto FFM(Ls l, Rs r) { return group_int<Scope, C>(l, r); }
+template <fixed_string Scope, auto C>
+constexpr result FFM(std::initializer_list<expr> left, std::initializer_list<expr> right) {
+    return group_int<Scope, C>(left, right);
+}
 
 } // namespace ctrec::layers

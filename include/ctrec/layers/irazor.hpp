@@ -43,10 +43,16 @@
 //   constant list is a parameter leaf the caller fills, wrapped in stop_gradient so that it
 //   receives no gradient (a plain parameter would be trained, as a TF variable would).
 // - out_type / keep_list: merge_tensor_list (layers/merge.hpp).
-#include <algorithm>
-#include <array>
-#include <utility>
-
+//
+// Implementation notes (graph-as-data core):
+// iRazor (spec layers-trans-seq-multitask-nas.md 1.3) on the graph-as-data core, exactly as
+// ctrec/layers/irazor.hpp documents it: nas_weight (N, L) [initializer, regularizer],
+//   P = softmax_1(nas_weight / t),  M[n, k] = P[n, i(k)] (zero for k < nas_space[0]),
+//   Y = X * M merged per out_type,  nas_loss = sum_n fw_n sum_k M[n, k]
+// (fw an unbatched (N) or (1, N) value, used as given). M is the concatenation of P's columns,
+// each broadcast over its group; the leading zero columns are a zero fill.
+// The nas_space[0] > 0 warning needs the configuration as a template argument: the facade
+// gives it, the in-place function cannot.
 #include "ctrec/layers/layer.hpp"
 #include "ctrec/layers/merge.hpp"
 
@@ -65,47 +71,6 @@ struct irazor_config {
 };
 
 namespace detail {
-// 1 + index of the last non-zero entry (0 when all are zero)
-template <irazor_config C>
-constexpr std::size_t irazor_len() {
-    std::size_t n = 0;
-    for (std::size_t i = 0; i < irazor_max_space; ++i)
-        if (C.nas_space[i] != 0) n = i + 1;
-    return n;
-}
-template <irazor_config C>
-constexpr bool irazor_nondecreasing() {
-    for (std::size_t i = 1; i < irazor_len<C>(); ++i)
-        if (C.nas_space[i] < C.nas_space[i - 1]) return false;
-    return true;
-}
-// the group of column k (k >= nas_space[0]): the first i >= 1 with k < nas_space[i]
-template <irazor_config C>
-constexpr std::size_t irazor_group(std::size_t k) {
-    std::size_t i = 1;
-    while (!(k < C.nas_space[i])) ++i;
-    return i;
-}
-// Column k of M (k >= nas_space[0]): P[:, i(k)] as an (N, 1) slice.
-template <irazor_config C, std::size_t Col, node P>
-using irazor_column = slice_node<1, irazor_group<C>(Col), irazor_group<C>(Col) + 1, P>;
-// Columns [Begin, End) of M: a plan node takes at most 16 operands, so wider ranges are a
-// concatenation of up to 16 concatenated sub-ranges (depth log16 of K).
-template <irazor_config C, std::size_t Begin, std::size_t End, node P>
-constexpr auto irazor_columns(P p) {
-    constexpr std::size_t n = End - Begin;
-    if constexpr (n <= 16) {
-        return [&]<std::size_t... J>(std::index_sequence<J...>) {
-            return concat<1>(irazor_column<C, Begin + J, P>{}...);
-        }(std::make_index_sequence<n>{});
-    } else {
-        constexpr std::size_t step = (n + 15) / 16;
-        return [&]<std::size_t... J>(std::index_sequence<J...>) {
-            return concat<1>(irazor_columns<C, Begin + J * step, std::min(End, Begin + (J + 1) * step)>(p)...);
-        }(std::make_index_sequence<(n + step - 1) / step>{});
-    }
-}
-
 // Calling irazor_leading_zero_columns<true>() is the compile-time warning of spec 7.15.
 template <bool Warn>
 constexpr void irazor_leading_zero_columns() {}
@@ -113,53 +78,83 @@ template <>
 [[deprecated("ctrec::layers::irazor: nas_space[0] > 0, so columns [0, nas_space[0]) are always zeroed (as in "
              "Monolith); set leading_zero_columns = true if this is intended")]] constexpr void
 irazor_leading_zero_columns<true>() {}
-
-template <class Out, class Penalty, class Inits, class NasLoss>
-struct irazor_result : result<Out, Penalty, tlist<>, Inits> {
-    NasLoss nas_loss{};
-};
 } // namespace detail
 
-// With feature weights fw ((N) or (1, N), unbatched): nas_loss = sum_n fw_n sum_k M[n, k].
-template <fixed_string Scope, irazor_config C, node X, node FW>
-constexpr auto irazor(X x, FW) {
-    constexpr std::size_t L = detail::irazor_len<C>();
-    static_assert(X::batched && X::shape.rank == 2, "ctrec::layers::irazor: the input must be (B, N, K)");
-    static_assert(L >= 2, "ctrec::layers::irazor: nas_space needs at least two boundaries, e.g. {0, K}");
-    static_assert(detail::irazor_nondecreasing<C>(), "ctrec::layers::irazor: nas_space must be non-decreasing");
-    static_assert(C.t > 0.0, "ctrec::layers::irazor: the temperature t must be positive");
-    constexpr std::size_t N = X::shape.d[0], K = X::shape.d[1];
-    constexpr std::size_t K0 = C.nas_space[0];
-    static_assert(L < 2 || K == C.nas_space[L > 0 ? L - 1 : 0],
-                  "ctrec::layers::irazor: the embedding width K must equal max(nas_space)");
-    constexpr bool has_fw = !is_zero_v<FW>;
-    static_assert(!has_fw || (!FW::batched && FW::shape.size() == N &&
-                              (FW::shape.rank == 1 || (FW::shape.rank == 2 && FW::shape.d[0] == 1))),
-                  "ctrec::layers::irazor: feature_weight must be an unbatched (N) or (1, N) expression");
-    detail::irazor_leading_zero_columns<(K0 > 0 && !C.leading_zero_columns)>();
 
-    constexpr auto wname = scoped<Scope, "nas_weight">();
-    constexpr auto w = param_node<wname, make_dims<N, L>()>{};
-    constexpr auto P = softmax<1>(w / lit<C.t>);
-    constexpr auto M = [&] {
-        constexpr auto cols = detail::irazor_columns<C, K0, K>(P);
-        if constexpr (K0 > 0) return pad_node<1, K0, 0, std::remove_cvref_t<decltype(cols)>>{};
-        else return cols;
-    }();
-    constexpr auto Y = x * M;
-    constexpr auto out = merge<C.out_type, C.keep_list>(Y);
-    constexpr auto pen = penalty<C.regularizer>(w);
-    constexpr auto nas_loss = [&] {
-        if constexpr (has_fw) return sum(reshape<N>(FW{}) * sum<1>(M));
-        else return scalar_zero{};
-    }();
-    using inits = tlist<param_init<wname, make_dims<N, L>(), C.initializer>>;
-    return detail::irazor_result<std::remove_cvref_t<decltype(out)>, std::remove_cvref_t<decltype(pen)>, inits,
-                                 std::remove_cvref_t<decltype(nas_loss)>>{};
+
+void ctrec_shape_error_irazor_input_must_be_a_batched_B_by_N_by_K_tensor();
+void ctrec_shape_error_irazor_nas_space_needs_at_least_two_boundaries();
+void ctrec_shape_error_irazor_nas_space_must_be_non_decreasing();
+void ctrec_shape_error_irazor_the_temperature_must_be_positive();
+void ctrec_shape_error_irazor_the_embedding_width_K_must_equal_max_nas_space();
+void ctrec_shape_error_irazor_feature_weight_must_be_an_unbatched_N_or_1_by_N_value();
+
+struct irazor_vals {
+    val out, nas_loss;  // nas_loss.g == nullptr: no feature weights, no auxiliary loss
+};
+
+constexpr irazor_vals irazor_values(result& m, const name_string& s, const irazor_config& c, val x, val fw = {}) {
+    std::size_t L = 0;
+    for (std::size_t i = 0; i < ctrec::layers::irazor_max_space; ++i)
+        if (c.nas_space[i] != 0) L = i + 1;
+    if (!x.batched() || x.rank() != 2) ctrec_shape_error_irazor_input_must_be_a_batched_B_by_N_by_K_tensor();
+    if (L < 2) ctrec_shape_error_irazor_nas_space_needs_at_least_two_boundaries();
+    for (std::size_t i = 1; i < L; ++i)
+        if (c.nas_space[i] < c.nas_space[i - 1]) ctrec_shape_error_irazor_nas_space_must_be_non_decreasing();
+    if (!(c.t > 0.0)) ctrec_shape_error_irazor_the_temperature_must_be_positive();
+    const std::size_t N = x.dim(0), K = x.dim(1), K0 = c.nas_space[0];
+    if (K != c.nas_space[L - 1]) ctrec_shape_error_irazor_the_embedding_width_K_must_equal_max_nas_space();
+
+    val w = m.var(scoped(s, "nas_weight").view(), dims_of({N, L}), c.initializer);
+    add_penalty(m, c.regularizer, w);
+    const val P = softmax(w / c.t, 1);
+    val cols[ctrec::layers::irazor_max_space + 1]{};
+    std::size_t n = 0;
+    if (K0 > 0) cols[n++] = constant(m.g, 0.0, dims_of({N, K0}));
+    for (std::size_t i = 1; i < L; ++i)
+        if (c.nas_space[i] > c.nas_space[i - 1])  // an empty group weights no column
+            cols[n++] = broadcast_to(slice(P, 1, i, i + 1), dims_of({N, c.nas_space[i] - c.nas_space[i - 1]}));
+    const val M = concat(1, cols, n);
+    irazor_vals r{merge(c.out_type, x * M), {}};
+    if (fw.g) {
+        if (fw.batched() || fw.shape().size() != N || !(fw.rank() == 1 || (fw.rank() == 2 && fw.dim(0) == 1)))
+            ctrec_shape_error_irazor_feature_weight_must_be_an_unbatched_N_or_1_by_N_value();
+        r.nas_loss = sum(reshape(fw, dims_of({N})) * sum(M, {1}));
+    }
+    return r;
 }
+constexpr val irazor(result& m, const name_string& s, const irazor_config& c, val x) { return irazor_values(m, s, c, x).out; }
 
-// Without feature weights: no auxiliary loss (nas_loss is a symbolic zero).
-template <fixed_string Scope, irazor_config C, node X>
-constexpr auto irazor(X x) { return irazor<Scope, C>(x, scalar_zero{}); }
+// The facade's result: the layer's output, and the auxiliary loss (the constant 0 without
+// feature weights), which then() does not carry: collect it from here.
+struct irazor_result : result {
+    std::uint32_t nas_loss_id = none;
+    constexpr irazor_result(const result& r) : result(r) {}
+    constexpr irazor_result(const expr& e) : result(e) {}
+    constexpr expr nas_loss() const {
+        expr e{g, nas_loss_id};
+        if (nas_loss_id == none) e.id = build::constant(e.g, 0.0);
+        return e;
+    }
+};
+
+template <fixed_string Scope, irazor_config C>
+constexpr irazor_result irazor(const result& in) {
+    ctrec::layers::detail::irazor_leading_zero_columns<(C.nas_space[0] > 0 && !C.leading_zero_columns)>();
+    irazor_result m(in);
+    m.set_out(irazor_values(m, Scope.view(), C, m.value()).out);
+    return m;
+}
+template <fixed_string Scope, irazor_config C>
+constexpr irazor_result irazor(const expr& x, const expr& fw) {
+    ctrec::layers::detail::irazor_leading_zero_columns<(C.nas_space[0] > 0 && !C.leading_zero_columns)>();
+    irazor_result m(x);
+    std::uint32_t ifw = 0;
+    join_into(m.g, fw, ifw);
+    const irazor_vals v = irazor_values(m, Scope.view(), C, m.value(), m.at(ifw));
+    m.set_out(v.out);
+    m.nas_loss_id = v.nas_loss.id;
+    return m;
+}
 
 } // namespace ctrec::layers

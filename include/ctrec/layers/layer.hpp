@@ -1,58 +1,35 @@
 #pragma once
-// What every layer shares: the call mode, scoped variable names, compile-time
-// activations and regularizers, and the layer result.
+// Layers on the graph-as-data core: what every layer shares.
 //
-// A layer is a function template over an input expression. Its structure (sizes,
-// options, activation, regularizers, initializers) is a configuration aggregate passed
-// as a template argument, and its variables are named "<scope>/<leaf>" with the leaf
-// names of the spec, so weight import can map Monolith / TF / PyTorch names:
+// A `result` is a model (or the part of one a layer call produced) under construction: one graph
+// holding the output, the penalty (the sum of the regularizers' terms) and the new values of the
+// state variables (BatchNorm's moving statistics), plus how every variable starts. Layers are
+// constexpr functions that build into a result in place,
 //
-//   constexpr auto r = ctrec::layers::dense<"tower/dense_0", {.units = 64, .activation = act_relu}>(x);
-//   r.out       the output expression
-//   r.penalty   the sum of the layer's regularizer penalties (an unbatched scalar; a
-//               symbolic zero when it has none)
-//   r.updates   state updates (new values of non-trainable variables, e.g. BatchNorm's
-//               moving statistics): tlist<state_update<Name, Expr>...>
-//   r.inits     how each variable is initialised: tlist<param_init<...>...>
+//   val y = layers::dense(m, "tower/dense_0", {.units = 64, .activation = act_relu}, x);
 //
-// Results compose with then(): the next layer's output, every penalty summed, every
-// update and initializer kept.
+// (m a result, x a val in m's graph), so a whole model written as one constexpr function copies
+// no graph however many layers it has. The type core's spelling works too, one copy per call:
+//
+//   constexpr auto r = ctrec::layers::dense<"tower/dense_0", {.units = 64}>(x);   // x: expr or result
+//   constexpr auto y = r.out();                                                    // an expr
+//
+// Configurations (dense_config, mlp_config, ...), activations, regularizers, initializer specs
+// and the call mode are the type core's (ctrec/layers/*.hpp): one vocabulary for both cores.
 #include <string_view>
 
-#include "ctrec/core/activations.hpp"
-#include "ctrec/core/build.hpp"
+#include "ctrec/ad/autodiff.hpp"  // none
 #include "ctrec/core/dsl.hpp"
+#include "ctrec/core/val.hpp"
+#include "ctrec/core/error.hpp"
 #include "ctrec/layers/regularizers.hpp"
 #include "ctrec/layers/spec.hpp"
 
 namespace ctrec::layers {
 
-// ---- call mode ------------------------------------------------------------------------
-// train: batch statistics, state updates, dropout; eval / predict: moving statistics,
-// no updates. A compile-time argument of every layer that behaves differently.
+// ---- call mode ----------------------------------------------------------------------------
+// train: batch statistics, state updates, dropout; eval / predict: moving statistics, no updates.
 enum class mode { train, eval, predict };
-
-// ---- names ------------------------------------------------------------------------------
-// scoped<"mlp/dense_0", "kernel"> == "mlp/dense_0/kernel"; an empty scope gives the leaf.
-template <fixed_string Scope, fixed_string Leaf>
-constexpr auto scoped() {
-    if constexpr (Scope.size() == 0) return Leaf;
-    else return join<join<Scope, "/">(), Leaf>();
-}
-// "dense_" + 3 -> "dense_3" (per-layer scopes inside MLP and friends)
-template <fixed_string Prefix, std::size_t I>
-constexpr auto indexed() {
-    constexpr std::size_t digits = [] {
-        std::size_t n = 1;
-        for (std::size_t v = I; v >= 10; v /= 10) ++n;
-        return n;
-    }();
-    fixed_string<Prefix.size() + digits + 1> r;
-    for (std::size_t i = 0; i < Prefix.size(); ++i) r.v[i] = Prefix.v[i];
-    std::size_t v = I;
-    for (std::size_t i = 0; i < digits; ++i, v /= 10) r.v[Prefix.size() + digits - 1 - i] = static_cast<char>('0' + v % 10);
-    return r;
-}
 
 // ---- regularizers as compile-time values --------------------------------------------------
 // Keras L1 / L2 / L1L2 (spec 1.4) as a structural value; converts from ctrec::reg's
@@ -66,15 +43,6 @@ struct regularizer {
     constexpr regularizer(reg::L1L2 r) : l1(r.l1), l2(r.l2) {}
     constexpr bool active() const { return l1 != 0.0 || l2 != 0.0; }
 };
-using scalar_zero = zero_node<dims{}, false>;
-
-// The penalty of regularizer R on variable w: a scalar expression (zero when R is none).
-template <regularizer R, node W>
-constexpr auto penalty(W w) {
-    if constexpr (!R.active()) return scalar_zero{};
-    else return reg::l1_l2_expr<R.l1, R.l2>(w);
-}
-
 // ---- activations as compile-time values ---------------------------------------------------
 // Both resolvers of spec 1.2: keras_activation (Dense, GroupInt, CDot, CAN, CIN) and
 // ad_activation (Monolith's registry, used by MLP). Unknown names are compile errors
@@ -158,77 +126,190 @@ constexpr activation ad_activation(std::string_view s) {
     throw error("ctrec: unknown activation name (Monolith registry)");
 }
 
-// Applies A to x. PReLU owns a weight: "<Scope>/alpha", shaped like one example of x
-// (Keras PReLU without shared axes), initialised to zeros.
-template <activation A, fixed_string Scope, node X>
-constexpr auto apply_activation(X x) {
-    using W = act_which;
-    if constexpr (A.w == W::none || A.w == W::linear) return x;
-    else if constexpr (A.w == W::relu) return act::relu(x);
-    else if constexpr (A.w == W::keras_relu) return act::keras_relu<A.p0, A.p1, A.p2>(x);
-    else if constexpr (A.w == W::leakyrelu) return act::leakyrelu<A.p0>(x);
-    else if constexpr (A.w == W::elu) return act::elu<A.p0>(x);
-    else if constexpr (A.w == W::selu) return act::selu(x);
-    else if constexpr (A.w == W::gelu) return act::gelu(x);
-    else if constexpr (A.w == W::hard_sigmoid) return act::hard_sigmoid(x);
-    else if constexpr (A.w == W::sigmoid) return act::sigmoid(x);
-    else if constexpr (A.w == W::sigmoid2) return act::sigmoid2(x);
-    else if constexpr (A.w == W::softplus) return act::softplus(x);
-    else if constexpr (A.w == W::softsign) return act::softsign(x);
-    else if constexpr (A.w == W::swish) return act::swish(x);
-    else if constexpr (A.w == W::tanh) return act::tanh(x);
-    else if constexpr (A.w == W::exponential) return act::exponential(x);
-    else if constexpr (A.w == W::thresholdedrelu) return act::thresholdedrelu<A.p0>(x);
-    else if constexpr (A.w == W::softmax) return softmax<X::shape.rank - 1>(x);
-    else {
-        static_assert(A.w == W::prelu);
-        // max(x, 0) + alpha * min(x, 0): derivative 1 for x > 0, alpha otherwise
-        constexpr auto alpha = param_node<scoped<Scope, "alpha">(), X::shape>{};
-        return where(greater(x, lit<0.0>), x, alpha * x);
-    }
-}
+// ---- merge types (merge.hpp, merge_list.hpp) ------------------------------------------
 
-// ---- results ------------------------------------------------------------------------------
-// New value of the non-trainable variable Name after a training step (unbatched).
-template <fixed_string Name, node Value>
+// MergeType: "stack", "concat", None.
+enum class merge_type { stack, concat, none };
+
+
+
+#ifndef CTREC_MAX_VARIABLES
+#define CTREC_MAX_VARIABLES 2048
+#endif
+#ifndef CTREC_MAX_UPDATES
+#define CTREC_MAX_UPDATES 512
+#endif
+inline constexpr std::size_t max_variables = CTREC_MAX_VARIABLES;
+inline constexpr std::size_t max_updates = CTREC_MAX_UPDATES;
+
+void ctrec_error_too_many_variables_raise_CTREC_MAX_VARIABLES();
+void ctrec_error_too_many_state_updates_raise_CTREC_MAX_UPDATES();
+void ctrec_error_a_variable_is_declared_twice_with_different_initializers();
+void ctrec_error_a_state_variable_is_updated_twice();
+
+// How variable `var` (a param node) starts: from `spec`, or, when `of` is a param node, as the
+// per-column Euclidean norm of of's initial value (Dense's and DCN's trainable norms).
+struct var_init {
+    std::uint32_t var = 0;
+    init::spec spec{};
+    std::uint32_t of = none;
+};
+// The new value of state variable `var` after a training step.
 struct state_update {
-    static constexpr auto name = Name;
-    using value = std::remove_cvref_t<Value>;
-};
-// How variable Name (of shape S) starts: from an initializer spec ...
-template <fixed_string Name, dims S, init::spec Spec>
-struct param_init {
-    static constexpr auto name = Name;
-    static constexpr dims shape = S;
-    static constexpr init::spec spec = Spec;
-};
-// ... or as the per-column Euclidean norm of the initial value of a 2-D variable
-// (Dense's trainable_kernel_norm, g0_j = ||W0[:, j]||, computed after every plain init).
-template <fixed_string Name, fixed_string Of, dims S>
-struct column_norm_init {
-    static constexpr auto name = Name;
-    static constexpr auto of = Of;
-    static constexpr dims shape = S;
+    std::uint32_t var = 0, value = 0;
 };
 
-// Out is an expression, or a std::tuple of expressions for layers whose out_type / keep_list
-// asks for a list (merge.hpp).
-template <class Out, node Penalty = scalar_zero, class Updates = tlist<>, class Inits = tlist<>>
 struct result {
-    Out out{};
-    Penalty penalty{};
-    using updates = Updates;
-    using inits = Inits;
+    graph g{};
+    std::uint32_t out_id = 0;
+    std::uint32_t penalty_id = none;  // none: no regularizer term
+    std::uint32_t n_inits = 0, n_updates = 0;
+    var_init inits[max_variables]{};
+    state_update updates[max_updates]{};
+
+    constexpr result() = default;
+    // A result continuing from an expression: its graph, nothing declared yet.
+    constexpr result(const expr& e) : g(e.g), out_id(e.id) {}  // NOLINT: implicit on purpose
+
+    // ---- building in place ----------------------------------------------------------------------
+    constexpr val at(std::uint32_t id) { return {&g, id}; }
+    constexpr val value() { return {&g, out_id}; }
+    constexpr val input(std::string_view name, dims s) { return make_input(g, name, s); }
+    constexpr val shared_input(std::string_view name, dims s) { return make_shared_input(g, name, s); }
+    // A variable with its initializer (declaring it again with the same initializer is the same
+    // variable: layers that share weights may both declare it).
+    constexpr val var(std::string_view name, dims s, init::spec spec) {
+        val v = make_param(g, name, s);
+        declare(var_init{v.id, spec, none});
+        return v;
+    }
+    // A variable initialised to the column norms of `of`'s initial value.
+    constexpr val norm_var(std::string_view name, dims s, val of) {
+        val v = make_param(g, name, s);
+        declare(var_init{v.id, init::spec{}, of.id});
+        return v;
+    }
+    constexpr void add_penalty(val p) {
+        penalty_id = penalty_id == none ? p.id : (at(penalty_id) + p).id;
+    }
+    constexpr void update(val var, val value) {
+        for (std::uint32_t i = 0; i < n_updates; ++i)
+            if (updates[i].var == var.id) ctrec_error_a_state_variable_is_updated_twice();
+        if (n_updates >= max_updates) ctrec_error_too_many_state_updates_raise_CTREC_MAX_UPDATES();
+        updates[n_updates++] = {var.id, value.id};
+    }
+    constexpr void set_out(val v) { out_id = v.id; }
+
+    // ---- reading --------------------------------------------------------------------------------
+    constexpr expr out() const { return {g, out_id}; }
+    // The penalty as an unbatched scalar (the constant 0 when there is none).
+    constexpr expr penalty() const {
+        expr e{g, penalty_id};
+        if (penalty_id == none) e.id = build::constant(e.g, 0.0);
+        return e;
+    }
+    constexpr bool has_penalty() const { return penalty_id != none; }
+    constexpr dims shape() const { return g.nodes[out_id].shape; }
+
+    // ---- combining ------------------------------------------------------------------------------
+    // Brings every declaration of `o` into this result (its graph merged into this one: free when
+    // this graph continues o's, as when a layer was applied to o's output).
+    constexpr void absorb(const result& o) {
+        std::uint32_t map[max_nodes]{};
+        if (g.has_prefix(o.g)) {
+            for (std::uint32_t i = 0; i < o.g.n; ++i) map[i] = i;
+        } else {
+            g.merge(o.g, map);
+        }
+        for (std::uint32_t i = 0; i < o.n_inits; ++i) {
+            var_init v = o.inits[i];
+            v.var = map[v.var];
+            if (v.of != none) v.of = map[v.of];
+            declare(v);
+        }
+        for (std::uint32_t i = 0; i < o.n_updates; ++i) update(at(map[o.updates[i].var]), at(map[o.updates[i].value]));
+        if (o.penalty_id != none) add_penalty(at(map[o.penalty_id]));
+    }
+
+private:
+    constexpr void declare(var_init v) {
+        for (std::uint32_t i = 0; i < n_inits; ++i)
+            if (inits[i].var == v.var) {
+                if (!(inits[i].spec.w == v.spec.w && inits[i].spec.a == v.spec.a && inits[i].spec.b == v.spec.b &&
+                      inits[i].of == v.of))
+                    ctrec_error_a_variable_is_declared_twice_with_different_initializers();
+                return;
+            }
+        if (n_inits >= max_variables) ctrec_error_too_many_variables_raise_CTREC_MAX_VARIABLES();
+        inits[n_inits++] = v;
+    }
 };
 
-// The result of applying `next` to a's output: next's output, both penalties, all updates
-// and initializers.
-template <class O1, class P1, class U1, class I1, class O2, class P2, class U2, class I2>
-constexpr auto then(result<O1, P1, U1, I1>, result<O2, P2, U2, I2>) {
-    return result<O2, add_t<P1, P2>, tl_concat_t<U1, U2>, tl_concat_t<I1, I2>>{};
+// A result whose output is `e` (an expression built from r's output and other values), with
+// every declaration of r: how a model continues after plain expression code.
+constexpr result then(const result& r, const expr& e) {
+    result o(e);
+    o.absorb(r);
+    return o;
 }
-// Wraps a plain expression (no variables) as a result.
-template <node X>
-constexpr auto as_result(X) { return result<std::remove_cvref_t<X>>{}; }
+// Both results' declarations, b's output.
+constexpr result then(const result& a, const result& b) {
+    result o = b;
+    o.absorb(a);
+    return o;
+}
+
+// "scope" + "/" + "leaf" (an empty scope gives the leaf)
+constexpr name_string scoped(const name_string& scope, std::string_view leaf) {
+    if (scope.n == 0) return name_string(leaf);
+    return scope + "/" + leaf;
+}
+
+// ---- regularizers ----------------------------------------------------------------------------------
+// Keras L1 / L2 / L1L2 on w: l1 sum |w| + l2 sum w^2; a zero coefficient adds no term.
+constexpr void add_penalty(result& m, const regularizer& r, val w) {
+    if (r.l1 != 0.0) m.add_penalty(r.l1 * sum(abs(w)));
+    if (r.l2 != 0.0) m.add_penalty(r.l2 * sum(w * w));
+}
+
+// ---- activations -----------------------------------------------------------------------------------
+// The activations of spec 1.2 (ctrec/core/activations.hpp has the same forms and says why each
+// branch is written as it is). PReLU owns "<scope>/alpha", shaped like one example of x, zeros.
+constexpr val apply_activation(result& m, const activation& A, const name_string& scope, val x) {
+    using W = act_which;
+    auto lit = [&](double v) { return constant(m.g, v); };
+    switch (A.w) {
+        case W::none:
+        case W::linear: return x;
+        case W::relu: return relu(x);
+        case W::keras_relu: {
+            val p = where(greater(x, A.p2), x, 0.0);
+            if (A.p0 >= 0.0) p = minimum(maximum(p, 0.0), A.p0);
+            if (A.p1 != 0.0) p = p - A.p1 * maximum(lit(A.p2) - x, 0.0);
+            return p;
+        }
+        case W::leakyrelu: return where(greater(x, 0.0), x, A.p0 * x);
+        case W::thresholdedrelu: return where(greater(x, A.p0), x, 0.0);
+        case W::elu: return where(greater(x, 0.0), x, A.p0 * (exp(minimum(x, 0.0)) - 1.0));
+        case W::selu:
+            return 1.0507009873554805 * where(greater(x, 0.0), x, 1.6732632423543772 * (exp(minimum(x, 0.0)) - 1.0));
+        case W::gelu: return 0.5 * x * (1.0 + erf(x * 0.7071067811865476));
+        case W::hard_sigmoid: return minimum(maximum(0.2 * x + 0.5, 0.0), 1.0);
+        case W::sigmoid: return sigmoid(x);
+        case W::sigmoid2: return 2.0 * sigmoid(x);
+        case W::softplus:
+            return where(greater(x, 0.0), x + log1p(exp(-maximum(x, 0.0))), log1p(exp(minimum(x, 0.0))));
+        case W::softsign: return x / (1.0 + abs(x));
+        case W::swish: return x * sigmoid(x);
+        case W::tanh: return tanh(x);
+        case W::exponential: return exp(x);
+        case W::softmax: return softmax(x, x.rank() - 1);
+        case W::prelu: {
+            val alpha = m.var(scoped(scope, "alpha").view(), x.shape(), init::Zeros{});
+            return where(greater(x, 0.0), x, alpha * x);
+        }
+    }
+    return x;
+}
 
 } // namespace ctrec::layers

@@ -11,6 +11,13 @@
 // broadcasts back over that axis, and rsqrt), so the standard layer-norm gradient follows
 // from their derivatives. The source's stop-gradient on mu inside the variance changes
 // nothing in the exact gradient (d s2 / d mu = 0), so it is left out.
+//
+// Implementation notes (graph-as-data core):
+// LayerNorm (spec layers-core-and-cross.md 1.8) on the graph-as-data core, exactly as
+// ctrec/layers/layer_norm.hpp documents it: over the last axis only (any rank), biased variance,
+// epsilon 1e-6, y = (x - mu) rsqrt(s2 + 1e-6) gamma + beta; "<scope>/beta" (zeros) then
+// "<scope>/gamma" (initializer, ones by default), the regularizer on both. The source's
+// stop_gradient on mu inside the variance changes no exact gradient, so it is left out.
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -20,26 +27,29 @@ struct layer_norm_config {
     layers::regularizer regularizer{};
 };
 
-template <fixed_string Scope, layer_norm_config C = layer_norm_config{}, node X>
-constexpr auto layer_norm(X x) {
-    static_assert(X::batched && X::shape.rank >= 1,
-                  "ctrec::layers::layer_norm: the input must be a batched tensor (B, ..., D)");
-    constexpr std::size_t last = X::shape.rank - 1, D = X::shape.d[last];
-    constexpr dims vs = make_dims<D>();
-    constexpr dims kd = keepdims(X::shape, 1u << last);  // (..., 1)
-    constexpr auto beta_name = scoped<Scope, "beta">();
-    constexpr auto gamma_name = scoped<Scope, "gamma">();
-    constexpr auto beta = param_node<beta_name, vs>{};
-    constexpr auto gamma = param_node<gamma_name, vs>{};
-    constexpr auto mu = reshape_node<kd, std::remove_cvref_t<decltype(mean<last>(x))>>{};
-    constexpr auto dev = x - mu;
-    constexpr auto var = reshape_node<kd, std::remove_cvref_t<decltype(mean<last>(dev * dev))>>{};
-    constexpr auto y = dev * rsqrt(var + lit<1e-6>) * gamma + beta;
-    // add_t folds zero + zero into one symbolic zero when there is no regularizer
-    using pen = add_t<std::remove_cvref_t<decltype(penalty<C.regularizer>(beta))>,
-                      std::remove_cvref_t<decltype(penalty<C.regularizer>(gamma))>>;
-    using inits = tlist<param_init<beta_name, vs, init::Zeros{}>, param_init<gamma_name, vs, C.initializer>>;
-    return result<std::remove_cvref_t<decltype(y)>, pen, tlist<>, inits>{};
+
+
+void ctrec_shape_error_layer_norm_input_must_be_a_batched_tensor_B_by_D();
+
+constexpr val layer_norm(result& m, const name_string& s, const layer_norm_config& c, val x) {
+    if (!x.batched() || x.rank() < 1) ctrec_shape_error_layer_norm_input_must_be_a_batched_tensor_B_by_D();
+    const std::size_t last = x.rank() - 1, D = x.last();
+    const dims vs = dims_of({D}), kd = keepdims(x.shape(), 1u << last);
+    val beta = m.var(scoped(s, "beta").view(), vs, init::Zeros{});
+    val gamma = m.var(scoped(s, "gamma").view(), vs, c.initializer);
+    add_penalty(m, c.regularizer, beta);
+    add_penalty(m, c.regularizer, gamma);
+    const double inv_d = 1.0 / static_cast<double>(D);  // the type core's mean: sum * (1 / D)
+    val dev = x - reshape(sum(x, {last}) * inv_d, kd);
+    val var = reshape(sum(dev * dev, {last}) * inv_d, kd);
+    return dev * rsqrt(var + 1e-6) * gamma + beta;
+}
+
+template <fixed_string Scope, layer_norm_config C = layer_norm_config{}>
+constexpr result layer_norm(const result& in) {
+    result m = in;
+    m.set_out(layer_norm(m, Scope.view(), C, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

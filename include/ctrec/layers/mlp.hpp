@@ -22,9 +22,12 @@
 // layers 0 .. n-2 and the last layer gets none, as for Monolith's None or single value;
 // with activation_list = true, `activations[i]` is used for layer i (act_none = no
 // activation). Weight norm is on by default (use_weight_norm, use_learnable_weight_norm).
-#include <array>
-#include <limits>
-
+//
+// Implementation notes (graph-as-data core):
+// MLP on the graph-as-data core: Dense layers with per-layer activations and optional batch
+// normalisation, exactly as ctrec/layers/mlp.hpp documents it (layer stack, variable names and
+// creation order, Keras auto-names of the hidden BatchNorms and PReLUs, weight norm defaults).
+// The stack is a loop, not a template recursion: one constexpr call whatever the depth.
 #include "ctrec/layers/batch_norm.hpp"
 #include "ctrec/layers/dense.hpp"
 
@@ -53,85 +56,68 @@ struct mlp_config {
     bool monolith_compat = false;  // passed to every Dense (kernel norm without learnable scale)
 };
 
-namespace detail {
-template <auto C>
-constexpr activation mlp_activation(std::size_t i) {
-    constexpr std::size_t n = C.output_dims.size();
-    if (C.activation_list) return C.activations[i];
-    return i + 1 < n ? C.activation : act_none;
-}
-template <auto C>
-constexpr std::size_t prelus_before(std::size_t i) {
-    std::size_t k = 0;
-    for (std::size_t j = 0; j < i; ++j) k += mlp_activation<C>(j).w == act_which::prelu;
-    return k;
-}
-template <fixed_string Prefix, std::size_t K>
-constexpr auto keras_name() {
-    if constexpr (K == 0) return Prefix;
-    else return indexed<join<Prefix, "_">(), K>();
-}
-template <auto C>
-constexpr batch_norm_config mlp_bn_config() {
-    batch_norm_config b{};
-    b.momentum = C.batch_normalization_momentum;
-    b.renorm = C.batch_normalization_renorm;
-    b.rmax = C.renorm_rmax;
-    b.rmin = C.renorm_rmin;
-    b.dmax = C.renorm_dmax;
-    b.renorm_momentum = C.batch_normalization_renorm_momentum;
-    return b;
-}
 
-template <fixed_string S, auto C, mode M, std::size_t I, class R>
-constexpr auto mlp_layers(R r) {
-    constexpr std::size_t n = C.output_dims.size();
-    if constexpr (I == n) {
-        return r;
-    } else {
-        constexpr dense_config dc{.units = C.output_dims[I],
-                                  .activation = act_linear,
-                                  .use_bias = C.use_bias,
-                                  .kernel_initializer = C.initializers[I],
-                                  .bias_initializer = init::Zeros{},
-                                  .kernel_regularizer = C.kernel_regularizer,
-                                  .bias_regularizer = C.bias_regularizer,
-                                  .allow_kernel_norm = C.use_weight_norm,
-                                  .kernel_norm_trainable = C.use_learnable_weight_norm,
-                                  .monolith_compat = C.monolith_compat};
-        constexpr auto d = then(r, dense<scoped<S, indexed<"dense_", I>()>(), dc>(r.out));
-        constexpr auto b = [&] {
-            if constexpr (C.enable_batch_normalization && I + 1 < n)
-                return then(d, batch_norm<scoped<S, keras_name<"BatchNorm/out", I>()>(), M, mlp_bn_config<C>()>(d.out));
-            else
-                return d;
-        }();
-        constexpr activation A = mlp_activation<C>(I);
-        constexpr auto a = [&] {
-            if constexpr (A.w == act_which::prelu) {
-                constexpr auto ps = scoped<S, keras_name<"p_re_lu", prelus_before<C>(I)>()>();
-                using Y = decltype(b.out);
-                using init = tlist<param_init<scoped<ps, "alpha">(), Y::shape, init::Zeros{}>>;
-                return then(b, result<decltype(apply_activation<A, ps>(b.out)), scalar_zero, tlist<>, init>{});
-            } else {
-                return then(b, as_result(apply_activation<A, S>(b.out)));
-            }
-        }();
-        return mlp_layers<S, C, M, I + 1>(a);
-    }
+
+void ctrec_shape_error_mlp_output_dims_must_not_be_empty();
+
+namespace detail {
+template <std::size_t N>
+constexpr activation mlp_activation(const mlp_config<N>& c, std::size_t i) {
+    if (c.activation_list) return c.activations[i];
+    return i + 1 < N ? c.activation : ctrec::layers::act_none;
+}
+// Keras auto-names: "name" for k = 0, "name_k" after
+constexpr name_string keras_name(std::string_view prefix, std::size_t k) {
+    return k == 0 ? name_string(prefix) : name_string(prefix) + "_" + k;
+}
+template <std::size_t N>
+constexpr batch_norm_config mlp_bn_config(const mlp_config<N>& c) {
+    batch_norm_config b{};
+    b.momentum = c.batch_normalization_momentum;
+    b.renorm = c.batch_normalization_renorm;
+    b.rmax = c.renorm_rmax;
+    b.rmin = c.renorm_rmin;
+    b.dmax = c.renorm_dmax;
+    b.renorm_momentum = c.batch_normalization_renorm_momentum;
+    return b;
 }
 } // namespace detail
 
-template <fixed_string Scope, auto C, mode M, node X>
-constexpr auto mlp(X x) {
-    static_assert(C.output_dims.size() >= 1, "ctrec::layers::mlp: output_dims must not be empty");
-    constexpr auto in = [&] {
-        if constexpr (C.enable_batch_normalization)
-            return batch_norm<scoped<Scope, "BatchNorm/in">(), M, detail::mlp_bn_config<C>()>(x);
+template <std::size_t N>
+constexpr val mlp(result& m, const name_string& s, const mlp_config<N>& c, mode M, val x) {
+    if (N == 0) ctrec_shape_error_mlp_output_dims_must_not_be_empty();
+    const batch_norm_config bn = detail::mlp_bn_config(c);
+    if (c.enable_batch_normalization) x = batch_norm(m, scoped(s, "BatchNorm/in"), M, bn, x);
+    std::size_t prelus = 0;
+    for (std::size_t i = 0; i < N; ++i) {
+        dense_config dc{};
+        dc.units = c.output_dims[i];
+        dc.activation = ctrec::layers::act_linear;
+        dc.use_bias = c.use_bias;
+        dc.kernel_initializer = c.initializers[i];
+        dc.bias_initializer = init::Zeros{};
+        dc.kernel_regularizer = c.kernel_regularizer;
+        dc.bias_regularizer = c.bias_regularizer;
+        dc.allow_kernel_norm = c.use_weight_norm;
+        dc.kernel_norm_trainable = c.use_learnable_weight_norm;
+        dc.monolith_compat = c.monolith_compat;
+        x = dense(m, scoped(s, (name_string("dense_") + i).view()), dc, x);
+        if (c.enable_batch_normalization && i + 1 < N)
+            x = batch_norm(m, scoped(s, detail::keras_name("BatchNorm/out", i).view()), M, bn, x);
+        const activation A = detail::mlp_activation(c, i);
+        if (A.w == act_which::prelu)
+            x = apply_activation(m, A, scoped(s, detail::keras_name("p_re_lu", prelus++).view()), x);
         else
-            return as_result(x);
-    }();
-    return detail::mlp_layers<Scope, C, M, 0>(in);
+            x = apply_activation(m, A, s, x);
+    }
+    return x;
+}
+
+template <fixed_string Scope, auto C, mode M>
+constexpr result mlp(const result& in) {
+    result m = in;
+    m.set_out(mlp(m, Scope.view(), C, M, m.value()));
+    return m;
 }
 
 } // namespace ctrec::layers

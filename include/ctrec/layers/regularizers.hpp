@@ -12,9 +12,6 @@
 // as float32 (K.cast_to_floatx) and sums in float32; the difference is below float32
 // resolution of the result. TF 2.4 validates nothing; ctrec rejects NaN/inf coefficients
 // (later Keras does too) but, like TF, accepts negative ones.
-//
-// Also DSL forms (l1_expr, l2_expr, l1_l2_expr) that build the penalty as a ctrec
-// expression, for folding it into a differentiated program.
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
@@ -25,7 +22,7 @@
 #include <type_traits>
 #include <variant>
 
-#include "ctrec/core/dsl.hpp"
+#include "ctrec/core/dims.hpp"
 #include "ctrec/core/error.hpp"
 
 namespace ctrec::reg {
@@ -169,26 +166,6 @@ double total(std::span<const term<T>> terms) {
 template <class T>
 double total(std::initializer_list<term<T>> terms) {
     return total(std::span<const term<T>>(terms.begin(), terms.size()));
-}
-
-// ---- DSL forms ----------------------------------------------------------------------------
-// The same penalties as expressions over a (parameter) node; unbatched scalars. The
-// coefficients are template arguments. l1_l2_expr has no defaults on purpose, because
-// Keras' two spellings disagree on them. abs' derivative is sign with sign(0) = 0, as TF.
-template <double l1 = 0.01, node W>
-constexpr auto l1_expr(W w) {
-    return lit<l1> * sum(ctrec::abs(w));
-}
-template <double l2 = 0.01, node W>
-constexpr auto l2_expr(W w) {
-    return lit<l2> * sum(w * w);
-}
-template <double l1, double l2, node W>
-constexpr auto l1_l2_expr(W w) {
-    if constexpr (l1 != 0.0 && l2 != 0.0) return l1_expr<l1>(w) + l2_expr<l2>(w);
-    else if constexpr (l1 != 0.0) return l1_expr<l1>(w);
-    else if constexpr (l2 != 0.0) return l2_expr<l2>(w);
-    else return lit<0.0>;  // TF returns the constant 0
 }
 
 } // namespace ctrec::reg

@@ -38,11 +38,19 @@
 //                           (K_0) element (wrapped by keep_list), as the source does.
 // A single (K) vector argument is read as a one-element list (num_feature must then be 1).
 // num_feature must equal N (the number of rows, or of list elements): a static assertion.
-#include <tuple>
-#include <utility>
-
-#include "ctrec/layers/layer.hpp"
-#include "ctrec/layers/merge.hpp"
+//
+// Implementation notes (graph-as-data core):
+// SeNet (spec layers-trans-seq-multitask-nas.md 1.2) on the graph-as-data core, exactly as
+// ctrec/layers/senet.hpp documents it: per example, X (N, K),
+//   z_n = mean_k X[n, k];  a = MLP "cmp_tower" (output_dims {C, N}, relu then sigmoid, weight
+//   norm with learnable scale) of z, or a = z (no sigmoid) for cmp_dim 0 (the source's None);
+//   Y[n, k] = a_n X[n, k], merged per out_type / keep_list (merge_list.hpp).
+// A list e_0 .. e_{N-1} of (K_n) vectors (any widths): z_n = mean(e_n), y_n = a_n e_n, merged
+// with merge_list (a one-element list gives its bare element, as the source does).
+// regularizer and kernel_regularizer are aliases (setting both is an error); bias_regularizer
+// applies to the two biases; on_gpu has no effect. num_feature must equal N.
+#include <initializer_list>
+#include "ctrec/layers/merge_list.hpp"
 #include "ctrec/layers/mlp.hpp"
 
 namespace ctrec::layers {
@@ -59,76 +67,68 @@ struct senet_config {
     bool keep_list = false;
 };
 
+
+
+void ctrec_shape_error_senet_regularizer_and_kernel_regularizer_are_aliases_set_one();
+void ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
+void ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+
 namespace detail {
-template <senet_config C>
-constexpr mlp_config<2> senet_tower_config() {
-    return mlp_config<2>{.output_dims = {C.cmp_dim, C.num_feature},
-                         .activations = {act_relu, act_sigmoid},
-                         .activation_list = true,
-                         .initializers = {C.initializer, C.initializer},
-                         .kernel_regularizer = C.regularizer.active() ? C.regularizer : C.kernel_regularizer,
-                         .bias_regularizer = C.bias_regularizer};
-}
-
-// The field weights a (N) from the means z (N), as a result carrying the tower's penalty
-// and initializers.
-template <fixed_string Scope, senet_config C, node Z>
-constexpr auto senet_excite(Z z) {
-    static_assert(!(C.regularizer.active() && C.kernel_regularizer.active()),
-                  "ctrec::layers::senet: regularizer and kernel_regularizer are aliases; set one");
-    if constexpr (C.cmp_dim == 0) return as_result(z);
-    else return mlp<scoped<Scope, "cmp_tower">(), senet_tower_config<C>(), mode::predict>(z);
-}
-
-template <class Out, class R>
-constexpr auto senet_result(Out, R) {
-    return result<Out, std::remove_cvref_t<decltype(R{}.penalty)>, typename R::updates, typename R::inits>{};
-}
-
-// The list path: N >= 1 vectors.
-template <fixed_string Scope, senet_config C, node... E, std::size_t... I>
-constexpr auto senet_list(std::index_sequence<I...>, E... e) {
-    static_assert(((E::batched && E::shape.rank == 1) && ...),
-                  "ctrec::layers::senet: list elements must be (B, K_n) tensors");
-    static_assert(C.num_feature == sizeof...(E), "ctrec::layers::senet: num_feature must equal the number of list elements");
-    constexpr auto z = concat<0>(reshape<1>(mean(e))...);  // (N)
-    constexpr auto r = senet_excite<Scope, C>(z);
-    constexpr auto ys = std::tuple{(e * slice<0, I, I + 1>(r.out))...};  // (K_n) * (1)
-    constexpr auto out = [&] {
-        if constexpr (sizeof...(E) == 1) return merge<C.out_type, C.keep_list>(std::get<0>(ys));
-        else return std::apply([](auto... y) { return merge_list<C.out_type, C.keep_list>(y...); }, ys);
-    }();
-    return senet_result(out, r);
+// the field weights a (N) from the means z (N)
+constexpr val senet_excite(result& m, const name_string& s, const senet_config& c, val z) {
+    if (c.regularizer.active() && c.kernel_regularizer.active())
+        ctrec_shape_error_senet_regularizer_and_kernel_regularizer_are_aliases_set_one();
+    if (c.cmp_dim == 0) return z;
+    const mlp_config<2> t{.output_dims = {c.cmp_dim, c.num_feature},
+                          .activations = {ctrec::layers::act_relu, ctrec::layers::act_sigmoid},
+                          .activation_list = true,
+                          .initializers = {c.initializer, c.initializer},
+                          .kernel_regularizer = c.regularizer.active() ? c.regularizer : c.kernel_regularizer,
+                          .bias_regularizer = c.bias_regularizer};
+    return mlp(m, scoped(s, "cmp_tower"), t, mode::predict, z);
 }
 } // namespace detail
 
-// One (B, N, K) tensor, or a one-element list given as its (B, K) element.
-template <fixed_string Scope, senet_config C, node X>
-constexpr auto senet(X x) {
-    static_assert(X::batched && (X::shape.rank == 2 || X::shape.rank == 1),
-                  "ctrec::layers::senet: the input must be a (B, N, K) tensor or a list of (B, K_n) tensors");
-    if constexpr (X::shape.rank == 1) {
-        return detail::senet_list<Scope, C>(std::index_sequence<0>{}, x);
-    } else {
-        constexpr std::size_t N = X::shape.d[0];
-        static_assert(C.num_feature == N, "ctrec::layers::senet: num_feature must equal the number of fields N of the input");
-        constexpr auto r = detail::senet_excite<Scope, C>(mean<1>(x));  // (N)
-        constexpr auto y = x * reshape<N, 1>(r.out);
-        return detail::senet_result(merge<C.out_type, C.keep_list>(y), r);
-    }
+// A list of n >= 1 (K_n) vectors.
+constexpr val_list senet(result& m, const name_string& s, const senet_config& c, const val* es, std::size_t n) {
+    if (n == 0) ctrec_shape_error_list_needs_at_least_one_value();
+    if (n > max_list) ctrec_error_list_longer_than_CTREC_MAX_LIST();
+    for (std::size_t i = 0; i < n; ++i)
+        if (!es[i].batched() || es[i].rank() != 1) ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
+    if (c.num_feature != n) ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+    val means[max_list]{};
+    for (std::size_t i = 0; i < n; ++i) means[i] = reshape(sum(es[i]) * (1.0 / static_cast<double>(es[i].dim(0))), dims_of({1}));
+    const val a = detail::senet_excite(m, s, c, concat(0, means, n));  // (N)
+    val ys[max_list]{};
+    for (std::size_t i = 0; i < n; ++i) ys[i] = es[i] * slice(a, 0, i, i + 1);  // (K_n) * (1)
+    if (n == 1) return merge_tensor(c.out_type, c.keep_list, ys[0]);
+    return merge_list(c.out_type, c.keep_list, ys, n);
 }
 
-// A list of two or more (B, K_n) tensors.
-template <fixed_string Scope, senet_config C, node X0, node X1, node... Xs>
-constexpr auto senet(X0 x0, X1 x1, Xs... xs) {
-    return detail::senet_list<Scope, C>(std::make_index_sequence<2 + sizeof...(Xs)>{}, x0, x1, xs...);
+// One (N, K) tensor, or a (K) vector read as a one-element list.
+constexpr val_list senet(result& m, const name_string& s, const senet_config& c, val x) {
+    if (!x.batched() || (x.rank() != 1 && x.rank() != 2)) ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
+    if (x.rank() == 1) return senet(m, s, c, &x, 1);
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    if (c.num_feature != N) ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+    const val a = detail::senet_excite(m, s, c, sum(x, {1}) * (1.0 / static_cast<double>(K)));  // (N)
+    return merge_tensor(c.out_type, c.keep_list, x * reshape(a, dims_of({N, 1})));
 }
 
-// A list given as a std::tuple (e.g. another layer's out_type = none output).
-template <fixed_string Scope, senet_config C, node... X>
-constexpr auto senet(std::tuple<X...> list) {
-    static_assert(sizeof...(X) >= 1, "ctrec::layers::senet: an empty list");
-    return std::apply([](auto... e) { return senet<Scope, C>(e...); }, list);
+// Facades: single-tensor outputs only (none and keep_list give lists: use the in-place functions).
+template <fixed_string Scope, senet_config C>
+constexpr result senet(const result& in) {
+    result m = in;
+    m.set_out(senet(m, Scope.view(), C, m.value()).single());
+    return m;
+}
+template <fixed_string Scope, senet_config C>
+constexpr result senet(std::initializer_list<expr> list) {
+    result m = longest_expr(list);
+    val es[max_list]{};
+    join_exprs(m, list, es);
+    m.set_out(senet(m, Scope.view(), C, es, list.size()).single());
+    return m;
 }
 
 } // namespace ctrec::layers

@@ -1,137 +1,244 @@
 #pragma once
-// train_program<T, Loss, Updates>: one training step of a model. Evaluates the loss,
-// its gradient w.r.t. every input and parameter, and the state updates a model declares
-// (BatchNorm moving statistics, Dense's relu monitor: a layer result's `updates`), then
-// writes the new state into the parameters. Gradients are outputs; applying them is the
-// optimizer's business (train/sgd.hpp).
+// Training on the graph-as-data core.
 //
-//   constexpr auto r = layers::mlp<"mlp", cfg, layers::mode::train>(x);
-//   constexpr auto loss = batch_mean(act::softplus(r.out) - label * r.out) + r.penalty;
-//   using Step = train_program<float, decltype(loss), decltype(r)::updates>;
-//   Step::io io; io.input<"x">(x).input<"label">(y).output<0>(&l).output<Step::grad<"mlp/dense_0/kernel">>(g0) ...
+//   constexpr auto r = ctrec::layers::mlp<"mlp", cfg, layers::mode::train>(x);   // a result
+//   constexpr auto y = r.out();
+//   constexpr auto loss = ctrec::batch_mean(ctrec::log1p(ctrec::exp(y)) - clicks * y) + r.penalty();
+//   using Step = ctrec::train_program<float, loss, r>;    // r: the state updates (none: omit it)
+//   Step::parameters p;  ctrec::layers::initialize<r>(p, 42);
+//   Step::gradients g;   Step::io io;  g.bind(io);
+//   io.input<"x">(xs).input<"name_string">(ys).output<0>(&l);
 //   Step::run(p, ws, batch, io);   // p's state variables now hold their new values
+//   g.sgd(p, 0.1f);
 //
-// Loss is an unbatched scalar (seeded with 1) or a per-example value (seeded by the input
-// "cotangent", as grad_program). Gradients are given for the trainable parameters only:
-// parameter leaves whose gradient is not identically zero. State values are computed from the parameters as they
-// were before the step, and written after everything else has been evaluated.
+// Outputs: 0 the loss, 1 + i the gradient of the i-th trainable parameter (parameters the loss
+// reaches with a gradient that is not identically zero, in graph order; `grad<"name">` is its
+// index), then the new state values (written into p by run, after everything else has been
+// evaluated from the parameters as they were before the step).
+// A per-example loss is seeded by the input "cotangent" (as grad_program); an unbatched scalar
+// loss by 1.
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <span>
+#include <string>
 
-#include "ctrec/ad/programs.hpp"
 #include "ctrec/layers/layer.hpp"
+#include "ctrec/core/program.hpp"
 
 namespace ctrec {
 
+void ctrec_error_train_program_needs_a_per_example_loss_or_an_unbatched_scalar();
+
+// The training model of `loss` with the state updates of result(s) `state`.
+constexpr model_graph train_model(const expr& loss, const layers::result* const* state, std::size_t n_state) {
+    model_graph m;
+    m.g = loss.g;
+    graph& g = m.g;
+    const node r = loss.rec();
+    if (!r.batched && r.shape.size() != 1) ctrec_error_train_program_needs_a_per_example_loss_or_an_unbatched_scalar();
+    // the state results' graphs in this one (free when the loss was built from their outputs)
+    std::uint32_t upd_var[max_roots]{}, upd_val[max_roots]{};
+    std::uint32_t n_upd = 0;
+    for (std::size_t k = 0; k < n_state; ++k) {
+        const layers::result& s = *state[k];
+        std::uint32_t map[max_nodes]{};
+        if (g.has_prefix(s.g))
+            for (std::uint32_t i = 0; i < s.g.n; ++i) map[i] = i;
+        else
+            g.merge(s.g, map);
+        for (std::uint32_t u = 0; u < s.n_updates; ++u) {
+            if (n_upd >= max_roots) ctrec_error_too_many_roots();
+            upd_var[n_upd] = map[s.updates[u].var], upd_val[n_upd++] = map[s.updates[u].value];
+        }
+    }
+    const std::uint32_t seed =
+        r.batched ? build::leaf(g, opcode::input, r.shape, true, "cotangent") : build::constant(g, 1.0, r.shape);
+    std::uint32_t ct[max_nodes]{};
+    m.edges = reverse(g, loss.id, seed, ct).edges;
+    m.roots[m.n_roots++] = loss.id;
+    for (std::uint32_t i = 0; i <= loss.id; ++i) {
+        const node l = g.nodes[i];
+        if (l.op != opcode::param || ct[i] == none) continue;
+        if (m.n_roots >= max_roots) ctrec_error_too_many_roots();
+        m.roots[m.n_roots++] = build::broadcast_to(g, ct[i], l.shape, false);
+        m.wrt[m.n_wrt++] = i;
+    }
+    for (std::uint32_t u = 0; u < n_upd; ++u) {
+        if (m.n_roots >= max_roots) ctrec_error_too_many_roots();
+        m.roots[m.n_roots++] = upd_val[u];
+        m.targets[m.n_updates++] = upd_var[u];
+    }
+    return m;
+}
+
 namespace detail {
-// The trainable parameters of Loss: parameter leaves with a non-zero gradient (a
-// stop_gradient'ed variable such as a fixed kernel norm or a moving statistic has none).
-template <class Loss>
-struct trainable_of {
-    using G = graph_t<rewrite_t<Loss>>;  // the graph that is differentiated (rewrite.hpp)
-    template <class P>
-    struct has_grad : std::bool_constant<!is_zero_v<ad::cotangent_t<G, P>>> {};
-    using type = tl_filter_t<has_grad, tl_filter_t<is_param_leaf, G>>;
-};
-template <class Loss, class Leaves, class Updates> struct train_roots;
-template <class Loss, class... P, class... U>
-struct train_roots<Loss, tlist<P...>, tlist<U...>> {
-    static_assert(Loss::batched || Loss::shape.size() == 1,
-                  "ctrec: train_program needs a per-example loss or an unbatched scalar loss");
-    using G = graph_t<rewrite_t<Loss>>;
-    using type = tlist<rewrite_t<Loss>, ad::cotangent_t<G, P>..., typename U::value...>;
-};
+template <const auto& Loss, const auto&... State>
+constexpr model_graph train_model_of() {
+    const layers::result* s[sizeof...(State) + 1] = {&State..., nullptr};
+    return train_model(Loss, s, sizeof...(State));
+}
 } // namespace detail
 
-template <class T, node Loss, class Updates = tlist<>>
-class train_program
-    : public detail::program_of<T, typename detail::train_roots<std::remove_cvref_t<Loss>,
-                                                                 typename detail::trainable_of<std::remove_cvref_t<Loss>>::type,
-                                                                 Updates>::type>::type {
-    using L = std::remove_cvref_t<Loss>;
-    using leaves = typename detail::trainable_of<L>::type;
-    using base = typename detail::program_of<T, typename detail::train_roots<L, leaves, Updates>::type>::type;
-    static constexpr std::size_t n_updates = Updates::size;
-    static constexpr std::size_t first_update = 1 + leaves::size;
-
-    static constexpr auto update_offsets = []<class... U>(tlist<U...>) {
-        std::array<std::size_t, sizeof...(U) + 1> o{};
-        std::size_t at = 0, i = 0;
-        ((o[i++] = at, at += U::value::shape.size()), ...);
-        o[i] = at;
-        return o;
-    }(Updates{});
+template <class T, class Backend, const auto& Loss, const auto&... State>
+class basic_train_program : public basic_program<T, Backend, model_kind::train, Loss, State...> {
+    using base = basic_program<T, Backend, model_kind::train, Loss, State...>;
 
 public:
     using typename base::io;
     using typename base::parameters;
+    template <class B>
+    using with_backend = basic_train_program<T, B, Loss, State...>;
 
-    // The trainable parameters, in output order (output 1 + i is the gradient of the i-th).
-    using trainable = leaves;
-    // Output index of the gradient w.r.t. the trainable parameter called Name.
-    template <fixed_string Name>
-    static constexpr std::size_t grad = [] {
-        constexpr std::size_t i = detail::find_leaf_v<Name, leaves>;
-        static_assert(detail::no_such_tensor<Name, (i < leaves::size)>::value);
-        return 1 + i;
+    static constexpr std::size_t n_trainable = base::tab.n_wrt;
+    static constexpr std::size_t n_updates = base::tab.n_updates;
+    static constexpr std::size_t first_update = 1 + n_trainable;
+
+    // The trainable parameters' names, in output order.
+    static constexpr auto trainable = [] {
+        std::array<std::string_view, n_trainable ? n_trainable : 1> a{};
+        for (std::size_t i = 0; i < n_trainable; ++i) a[i] = base::tab.name_of(base::tab.wrt[i]);
+        return a;
     }();
 
-    // One buffer holding the gradient of every trainable parameter, bound in one call.
+    // One buffer holding the gradient of every trainable parameter.
     class gradients {
     public:
-        static constexpr auto offsets = []<class... P>(tlist<P...>) {
-            std::array<std::size_t, sizeof...(P) + 1> o{};
-            std::size_t at = 0, i = 0;
-            ((o[i++] = at, at += detail::align16(P::shape.size())), ...);
-            o[i] = at;
+        static constexpr auto offsets = [] {
+            std::array<std::size_t, n_trainable + 1> o{};
+            std::size_t at = 0;
+            for (std::size_t i = 0; i < n_trainable; ++i) o[i] = at, at += align16(base::tab.nodes[base::tab.wrt[i]].shape.size());
+            o[n_trainable] = at;
             return o;
-        }(leaves{});
+        }();
         template <fixed_string Name>
         std::span<T> get() {
-            constexpr std::size_t i = grad<Name> - 1;
-            return {buf_.data() + offsets[i], tl_at_t<i, leaves>::shape.size()};
+            constexpr std::size_t i = base::template grad<Name> - 1;
+            return get(i);
         }
+        std::span<T> get(std::size_t i) { return {buf_.data() + offsets[i], base::tab.nodes[base::tab.wrt[i]].shape.size()}; }
         // Points every gradient output of io at this buffer.
         void bind(io& b) {
-            for (std::size_t i = 0; i < leaves::size; ++i) b.out[1 + i] = buf_.data() + offsets[i];
+            for (std::size_t i = 0; i < n_trainable; ++i) b.out[1 + i] = buf_.data() + offsets[i];
         }
         // p <- p - lr * gradient, for every trainable parameter.
         void sgd(parameters& p, T lr) const {
-            [&]<class... P>(tlist<P...>) {
-                std::size_t i = 0;
-                (([&] {
-                     auto w = p.template get<P::name>();
-                     const T* g = buf_.data() + offsets[i++];
-                     for (std::size_t e = 0; e < w.size(); ++e) w[e] -= lr * g[e];
-                 }()),
-                 ...);
-            }(leaves{});
+            for (std::size_t i = 0; i < n_trainable; ++i) {
+                auto w = p.get(base::param_slot(base::tab.wrt[i]));
+                const T* g = buf_.data() + offsets[i];
+                for (std::size_t e = 0; e < w.size(); ++e) w[e] -= lr * g[e];
+            }
         }
 
     private:
-        aligned_buffer<T> buf_{offsets[leaves::size] ? offsets[leaves::size] : 1};
+        aligned_buffer<T> buf_{offsets[n_trainable] ? offsets[n_trainable] : 1};
     };
 
     // The base workspace plus room for the new state values.
     class workspace : public base::workspace {
     public:
+        static constexpr auto state_offsets = [] {
+            std::array<std::size_t, n_updates + 1> o{};
+            std::size_t at = 0;
+            for (std::size_t u = 0; u < n_updates; ++u) o[u] = at, at += align16(base::tab.nodes[base::tab.targets[u]].shape.size());
+            o[n_updates] = at;
+            return o;
+        }();
         T* state() { return state_.data(); }
 
     private:
-        aligned_buffer<T> state_{update_offsets[n_updates] ? update_offsets[n_updates] : 1};
+        aligned_buffer<T> state_{state_offsets[n_updates] ? state_offsets[n_updates] : 1};
     };
 
-    // Outputs 0 (the loss) and the gradients must be bound; the state outputs are not
-    // (they go to the workspace and then into p).
+    // Outputs 0 (the loss) and the gradients must be bound; the state outputs are not (they go
+    // to the workspace and then into p).
     static void run(parameters& p, workspace& ws, std::size_t batch, io b) {
-        for (std::size_t u = 0; u < n_updates; ++u) b.out[first_update + u] = ws.state() + update_offsets[u];
+        for (std::size_t u = 0; u < n_updates; ++u) b.out[first_update + u] = ws.state() + workspace::state_offsets[u];
         base::run(p, static_cast<typename base::workspace&>(ws), batch, b);
-        [&]<class... U>(tlist<U...>) {
-            std::size_t u = 0;
-            ((std::copy_n(ws.state() + update_offsets[u++], U::value::shape.size(), p.template get<U::name>().begin())), ...);
-        }(Updates{});
+        for (std::size_t u = 0; u < n_updates; ++u) {
+            auto dst = p.get(base::param_slot(base::tab.targets[u]));
+            std::copy_n(ws.state() + workspace::state_offsets[u], dst.size(), dst.begin());
+        }
     }
 };
 
+template <class T, const auto& Loss, const auto&... State>
+using train_program = basic_train_program<T, cpu_backend, Loss, State...>;
+
+// Copies every parameter of `dst` from the parameter of the same name in `src` (a training
+// program's weights into a scoring program's). All names and sizes are checked before anything
+// is written: on an error (naming the parameter) dst is unchanged.
+template <class Src, class Dst>
+void copy_parameters(const Src& src, Dst& dst) {
+    std::array<std::size_t, Dst::count ? Dst::count : 1> from{};
+    for (std::size_t i = 0; i < Dst::count; ++i) {
+        from[i] = Src::position(Dst::names[i]);
+        if (from[i] == Src::count)
+            throw error("ctrec: copy_parameters: the source has no parameter '" + std::string(Dst::names[i]) + "'");
+        if (Src::sizes[from[i]] != Dst::sizes[i])
+            throw error("ctrec: copy_parameters: parameter '" + std::string(Dst::names[i]) + "' holds " +
+                        std::to_string(Src::sizes[from[i]]) + " values in the source, " + std::to_string(Dst::sizes[i]) +
+                        " in the destination");
+    }
+    for (std::size_t i = 0; i < Dst::count; ++i) {
+        auto a = src.get(from[i]);
+        auto b = dst.get(i);
+        for (std::size_t k = 0; k < b.size(); ++k) b[k] = static_cast<std::remove_cvref_t<decltype(b[0])>>(a[k]);
+    }
+}
+
 } // namespace ctrec
+
+namespace ctrec::layers {
+
+void ctrec_error_initialize_a_variable_s_declared_shape_differs_from_the_program_s();
+void ctrec_error_initialize_a_kernel_norm_variable_needs_its_kernel_in_the_same_program();
+
+// Gives every variable result R declared its initial value in the parameters of any program
+// built from R's model (variables the program does not use are skipped). Each variable draws
+// from its own stream, init::derive_seed(seed, name): a scoring and a training program get the
+// same values. Column-norm variables are computed after all plain initializers, from the
+// initial value of their kernel, which must then be in the same program.
+template <const auto& R, class Params>
+void initialize(Params& p, std::uint64_t seed) {
+    struct entry {
+        std::size_t slot = 0, of = 0;
+        init::spec spec{};
+        dims shape{};
+    };
+    static constexpr auto entries = [] {
+        std::array<entry, R.n_inits ? R.n_inits : 1> a{};
+        for (std::size_t i = 0; i < R.n_inits; ++i) {
+            const var_init& v = R.inits[i];
+            a[i].slot = Params::position(R.g.name_of(v.var));
+            a[i].of = v.of == none ? Params::count + 1 : Params::position(R.g.name_of(v.of));
+            a[i].spec = v.spec;
+            a[i].shape = R.g.nodes[v.var].shape;
+            if (a[i].slot < Params::count && Params::sizes[a[i].slot] != a[i].shape.size())
+                ctrec_error_initialize_a_variable_s_declared_shape_differs_from_the_program_s();
+            if (a[i].slot < Params::count && a[i].of == Params::count)
+                ctrec_error_initialize_a_kernel_norm_variable_needs_its_kernel_in_the_same_program();
+        }
+        return a;
+    }();
+    using T = std::remove_cvref_t<decltype(p.data()[0])>;
+    for (std::size_t i = 0; i < R.n_inits; ++i) {
+        const entry& e = entries[i];
+        if (e.slot >= Params::count || e.of <= Params::count) continue;
+        init::fill(e.spec.get(), p.get(e.slot), e.shape, init::derive_seed(seed, Params::names[e.slot]));
+    }
+    for (std::size_t i = 0; i < R.n_inits; ++i) {
+        const entry& e = entries[i];
+        if (e.slot >= Params::count || e.of > Params::count) continue;
+        auto k = p.get(e.of);
+        auto g = p.get(e.slot);
+        const std::size_t cols = g.size(), rows = k.size() / cols;
+        for (std::size_t j = 0; j < cols; ++j) {
+            double s = 0;
+            for (std::size_t r = 0; r < rows; ++r) s += static_cast<double>(k[r * cols + j]) * k[r * cols + j];
+            g[j] = static_cast<T>(std::sqrt(s));  // plain Euclidean norm, no epsilon (spec 2.4)
+        }
+    }
+}
+
+} // namespace ctrec::layers

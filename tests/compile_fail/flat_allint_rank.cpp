@@ -1,6 +1,0 @@
-// Graph-as-data core: AllInt needs a (B, N, K) input.
-// expect: ctrec_shape_error_allint_input_must_be_B_by_N_by_K
-#include "ctrec/flat/layers.hpp"
-namespace f = ctrec::flat;
-constexpr auto r = f::layers::allint<"a", ctrec::layers::allint_config{.cmp_dim = 4}>(f::input<"x", 12>);
-int main() {}

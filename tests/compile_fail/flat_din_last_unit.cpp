@@ -1,6 +1,0 @@
-// Graph-as-data core: DIN's attention MLP must end in one unit (one score per behaviour).
-// expect: ctrec_shape_error_din_the_last_hidden_unit_must_be_1
-#include "ctrec/flat/layers.hpp"
-namespace f = ctrec::flat;
-constexpr auto r = f::layers::din<"din", ctrec::layers::din_config<2>{.hidden_units = {8, 2}}>(f::input<"q", 4>, f::input<"k", 5, 4>);
-int main() {}

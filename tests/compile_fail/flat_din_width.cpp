@@ -1,6 +1,0 @@
-// Graph-as-data core: DIN's query and keys of different widths H is a compile-time error naming it.
-// expect: ctrec_shape_error_din_q_must_be_B_by_H_and_k_B_by_T_by_H_with_the_same_H
-#include "ctrec/flat/layers.hpp"
-namespace f = ctrec::flat;
-constexpr auto r = f::layers::din<"din", ctrec::layers::din_config<2>{.hidden_units = {4, 1}}>(f::input<"q", 8>, f::input<"k", 5, 6>);
-int main() {}
