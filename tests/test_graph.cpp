@@ -273,3 +273,31 @@ TEST_CASE("programs: names, errors, empty batch") {
     for (std::size_t k = 1; k < g.size(); ++k)
         for (double v : g[k]) CHECK(v == 0.0);
 }
+
+namespace {
+// d/db of batch_mean(sum(x + b)) is 1 for every element: the cotangent of x + b is the same 1/B for
+// every example (unbatched), and b's gradient is its sum over the batch
+constexpr auto lin_x = f::input<"x", 3>;
+constexpr auto lin_b = f::param<"b", 3>;
+constexpr auto lin_loss = f::batch_mean(f::sum(lin_x + lin_b));
+constexpr auto lin_loss2 = f::batch_mean(f::sum(f::concat(0, {lin_x, lin_b * f::constant(2.0)})));
+} // namespace
+
+TEST_CASE("reverse mode: an example-independent cotangent reaching a parameter is summed over the batch") {
+    for (std::size_t batch : {1, 5, 70}) {
+        INFO("batch " << batch);
+        leaves L;
+        auto g = run<f::grad_program<double, lin_loss>>(L, batch);
+        auto r = run<f::grad_program<double, lin_loss>::with_backend<f::reference_backend>>(L, batch);
+        using G = f::grad_program<double, lin_loss>;
+        for (double v : g[G::grad<"b">]) CHECK(v == doctest::Approx(1.0));
+        for (double v : r[G::grad<"b">]) CHECK(v == doctest::Approx(1.0));
+        for (double v : g[G::grad<"x">]) CHECK(v == doctest::Approx(1.0 / static_cast<double>(batch)));
+        leaves L2;
+        using G2 = f::grad_program<double, lin_loss2>;
+        const auto g2 = run<G2>(L2, batch);
+        for (double v : g2[G2::grad<"b">]) CHECK(v == doctest::Approx(2.0));
+    }
+    check_derivatives<f::grad_program<double, lin_loss>, f::jvp_program<double, lin_loss>>(5);
+    check_derivatives<f::grad_program<double, lin_loss2>, f::jvp_program<double, lin_loss2>>(5);
+}

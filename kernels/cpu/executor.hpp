@@ -13,7 +13,9 @@
 
 #include "ctrec/core/contract_plan.hpp"
 #include "ctrec/core/program.hpp"
+#include "cpu/attention.hpp"
 #include "cpu/gemm.hpp"
+#include "cpu/kr_gemm.hpp"
 #include "cpu/simd.hpp"
 
 namespace ctrec::cpu {
@@ -350,6 +352,85 @@ struct exec {
             for (std::size_t j = 0; j < len; ++j) dst[(u * out_ax + at) * inner + j] = read<T, O>(c, b, u * len + j);
     }
 
+    // ---- fused self-attention (cpu/attention.hpp) --------------------------------------------------
+    // One call per tile over its nb examples: no N x N value outside the kernel (its scores stay in
+    // registers and a stack row buffer). The kernels are templates of (T, N, K) only, so every
+    // attention step of one shape shares one instantiation.
+    template <std::uint32_t I, std::uint32_t J>
+    static const T* stored(const context& c) {
+        constexpr node o = tab.nodes[tab.operand(I, J)];
+        static_assert(o.batched && o.op != opcode::constant && o.op != opcode::batch_size && o.op != opcode::random,
+                      "ctrec internal: an attention operand must be a stored per-example value (build::stored_per_example)");
+        return c.base[tab.operand(I, J)];
+    }
+    template <std::uint32_t I>
+    static void attention_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::size_t n = r.shape.d[0], k = r.shape.d[1];
+        if constexpr (r.op == opcode::attention) attention_forward<T, n, k>(stored<I, 0>(c), c.base[I], c.nb);
+        else if constexpr (r.op == opcode::attention_vjp)
+            attention_backward<T, n, k>(stored<I, 0>(c), stored<I, 1>(c), stored<I, 2>(c), c.base[I], c.nb);
+        else attention_jvp<T, n, k>(stored<I, 0>(c), stored<I, 2>(c), c.base[I], c.nb);
+    }
+
+    // ---- Khatri-Rao GEMMs (cpu/kr_gemm.hpp) ------------------------------------------------------------
+    // Every row of every example of the tile is one GEMM row: per-example operands are row-major
+    // and consecutive, so the R rows of the nb examples merge into one call of R nb rows. The
+    // kernels are templates of T only (shared by every kr step of a program).
+    template <std::uint32_t I, std::uint32_t J>
+    static const T* kr_operand(const context& c) {
+        constexpr node o = tab.nodes[tab.operand(I, J)];
+        static_assert(o.op != opcode::constant && o.op != opcode::batch_size && o.op != opcode::random,
+                      "ctrec internal: a Khatri-Rao operand must be stored (build::kr_rows)");
+        return c.base[tab.operand(I, J)];
+    }
+    template <std::uint32_t I>
+    static void kr_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::size_t R = tab.nodes[tab.operand(I, 0)].shape.d[0];
+        constexpr std::size_t ka = tab.nodes[tab.operand(I, 0)].shape.d[1], kb = tab.nodes[tab.operand(I, 1)].shape.d[1];
+        constexpr auto ska = static_cast<std::ptrdiff_t>(ka), skb = static_cast<std::ptrdiff_t>(kb);
+        const std::size_t rows = R * c.nb;
+        T* out = c.base[I];
+        if constexpr (r.op == opcode::kr_matmul || r.op == opcode::kr_matmul2) {
+            constexpr std::size_t J = r.shape.d[1];
+            constexpr auto sj = static_cast<std::ptrdiff_t>(J);
+            constexpr std::uint32_t w = r.op == opcode::kr_matmul ? 2 : 4;
+            if constexpr (r.op == opcode::kr_matmul)
+                kr_matmul(kr_operand<I, 0>(c), ska, kr_operand<I, 1>(c), skb, rows, ka, kb, kr_operand<I, w>(c), skb * sj, sj,
+                          std::ptrdiff_t{1}, J, out, sj, false);
+            else
+                kr_matmul(kr_operand<I, 0>(c), ska, kr_operand<I, 1>(c), skb, rows, ka, kb, kr_operand<I, w>(c), skb * sj, sj,
+                          std::ptrdiff_t{1}, J, out, sj, false, kr_operand<I, 2>(c), kr_operand<I, 3>(c));
+        } else if constexpr (r.op == opcode::kr_gram) {
+            // sums the batch: zeroed before the first tile, then every tile adds
+            constexpr std::size_t J = r.shape.d[1];
+            if (c.first_tile) std::fill_n(out, r.shape.size(), T(0));
+            kr_gram(kr_operand<I, 0>(c), ska, kr_operand<I, 1>(c), skb, rows, ka, kb, kr_operand<I, 2>(c),
+                    static_cast<std::ptrdiff_t>(J), J, out, true);
+        } else {  // kr_dual: both input gradients, accumulated into a zeroed [dP | dQ]
+            constexpr std::size_t J = tab.nodes[tab.operand(I, 2)].shape.d[1];
+            std::fill_n(out, rows * (ka + kb), T(0));
+            kr_dual(kr_operand<I, 0>(c), ska, kr_operand<I, 1>(c), skb, rows, ka, kb, kr_operand<I, 2>(c), J,
+                    kr_operand<I, 3>(c), static_cast<std::ptrdiff_t>(J), out, static_cast<std::ptrdiff_t>(ka + kb));
+        }
+    }
+    // The last two axes swapped: (outer, R, C) -> (outer, C, R).
+    template <std::uint32_t I>
+    static void transpose_step(const context& c) {
+        constexpr node r = tab.nodes[I];
+        constexpr std::uint32_t A = tab.operand(I, 0);
+        constexpr std::size_t R = r.shape.d[r.shape.rank - 1], C = r.shape.d[r.shape.rank - 2];
+        constexpr std::size_t outer = r.shape.size() / (R * C);
+        const std::size_t rows = r.batched ? c.nb : 1;
+        for (std::size_t b = 0; b < rows; ++b) {
+            T* dst = ptr<I>(c, b);
+            for (std::size_t u = 0; u < outer; ++u)
+                for (std::size_t i = 0; i < R; ++i)
+                    for (std::size_t j = 0; j < C; ++j) dst[u * R * C + j * R + i] = read<T, A>(c, b, u * R * C + i * C + j);
+        }
+    }
+
     // A root no step computes (a leaf, a view, a constant): copied into its output.
     template <std::uint32_t I>
     static void copy_root(const context& c, T* out) {
@@ -370,6 +451,12 @@ struct exec {
         else if constexpr (r.op == opcode::contract) contract_step<I>(c);
         else if constexpr (r.op == opcode::reduce_sum || r.op == opcode::reduce_max) reduce_step<I>(c);
         else if constexpr (r.op == opcode::batch_sum) batch_sum_step<I>(c);
+        else if constexpr (r.op == opcode::attention || r.op == opcode::attention_vjp || r.op == opcode::attention_jvp)
+            attention_step<I>(c);
+        else if constexpr (r.op == opcode::kr_matmul || r.op == opcode::kr_gram || r.op == opcode::kr_dual ||
+                           r.op == opcode::kr_matmul2)
+            kr_step<I>(c);
+        else if constexpr (r.op == opcode::transpose) transpose_step<I>(c);
         else movement_step<I>(c);
     }
 

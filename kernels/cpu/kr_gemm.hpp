@@ -275,7 +275,8 @@ inline void kr_gram(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq
 //   D[r, ka + b] += sum_a dZ[r, (a, b)] P[r, a]                 (d/dQ)
 // D is (R, ka + kb), row stride sd, and must start at zero. One GEMM's worth of FMAs for both
 // gradients (separate kr_matmul roles would take two); the reductions run on each finished
-// tile as vector dot products and axpys over runs of constant a. Needs J <= max_dual_j.
+// tile as vector dot products and axpys over runs of constant a. J is taken in chunks of at most
+// max_dual_j columns (dZ is linear in them: each chunk's tile adds into D).
 inline constexpr std::size_t max_dual_j = 256;
 template <class T>
 inline void kr_dual(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq, std::size_t R, std::size_t ka,
@@ -286,52 +287,55 @@ inline void kr_dual(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq
     alignas(64) T strip[max_dual_j * NB];
     alignas(64) T tile[MR * NB];
     const std::size_t K = ka * kb;
-    const gemm_args tg{static_cast<std::size_t>(MR), NB, J, sg, 1, static_cast<std::ptrdiff_t>(NB), 1,
-                       static_cast<std::ptrdiff_t>(NB), 1};
-    for (std::size_t k0 = 0; k0 < K; k0 += NB) {
-        const std::size_t nb = std::min(NB, K - k0);
-        // strip[j][c] = W[k0 + c, j]: rows of W are columns of the strip
-        transpose_strided(Wp + k0 * J, nb, J, J, strip, NB);
-        if (nb < NB)
-            for (std::size_t j = 0; j < J; ++j) std::fill(strip + j * NB + nb, strip + (j + 1) * NB, T(0));
-        for (std::size_t m0 = 0; m0 < R; m0 += MR) {
-            const std::size_t mr = std::min<std::size_t>(MR, R - m0);
-            const T* g = G + static_cast<std::ptrdiff_t>(m0) * sg;
-            switch (mr) {
-                case 6: if constexpr (MR > 5) detail::kernel_n<6, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
-                case 5: if constexpr (MR > 4) detail::kernel_n<5, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
-                case 4: detail::kernel_n<4, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
-                case 3: detail::kernel_n<3, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
-                case 2: detail::kernel_n<2, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
-                default: detail::kernel_n<1, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
-            }
-            for (std::size_t i = 0; i < mr; ++i) {
-                const std::ptrdiff_t r = static_cast<std::ptrdiff_t>(m0 + i);
-                const T* p = P + r * sp;
-                const T* q = Q + r * sq;
-                T* dp = D + r * sd;
-                T* dq = dp + ka;
-                const T* z = tile + i * NB;
-                std::size_t a = k0 / kb, b = k0 % kb;
-                for (std::size_t pos = 0; pos < nb;) {
-                    const std::size_t len = std::min(nb - pos, kb - b);
-                    const V pa(p[a]);
-                    V dot(T(0));
-                    std::size_t t = 0;
-                    for (; t + W <= len; t += W) {
-                        const V zv = V::load_unaligned(z + pos + t);
-                        dot = xsimd::fma(zv, V::load_unaligned(q + b + t), dot);
-                        xsimd::fma(pa, zv, V::load_unaligned(dq + b + t)).store_unaligned(dq + b + t);
+    for (std::size_t j0 = 0; j0 < J; j0 += max_dual_j) {
+        const std::size_t jc = std::min(max_dual_j, J - j0);
+        const gemm_args tg{static_cast<std::size_t>(MR), NB, jc, sg, 1, static_cast<std::ptrdiff_t>(NB), 1,
+                           static_cast<std::ptrdiff_t>(NB), 1};
+        for (std::size_t k0 = 0; k0 < K; k0 += NB) {
+            const std::size_t nb = std::min(NB, K - k0);
+            // strip[j][c] = W[k0 + c, j0 + j]: rows of W are columns of the strip
+            transpose_strided(Wp + k0 * J + j0, nb, jc, J, strip, NB);
+            if (nb < NB)
+                for (std::size_t j = 0; j < jc; ++j) std::fill(strip + j * NB + nb, strip + (j + 1) * NB, T(0));
+            for (std::size_t m0 = 0; m0 < R; m0 += MR) {
+                const std::size_t mr = std::min<std::size_t>(MR, R - m0);
+                const T* g = G + static_cast<std::ptrdiff_t>(m0) * sg + static_cast<std::ptrdiff_t>(j0);
+                switch (mr) {
+                    case 6: if constexpr (MR > 5) detail::kernel_n<6, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                    case 5: if constexpr (MR > 4) detail::kernel_n<5, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                    case 4: detail::kernel_n<4, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                    case 3: detail::kernel_n<3, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                    case 2: detail::kernel_n<2, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                    default: detail::kernel_n<1, NV>(g, strip, tile, tg, 0, 0, false, no_epilogue{}, 0, 0); break;
+                }
+                for (std::size_t i = 0; i < mr; ++i) {
+                    const std::ptrdiff_t r = static_cast<std::ptrdiff_t>(m0 + i);
+                    const T* p = P + r * sp;
+                    const T* q = Q + r * sq;
+                    T* dp = D + r * sd;
+                    T* dq = dp + ka;
+                    const T* z = tile + i * NB;
+                    std::size_t a = k0 / kb, b = k0 % kb;
+                    for (std::size_t pos = 0; pos < nb;) {
+                        const std::size_t len = std::min(nb - pos, kb - b);
+                        const V pa(p[a]);
+                        V dot(T(0));
+                        std::size_t t = 0;
+                        for (; t + W <= len; t += W) {
+                            const V zv = V::load_unaligned(z + pos + t);
+                            dot = xsimd::fma(zv, V::load_unaligned(q + b + t), dot);
+                            xsimd::fma(pa, zv, V::load_unaligned(dq + b + t)).store_unaligned(dq + b + t);
+                        }
+                        T s = xsimd::hadd(dot);
+                        for (; t < len; ++t) {
+                            s += z[pos + t] * q[b + t];
+                            dq[b + t] += p[a] * z[pos + t];
+                        }
+                        dp[a] += s;
+                        pos += len;
+                        b = 0;
+                        ++a;
                     }
-                    T s = xsimd::hadd(dot);
-                    for (; t < len; ++t) {
-                        s += z[pos + t] * q[b + t];
-                        dq[b + t] += p[a] * z[pos + t];
-                    }
-                    dp[a] += s;
-                    pos += len;
-                    b = 0;
-                    ++a;
                 }
             }
         }

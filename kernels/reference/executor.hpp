@@ -96,6 +96,56 @@ void einsum(const contract_spec& s, const dims& as, const T* a, const dims& bs, 
     }
 }
 
+// Self-attention of one example, x (n, k) row-major, from the formulas (the N x N matrices are
+// local here; the CPU kernels never form them):
+//   S = x x^T, A = softmax over each row of S (max-shifted), O = A x            (attention)
+//   dA = c x^T, dS = A * (dA - rowsum(A * dA)), dx = dS x + dS^T x + A^T c       (attention_vjp)
+//   dS = t x^T + x t^T, dA = A * (dS - rowsum(A * dS)), dO = dA x + A t          (attention_jvp)
+// (* elementwise; rowsum(A * dA) is the softmax Jacobian's term, computed from A, not from O.)
+template <class T>
+void attention(opcode op, std::size_t n, std::size_t k, const T* x, const T* ct, T* out) {
+    std::vector<T> A(n * n), D(n * n);
+    for (std::size_t i = 0; i < n; ++i) {
+        T m = -std::numeric_limits<T>::infinity();
+        for (std::size_t j = 0; j < n; ++j) {
+            T s = 0;
+            for (std::size_t c = 0; c < k; ++c) s += x[i * k + c] * x[j * k + c];
+            A[i * n + j] = s;
+            m = s > m ? s : m;
+        }
+        T z = 0;
+        for (std::size_t j = 0; j < n; ++j) z += A[i * n + j] = vmath<T>::exp(A[i * n + j] - m);
+        for (std::size_t j = 0; j < n; ++j) A[i * n + j] /= z;
+    }
+    for (std::size_t e = 0; e < n * k; ++e) out[e] = T(0);
+    if (op == opcode::attention) {
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j < n; ++j)
+                for (std::size_t c = 0; c < k; ++c) out[i * k + c] += A[i * n + j] * x[j * k + c];
+        return;
+    }
+    // D = dA (vjp) or dS (jvp), then D = A * (D - rowsum(A * D))
+    for (std::size_t i = 0; i < n; ++i) {
+        T rs = 0;
+        for (std::size_t j = 0; j < n; ++j) {
+            T d = 0;
+            for (std::size_t c = 0; c < k; ++c)
+                d += op == opcode::attention_vjp ? ct[i * k + c] * x[j * k + c] : ct[i * k + c] * x[j * k + c] + x[i * k + c] * ct[j * k + c];
+            D[i * n + j] = d;
+            rs += A[i * n + j] * d;
+        }
+        for (std::size_t j = 0; j < n; ++j) D[i * n + j] = A[i * n + j] * (D[i * n + j] - rs);
+    }
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j)
+            for (std::size_t c = 0; c < k; ++c) {
+                if (op == opcode::attention_vjp)
+                    out[i * k + c] += (D[i * n + j] + D[j * n + i]) * x[j * k + c] + A[j * n + i] * ct[j * k + c];
+                else
+                    out[i * k + c] += D[i * n + j] * x[j * k + c] + A[i * n + j] * ct[j * k + c];
+            }
+}
+
 template <class T, class Table, class Prog>
 void interpret(const Table& tab, const T* params, std::size_t B, const T* const* in, T* const* out, std::uint64_t seed) {
     constexpr std::size_t N = Table::size;
@@ -182,6 +232,59 @@ void interpret(const Table& tab, const T* params, std::size_t B, const T* const*
                         }
                         const dims as = XS(j);
                         y.at(b)[k] = X(j).at(b)[(outer * as.d[ax] + xo) * as.stride(ax) + inner];
+                    }
+                break;
+            }
+            case opcode::attention:
+            case opcode::attention_vjp:
+            case opcode::attention_jvp:
+                for (std::size_t b = 0; b < B; ++b)
+                    attention(r.op, r.shape.d[0], r.shape.d[1], X(0).at(b), r.nops > 2 ? X(2).at(b) : nullptr, y.at(b));
+                break;
+            case opcode::kr_matmul:
+            case opcode::kr_matmul2:
+            case opcode::kr_gram:
+            case opcode::kr_dual: {
+                // straight from the formulas (graph.hpp, build.hpp): Z[r, a kb + b] = P[r, a] Q[r, b]
+                // (+ P2[r, a] Q2[r, b]) one element at a time, never stored
+                const std::size_t R = XS(0).d[0], ka = XS(0).d[1], kb = XS(1).d[1];
+                const bool two = r.op == opcode::kr_matmul2;
+                const std::size_t wi = r.op == opcode::kr_matmul ? 2 : r.op == opcode::kr_matmul2 ? 4 : r.op == opcode::kr_dual ? 2 : 0;
+                const std::size_t gi = r.op == opcode::kr_gram ? 2 : 3;
+                const std::size_t J = r.op == opcode::kr_gram ? XS(2).d[1] : XS(wi).d[1];
+                for (std::size_t b = 0; b < B; ++b) {
+                    const T* p = X(0).at(b);
+                    const T* q = X(1).at(b);
+                    T* o = y.at(b);  // kr_gram: unbatched, every example adds
+                    for (std::size_t i = 0; i < R; ++i)
+                        for (std::size_t a = 0; a < ka; ++a)
+                            for (std::size_t m = 0; m < kb; ++m) {
+                                const std::size_t kap = a * kb + m;
+                                if (r.op == opcode::kr_gram) {
+                                    const T z = p[i * ka + a] * q[i * kb + m];
+                                    for (std::size_t j = 0; j < J; ++j) o[kap * J + j] += z * X(gi).at(b)[i * J + j];
+                                } else if (r.op == opcode::kr_dual) {
+                                    // dZ[i, kap] = sum_j G[i, j] W[kap, j]
+                                    T dz = 0;
+                                    for (std::size_t j = 0; j < J; ++j) dz += X(gi).at(b)[i * J + j] * X(wi).at(b)[kap * J + j];
+                                    o[i * (ka + kb) + a] += dz * q[i * kb + m];
+                                    o[i * (ka + kb) + ka + m] += dz * p[i * ka + a];
+                                } else {
+                                    T z = p[i * ka + a] * q[i * kb + m];
+                                    if (two) z += X(2).at(b)[i * ka + a] * X(3).at(b)[i * kb + m];
+                                    for (std::size_t j = 0; j < J; ++j) o[i * J + j] += z * X(wi).at(b)[kap * J + j];
+                                }
+                            }
+                }
+                break;
+            }
+            case opcode::transpose: {
+                const dims os = r.shape;
+                const std::size_t R = os.d[os.rank - 1], C = os.d[os.rank - 2];
+                for (std::size_t b = 0; b < rows; ++b)
+                    for (std::size_t k = 0; k < y.size; ++k) {
+                        const std::size_t u = k / (R * C), j = k / R % C, i = k % R;  // out[u, j, i] = in[u, i, j]
+                        y.at(b)[k] = X(0).at(b)[u * R * C + i * C + j];
                     }
                 break;
             }

@@ -1,5 +1,5 @@
-// Graph-as-data core: self-attention needs a per-example (N, K) matrix. The flat core has no
-// self_attention op; its one self-attention is AutoInt's (softmax(X X^T) X), which checks the rank.
+// Graph-as-data core: AutoInt's self-attention needs a per-example (N, K) matrix; the layer checks
+// the rank before building its self_attention nodes (self_attention_rank.cpp: the op's own check).
 // expect: ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor
 #include "ctrec/ctrec.hpp"
 namespace f = ctrec;

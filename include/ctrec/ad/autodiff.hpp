@@ -14,6 +14,8 @@
 namespace ctrec {
 
 void ctrec_error_reduce_max_has_no_derivative_use_it_under_stop_gradient();
+void ctrec_error_attention_vjp_and_attention_jvp_have_no_derivative_no_second_order_through_self_attention();
+void ctrec_error_kr_gram_kr_dual_and_kr_matmul2_have_no_derivative_no_second_order_through_khatri_rao_matmul();
 
 inline constexpr std::uint32_t none = ~0u;
 
@@ -97,8 +99,40 @@ constexpr std::uint32_t vjp(graph& g, std::uint32_t y, std::uint32_t j, std::uin
         }
         case opcode::slice: return pad(g, c, r.axis, r.begin, g.nodes[x0].shape.d[r.axis]);
         case opcode::pad: return slice(g, c, r.axis, r.begin, g.nodes[x0].shape.d[r.axis]);
+        case opcode::attention: return attention_vjp(g, y, c);
+        case opcode::attention_vjp:
+        case opcode::attention_jvp:
+            ctrec_error_attention_vjp_and_attention_jvp_have_no_derivative_no_second_order_through_self_attention();
+            return none;
+        case opcode::kr_matmul: {
+            // d/dP and d/dQ: the two halves of one kr_dual node (hash-consed: one step for both)
+            if (j == 2) return kr_gram(g, y, c);
+            const std::size_t ka = g.nodes[x0].shape.d[1];
+            return j == 0 ? slice(g, kr_dual(g, y, c), 1, 0, ka) : slice(g, kr_dual(g, y, c), 1, static_cast<std::uint32_t>(ka), g.nodes[x1].shape.d[1]);
+        }
+        case opcode::kr_gram:
+        case opcode::kr_dual:
+        case opcode::kr_matmul2:
+            ctrec_error_kr_gram_kr_dual_and_kr_matmul2_have_no_derivative_no_second_order_through_khatri_rao_matmul();
+            return none;
+        case opcode::transpose: return transpose(g, c);
         default: return none;
     }
+}
+
+// Node y's contribution through operand slot j to that operand's cotangent, in the operand's
+// shape and batchedness (none: zero). A batched node's cotangent may be unbatched: the same value
+// for every example (it came through a batch_sum); what such a node hands an unbatched operand
+// through a per-example rule is then the sum over the batch of that value, B times it (a
+// contraction's rule sums the batch itself when it reduces it).
+constexpr std::uint32_t contribution(graph& g, std::uint32_t y, std::uint32_t j, std::uint32_t cy) {
+    const std::uint32_t o = g.operand(y, j);
+    std::uint32_t c = vjp(g, y, j, cy);
+    if (c == none) return none;
+    if (g.nodes[y].batched && !g.nodes[c].batched && !g.nodes[o].batched && g.nodes[y].op != opcode::contract &&
+        g.nodes[y].op != opcode::kr_matmul)  // kr_matmul's W rule (kr_gram) sums the batch itself too
+        c = build::map(g, opcode::mul, c, build::batch_size(g));
+    return build::unbroadcast(g, c, o);
 }
 
 struct reverse_result {
@@ -173,9 +207,8 @@ constexpr reverse_result reverse(graph& g, std::uint32_t root, std::uint32_t see
         for (std::uint32_t j = 0; j < nops; ++j) {
             ++res.edges;
             const std::uint32_t o = g.operand(i, j);
-            std::uint32_t c = vjp(g, i, j, ct[i]);
+            std::uint32_t c = contribution(g, i, j, ct[i]);
             if (c == none) continue;
-            c = build::unbroadcast(g, c, o);
             if (detail::add_piece(g, pp, o, c)) continue;
             ct[o] = detail::add_or(g, ct[o], c);
         }
@@ -301,6 +334,33 @@ constexpr void forward(graph& g, std::uint32_t root, std::uint32_t* tan) {
                     t = r.op == opcode::slice ? slice(g, t0, r.axis, r.begin, r.shape.d[r.axis])
                                               : pad(g, t0, r.axis, r.begin, r.shape.d[r.axis]);
                 }
+                break;
+            case opcode::attention: t = T(0) == none ? none : attention_jvp(g, i, T(0)); break;
+            case opcode::attention_vjp:
+            case opcode::attention_jvp:
+                for (std::uint32_t j = 0; j < r.nops; ++j)
+                    if (T(j) != none)
+                        ctrec_error_attention_vjp_and_attention_jvp_have_no_derivative_no_second_order_through_self_attention();
+                break;
+            case opcode::kr_matmul: {
+                // (dP (*) Q + P (*) dQ) W as one product when both move, plus P (*) Q dW
+                const std::uint32_t tp = T(0), tq = T(1), tw = T(2);
+                if (tp != none && tq != none) t = kr_matmul2(g, i, tp, tq);
+                else if (tp != none) t = kr_matmul(g, kr_rows(g, tp, g.nodes[X(0)].shape), X(1), X(2));
+                else if (tq != none) t = kr_matmul(g, X(0), kr_rows(g, tq, g.nodes[X(1)].shape), X(2));
+                if (tw != none && !(g.nodes[tw].op == opcode::constant && g.nodes[tw].value == 0.0))
+                    t = detail::add_or(g, t, kr_matmul(g, X(0), X(1), broadcast_to(g, tw, g.nodes[X(2)].shape, false)));
+                break;
+            }
+            case opcode::kr_gram:
+            case opcode::kr_dual:
+            case opcode::kr_matmul2:
+                for (std::uint32_t j = 0; j < r.nops; ++j)
+                    if (T(j) != none)
+                        ctrec_error_kr_gram_kr_dual_and_kr_matmul2_have_no_derivative_no_second_order_through_khatri_rao_matmul();
+                break;
+            case opcode::transpose:
+                t = T(0) == none ? none : transpose(g, broadcast_to(g, T(0), g.nodes[X(0)].shape, false));
                 break;
         }
         tan[i] = t;

@@ -18,6 +18,8 @@ void ctrec_shape_error_slice_out_of_range();
 void ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis();
 void ctrec_shape_error_batch_sum_of_an_unbatched_value();
 void ctrec_shape_error_rank_above_8();
+void ctrec_shape_error_self_attention_needs_a_batched_N_by_K_matrix();
+void ctrec_shape_error_self_attention_N_by_K_too_large_for_the_cpu_kernels_stack_scratch();
 
 namespace build {
 
@@ -219,6 +221,146 @@ constexpr std::uint32_t unbroadcast(graph& g, std::uint32_t c, std::uint32_t t) 
         if (tv != cs.d[k]) mask |= 1u << k;  // missing in t, or 1 there
     }
     return reshape(g, reduce_sum(g, c, mask), ts);
+}
+
+// ---- fused self-attention ------------------------------------------------------------------------
+// self_attention(x) = softmax(x x^T) x per example, x (N, K), the softmax along the last axis
+// (row i of S = x x^T), the same values as einsum("ij,jk->ik", softmax(einsum("ik,jk->ij", x, x), 1), x).
+// One node, one step (kernels/cpu/attention.hpp): the scores of a block of query rows stay in
+// registers and an L1 row buffer, so no N x N value is a node or a workspace buffer, in the
+// forward pass or in a derivative. The derivatives are nodes of their own, each one step that
+// recomputes the scores per block:
+//   attention_vjp(x, y, c) = dS x + dS^T x + A^T c, dS = A (c x^T - rowsum(c y)), y = attention(x)
+//   attention_jvp(x, y, t) = A t + dA x, dA = A (dS - rowsum(A dS)), dS = t x^T + x t^T
+// (y is not read by the CPU kernel of the JVP). Both are linear in c / t and have no derivative
+// of their own: differentiating them is a compile-time error (ad/autodiff.hpp).
+//
+// The CPU kernels keep per-example scratch on the stack, at most (2 K + 24) (N + 16) values of
+// 8 bytes (the JVP in double); bounded at 4 MiB (N = 39, K = 16: 24 KB; K = 16 allows N ~ 9000).
+inline constexpr std::size_t attention_max_scratch_bytes = std::size_t(4) << 20;
+
+// a per-example (N, K) value with a buffer of its own shape, for the kernels to read: broadcast
+// (and given one) when it has another shape, is shared by every example, or has no buffer (a
+// constant, the batch size, a random leaf, or a view of one)
+constexpr std::uint32_t stored_per_example(graph& g, std::uint32_t a, dims s) {
+    a = broadcast_to(g, a, s, true);
+    std::uint32_t base = a;
+    while (is_view(g.nodes[base].op)) base = g.operand(base, 0);
+    const opcode o = g.nodes[base].op;
+    if (o == opcode::constant || o == opcode::batch_size || o == opcode::random) a = map(g, opcode::batch_broadcast, a);
+    return a;
+}
+constexpr std::uint32_t attention_node(graph& g, opcode op, const std::uint32_t* ops, std::uint32_t nops) {
+    node r;
+    r.op = op;
+    r.shape = g.nodes[ops[0]].shape;
+    r.batched = true;
+    r.nops = nops;
+    return g.intern(r, ops);
+}
+constexpr std::uint32_t attention(graph& g, std::uint32_t x) {
+    const node& xn = g.nodes[x];
+    if (!xn.batched || xn.shape.rank != 2 || xn.shape.d[0] == 0 || xn.shape.d[1] == 0)
+        ctrec_shape_error_self_attention_needs_a_batched_N_by_K_matrix();
+    if ((2 * xn.shape.d[1] + 24) * (xn.shape.d[0] + 16) * 8 > attention_max_scratch_bytes)
+        ctrec_shape_error_self_attention_N_by_K_too_large_for_the_cpu_kernels_stack_scratch();
+    const std::uint32_t ops[1] = {stored_per_example(g, x, xn.shape)};
+    return attention_node(g, opcode::attention, ops, 1);
+}
+// y = attention(x) (its operand); c, t: a cotangent / tangent of y, broadcast to y's shape here
+constexpr std::uint32_t attention_vjp(graph& g, std::uint32_t y, std::uint32_t c) {
+    const std::uint32_t ops[3] = {g.operand(y, 0), y, stored_per_example(g, c, g.nodes[y].shape)};
+    return attention_node(g, opcode::attention_vjp, ops, 3);
+}
+constexpr std::uint32_t attention_jvp(graph& g, std::uint32_t y, std::uint32_t t) {
+    const std::uint32_t ops[3] = {g.operand(y, 0), y, stored_per_example(g, t, g.nodes[y].shape)};
+    return attention_node(g, opcode::attention_jvp, ops, 3);
+}
+
+// ---- Khatri-Rao GEMMs (CIN) -----------------------------------------------------------------------
+// kr_matmul(P, Q, W): per example, P (R, ka) and Q (R, kb) are row sets and W (ka kb, J) an
+// unbatched weight; out (R, J) = A W with A[r, a kb + b] = P[r, a] Q[r, b], the row-wise
+// Khatri-Rao (face-splitting) product. A (R ka kb values per example: CIN's outer-product tensor)
+// is never a node or a buffer: the CPU kernel (kernels/cpu/kr_gemm.hpp) forms one packed panel of
+// it at a time. Its derivatives are nodes of their own, none of which stores A or dA either:
+//   d/dW     kr_gram(P, Q, G)       out[a kb + b, j] = sum over the batch and r of P[r, a] Q[r, b] G[r, j]
+//   d/dP,dQ  kr_dual(P, Q, W, G)    out (R, ka + kb): [sum_{b, j} Q[r, b] G[r, j] W[a kb + b, j] |
+//                                                      sum_{a, j} P[r, a] G[r, j] W[a kb + b, j]]
+//   tangent  kr_matmul2(P, Q, P2, Q2, W) = (P (*) Q + P2 (*) Q2) W, one GEMM for dP (*) Q + P (*) dQ
+// (the two input gradients are slices of one kr_dual: one pass over dZ = G W^T for both). These
+// three have no derivative of their own: differentiating them is a compile-time error.
+} // namespace build
+void ctrec_shape_error_khatri_rao_matmul_needs_P_R_by_H_Q_R_by_M_and_W_H_times_M_by_J();
+void ctrec_shape_error_khatri_rao_matmul_needs_an_unbatched_W();
+void ctrec_shape_error_khatri_rao_matmul_W_must_not_be_a_constant();
+void ctrec_shape_error_transpose_needs_rank_2_or_more();
+namespace build {
+
+// A per-example value of shape s with a buffer of that shape, for the kr kernels to read rows of:
+// broadcast (and given one) when it has another shape, is shared by every example, or has no
+// buffer (a constant, the batch size, a random leaf, or a view of one).
+constexpr std::uint32_t kr_rows(graph& g, std::uint32_t a, dims s) {
+    a = broadcast_to(g, a, s, true);
+    std::uint32_t base = a;
+    while (is_view(g.nodes[base].op)) base = g.operand(base, 0);
+    const opcode o = g.nodes[base].op;
+    if (o == opcode::constant || o == opcode::batch_size || o == opcode::random) a = map(g, opcode::batch_broadcast, a);
+    return a;
+}
+constexpr dims kr_dims(std::size_t a, std::size_t b) {
+    dims d;
+    d.rank = 2, d.d[0] = a, d.d[1] = b;
+    return d;
+}
+constexpr std::uint32_t kr_node(graph& g, opcode op, dims s, bool batched, const std::uint32_t* ops, std::uint32_t nops) {
+    node r;
+    r.op = op;
+    r.shape = s;
+    r.batched = batched;
+    r.nops = nops;
+    return g.intern(r, ops);
+}
+constexpr std::uint32_t kr_matmul(graph& g, std::uint32_t p, std::uint32_t q, std::uint32_t w) {
+    const dims ps = g.nodes[p].shape, qs = g.nodes[q].shape, ws = g.nodes[w].shape;
+    if (ps.rank != 2 || qs.rank != 2 || ws.rank != 2 || ps.d[0] != qs.d[0] || ps.d[1] == 0 || qs.d[1] == 0 ||
+        ws.d[0] != ps.d[1] * qs.d[1] || ws.d[1] == 0)
+        ctrec_shape_error_khatri_rao_matmul_needs_P_R_by_H_Q_R_by_M_and_W_H_times_M_by_J();
+    if (g.nodes[w].batched) ctrec_shape_error_khatri_rao_matmul_needs_an_unbatched_W();
+    std::uint32_t wb = w;
+    while (is_view(g.nodes[wb].op)) wb = g.operand(wb, 0);
+    if (g.nodes[wb].op == opcode::constant || g.nodes[wb].op == opcode::batch_size)
+        ctrec_shape_error_khatri_rao_matmul_W_must_not_be_a_constant();
+    const std::uint32_t ops[3] = {kr_rows(g, p, ps), kr_rows(g, q, qs), w};
+    return kr_node(g, opcode::kr_matmul, kr_dims(ps.d[0], ws.d[1]), true, ops, 3);
+}
+// The derivative nodes of y = kr_matmul(P, Q, W) (operands as y's), for cotangent c of y.
+constexpr std::uint32_t kr_gram(graph& g, std::uint32_t y, std::uint32_t c) {
+    const std::uint32_t ops[3] = {g.operand(y, 0), g.operand(y, 1), kr_rows(g, c, g.nodes[y].shape)};
+    return kr_node(g, opcode::kr_gram, g.nodes[g.operand(y, 2)].shape, false, ops, 3);
+}
+constexpr std::uint32_t kr_dual(graph& g, std::uint32_t y, std::uint32_t c) {
+    const std::uint32_t p = g.operand(y, 0), q = g.operand(y, 1);
+    const std::uint32_t ops[4] = {p, q, g.operand(y, 2), kr_rows(g, c, g.nodes[y].shape)};
+    return kr_node(g, opcode::kr_dual, kr_dims(g.nodes[p].shape.d[0], g.nodes[p].shape.d[1] + g.nodes[q].shape.d[1]),
+                   true, ops, 4);
+}
+// The tangent of y = kr_matmul(P, Q, W) along tangents tp of P and tq of Q: (tp (*) Q + P (*) tq) W,
+// as kr_matmul2(tp, Q, P, tq, W)
+constexpr std::uint32_t kr_matmul2(graph& g, std::uint32_t y, std::uint32_t tp, std::uint32_t tq) {
+    const std::uint32_t p = g.operand(y, 0), q = g.operand(y, 1);
+    const std::uint32_t ops[5] = {kr_rows(g, tp, g.nodes[p].shape), q, p, kr_rows(g, tq, g.nodes[q].shape), g.operand(y, 2)};
+    return kr_node(g, opcode::kr_matmul2, g.nodes[y].shape, true, ops, 5);
+}
+
+// The last two per-example axes swapped (a copy; CIN's X^T).
+constexpr std::uint32_t transpose(graph& g, std::uint32_t a) {
+    const node& x = g.nodes[a];
+    if (x.shape.rank < 2) ctrec_shape_error_transpose_needs_rank_2_or_more();
+    dims s = x.shape;
+    s.d[s.rank - 2] = x.shape.d[s.rank - 1], s.d[s.rank - 1] = x.shape.d[s.rank - 2];
+    if (x.op == opcode::constant) return constant(g, x.value, s);
+    if (x.op == opcode::transpose) return g.operand(a, 0);
+    return unary_struct(g, opcode::transpose, a, s, x.batched);
 }
 
 } // namespace build

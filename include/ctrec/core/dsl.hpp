@@ -148,6 +148,23 @@ constexpr expr matmul(const expr& a, const expr& b) {
     r.id = build::matmul(r.g, ids[0], ids[1]);
     return r;
 }
+// khatri_rao_matmul(P, Q, W): out[r, j] = sum_{h, m} P[r, h] Q[r, m] W[h M + m, j] per example, P (R, H)
+// and Q (R, M) per example (an unbatched one is broadcast), W (H M, J) unbatched. The product
+// P[r, h] Q[r, m] (R x H x M per example: CIN's outer-product tensor) is never stored, forward or
+// backward (build.hpp, kernels/cpu/kr_gemm.hpp).
+constexpr expr khatri_rao_matmul(const expr& p, const expr& q, const expr& w) {
+    const expr* es[3] = {&p, &q, &w};
+    std::uint32_t ids[3]{};
+    expr r{join_all(es, ids), 0};
+    r.id = build::kr_matmul(r.g, ids[0], ids[1], ids[2]);
+    return r;
+}
+// the last two per-example axes swapped (x^T for a matrix)
+constexpr expr transpose(const expr& a) {
+    expr r{a.g, 0};
+    r.id = build::transpose(r.g, a.id);
+    return r;
+}
 
 // ---- reductions ---------------------------------------------------------------------------------
 // sum(x) over every per-example axis; sum(x, {0, 2}) over axes 0 and 2.
@@ -237,6 +254,14 @@ constexpr expr softmax(const expr& x, std::size_t axis) {
 constexpr expr l2_normalize(const expr& x, std::size_t axis, double eps = 1e-12) {
     const dims kd = keepdims(x.shape(), 1u << axis);
     return x * reshape(rsqrt(maximum(sum(x * x, {axis}), constant(eps))), kd);
+}
+// self_attention(x) = softmax(x x^T) x per example, x (N, K), the softmax along the last axis:
+// the values of einsum("ij,jk->ik", softmax(einsum("ik,jk->ij", x, x), 1), x) as one fused node
+// whose scores are never stored (build.hpp, kernels/cpu/attention.hpp).
+constexpr expr self_attention(const expr& x) {
+    expr r{x.g, 0};
+    r.id = build::attention(r.g, x.id);
+    return r;
 }
 
 } // namespace ctrec

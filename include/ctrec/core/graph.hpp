@@ -60,6 +60,15 @@ enum class opcode : std::uint8_t {
     concat,      // along `axis`, any number of operands
     slice,       // [begin, begin + shape[axis]) along `axis`
     pad,         // zero padding: `begin` zeros before the operand along `axis` (transpose of slice)
+    attention,      // self_attention(x) = softmax(x x^T) x per example, x (N, K) (core/build.hpp)
+    attention_vjp,  // (x, y = attention(x), c): attention's cotangent for x (no derivative of its own)
+    attention_jvp,  // (x, y = attention(x), t): attention's tangent along t (no derivative of its own)
+    kr_matmul,   // (P, Q, W): out[r, j] = sum_{a, b} P[r, a] Q[r, b] W[a kb + b, j], the Khatri-Rao rows
+                 // P[r, a] Q[r, b] never stored (CIN, core/build.hpp)
+    kr_gram,     // (P, Q, G): out[a kb + b, j] = sum over the batch and r of P[r, a] Q[r, b] G[r, j] (no derivative)
+    kr_dual,     // (P, Q, W, G): [d/dP | d/dQ] of kr_matmul for cotangent G, side by side (no derivative)
+    kr_matmul2,  // (P, Q, P2, Q2, W): (P (*) Q + P2 (*) Q2) W, kr_matmul's tangent in one GEMM (no derivative)
+    transpose,   // swaps the last two per-example axes
 };
 
 inline constexpr std::string_view opcode_name(opcode o) {
@@ -67,7 +76,8 @@ inline constexpr std::string_view opcode_name(opcode o) {
         "input", "param", "constant", "batch_size", "random", "add", "sub", "mul", "div", "neg", "exp", "log", "log1p",
         "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "maximum", "greater", "greater_equal", "where",
         "minimum", "abs", "erf", "batch_broadcast", "contract", "reduce_sum", "reduce_max", "batch_sum", "reshape", "stop_gradient", "concat", "slice",
-        "pad"};
+        "pad", "attention", "attention_vjp", "attention_jvp", "kr_matmul", "kr_gram", "kr_dual",
+        "kr_matmul2", "transpose"};
     return names[static_cast<int>(o)];
 }
 

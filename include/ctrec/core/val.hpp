@@ -120,6 +120,14 @@ constexpr val einsum(std::string_view spec, val a, val b) {
 // matmul: (K) x (K, N), (M, K) x (K, N), (G, M, K) x (K, N); a concatenation holding broadcast
 // pieces is split (matmul.hpp)
 constexpr val matmul(val a, val b) { return {a.g, build::matmul(detail::same_graph(a, b), a.id, b.id)}; }
+// khatri_rao_matmul(P, Q, W): out[r, j] = sum_{h, m} P[r, h] Q[r, m] W[h M + m, j] per example, P (R, H),
+// Q (R, M), W (H M, J) unbatched; the R x H x M product is never stored (build.hpp, CIN)
+constexpr val khatri_rao_matmul(val p, val q, val w) {
+    detail::same_graph(p, w);
+    return {p.g, build::kr_matmul(detail::same_graph(p, q), p.id, q.id, w.id)};
+}
+// the last two per-example axes swapped
+constexpr val transpose(val a) { return {a.g, build::transpose(*a.g, a.id)}; }
 
 // ---- reductions -----------------------------------------------------------------------------------
 constexpr unsigned axes_mask(dims s, std::initializer_list<std::size_t> axes) {
@@ -170,5 +178,7 @@ constexpr val l2_normalize(val x, std::size_t axis, double eps = 1e-12) {
     const dims kd = keepdims(x.shape(), 1u << axis);
     return x * reshape(rsqrt(maximum(sum(x * x, {axis}), eps)), kd);
 }
+// softmax(x x^T) x per example, x (N, K): one fused node, no N x N value (build.hpp)
+constexpr val self_attention(val x) { return {x.g, build::attention(*x.g, x.id)}; }
 
 } // namespace ctrec

@@ -17,20 +17,13 @@
 // in a one-element std::tuple. A list input, which the source rejects, does not compile here
 // (the input must be one (B, N, K) tensor).
 //
-// Evaluation: each layer is one fused self_attention node (core/attention.hpp): one pass per
-// example whose scores stay in registers / an L1 row buffer (online softmax over key blocks),
-// so the workspace holds only the (N, K) activations between layers, forward and backward
-// (the derivative nodes recompute the scores per block; tests/test_autoint.cpp checks the
-// plans). The values are those of softmax<1>(einsum<"ik,jk->ij">(x, x)) . x: the unfused
-// form is kept in tests/test_attention.cpp as a second reference.
-//
-// Implementation notes (graph-as-data core):
-// AutoInt (spec layers-trans-seq-multitask-nas.md 1.1) on the graph-as-data core, exactly as
-// ctrec/layers/autoint.hpp documents it: per example X (N, K), layer_num times
-//   S = X X^T,  A = softmax over j of S[i, j] (max-shifted),  X' = A X,
-// no projections, heads, scaling, residual or ReLU (the source); no variables; layer_num = 0
-// returns the input; out_type / keep_list as flat/layers/merge.hpp says.
-// The type core's fused attention node is written here as two einsums and a softmax.
+// Evaluation: each layer is one fused self_attention node (core/build.hpp: opcodes attention,
+// attention_vjp, attention_jvp; kernels/cpu/attention.hpp): one pass per example whose scores
+// stay in registers / an L1 row buffer (online softmax over key blocks), so the workspace holds
+// only the (N, K) activations between layers, forward and backward (the derivative nodes
+// recompute the scores per block; tests/test_self_attention.cpp checks the plans). The values
+// are those of softmax(einsum("ik,jk->ij", x, x), 1) . x, the composed form this layer was
+// built from before (tests/test_self_attention.cpp keeps it as a second reference).
 #include "ctrec/layers/layer.hpp"
 #include "ctrec/layers/merge.hpp"
 
@@ -48,7 +41,7 @@ void ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor();
 
 // The attention layers alone: (N, K) -> (N, K).
 constexpr val autoint_layers(std::size_t layer_num, val x) {
-    for (std::size_t l = 0; l < layer_num; ++l) x = einsum("ij,jk->ik", softmax(einsum("ik,jk->ij", x, x), 1), x);
+    for (std::size_t l = 0; l < layer_num; ++l) x = self_attention(x);
     return x;
 }
 

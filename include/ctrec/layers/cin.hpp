@@ -14,7 +14,7 @@
 // The outer-product tensor Z[d, h * N + m] = Xh[d, h] X0[d, m] (K * H * N values per
 // example: 80 K floats for W2's second layer) is never stored: the layer is written as
 // khatri_rao_matmul(Xh, X0, W_t), whose GEMM forms Z one packed panel at a time
-// (kernels/cpu/kr_gemm.hpp); its gradients are Khatri-Rao products too (core/expr.hpp),
+// (kernels/cpu/kr_gemm.hpp); its gradients are Khatri-Rao products too (core/build.hpp),
 // so training does not store Z or dZ either.
 //
 // Variables (Keras Conv1D auto-names, mapped by creation order on import, spec 10.3.8):
@@ -26,19 +26,15 @@
 // hidden_uints is the source's (and the doc's) spelling; hidden_units is accepted as an
 // alias (give exactly one of them).
 //
-// Implementation notes (graph-as-data core):
-// CIN (spec layers-core-and-cross.md section 9) on the graph-as-data core, exactly as
-// ctrec/layers/cin.hpp documents it: conv1d[_t]/kernel (1, H_{t-1} N, H_t) with input channel
-// h N + m, conv1d[_t]/bias (H_t) zeros, created kernel then bias per layer; the activation
+// Implementation notes (graph-as-data core): conv1d[_t]/kernel (1, H_{t-1} N, H_t) with input
+// channel h N + m, conv1d[_t]/bias (H_t) zeros, created kernel then bias per layer; the activation
 // (identity by default) on every layer but the last; every layer's maps sum-pooled over the
-// embedding axis and concatenated.
-//
-// Written channels-first, so no transpose is needed: with Xh (H, K) per example (Xh = X at
-// t = 0),
-//   Z[h N + m, d] = Xh[h, d] X[m, d]          (the outer products, a broadcast product)
-//   Y[j, d] = sum_i W_t[i, j] Z[i, d] + b_t[j],  p_t[j] = sum_d Y[j, d].
-// Z is materialised (K H N values per example): correctness first; a fused Khatri-Rao kernel
-// is the type core's and a later step of this one.
+// embedding axis and concatenated. Rows are the K embedding positions: X0 = transpose(x) (K, N)
+// once per example, then Y_t = khatri_rao_matmul(Xh, X0, W_t) + b_t (K, H_t), whose node never
+// stores Z[d, h N + m] = Xh[d, h] X0[d, m] (K H N values per example): the CPU kernel forms one
+// packed panel of it at a time, and the gradients (kr_dual for dXh and dX0 in one pass, kr_gram
+// for dW summed over the batch) and the JVP (kr_matmul2) do not store Z or dZ either
+// (core/build.hpp, kernels/cpu/kr_gemm.hpp).
 #include "ctrec/layers/layer.hpp"
 
 namespace ctrec::layers {
@@ -78,19 +74,18 @@ constexpr val cin(result& m, const name_string& s, const cin_config<T>& c, val x
     if (!x.batched() || x.rank() != 2) ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor();
     if (c.activation.w == act_which::prelu || c.activation.w == act_which::softmax)
         ctrec_shape_error_cin_the_activation_must_be_elementwise();
-    const std::size_t N = x.dim(0), K = x.dim(1);
-    const val x3 = reshape(x, dims_of({1, N, K}));
-    val xh = x, pooled[T ? T : 1]{};
+    const std::size_t N = x.dim(0);
+    const val x0 = transpose(x);  // (K, N)
+    val xh = x0, pooled[T ? T : 1]{};
     for (std::size_t t = 0; t < T; ++t) {
-        const std::size_t Hp = xh.dim(0), Ht = detail::cin_units(c, t);
+        const std::size_t Hp = xh.dim(1), Ht = detail::cin_units(c, t);
         const name_string conv = scoped(s, t == 0 ? name_string("conv1d").view() : (name_string("conv1d_") + t).view());
         val W = m.var(scoped(conv, "kernel").view(), dims_of({1, Hp * N, Ht}), c.initializer);
         add_penalty(m, c.regularizer, W);
         val b = m.var(scoped(conv, "bias").view(), dims_of({Ht}), init::Zeros{});
-        const val z = reshape(reshape(xh, dims_of({Hp, 1, K})) * x3, dims_of({Hp * N, K}));
-        val y = einsum("ij,id->jd", reshape(W, dims_of({Hp * N, Ht})), z) + reshape(b, dims_of({Ht, 1}));
+        val y = khatri_rao_matmul(xh, x0, reshape(W, dims_of({Hp * N, Ht}))) + b;  // (K, Ht)
         if (t + 1 < T) y = apply_activation(m, c.activation, conv, y);
-        pooled[t] = sum(y, {1});
+        pooled[t] = sum(y, {0});
         xh = y;
     }
     return concat(0, pooled, T);

@@ -80,9 +80,8 @@ constexpr val squared_grad_norm(graph& g, std::uint32_t root, const val* shared,
         for (std::uint32_t j = 0; j < g.nodes[i].nops; ++j) {
             const std::uint32_t o = g.operand(i, j);
             if (!reaches[o]) continue;
-            std::uint32_t c = vjp(g, i, j, ct[i]);
+            const std::uint32_t c = contribution(g, i, j, ct[i]);
             if (c == none) continue;
-            c = build::unbroadcast(g, c, o);
             ct[o] = ct[o] == none ? c : build::map(g, opcode::add, ct[o], c);
         }
     }

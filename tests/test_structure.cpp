@@ -6,14 +6,14 @@
 #include <cmath>
 #include <vector>
 
-#include "flat_ref_core.hpp"
+#include "ref_core.hpp"
 
-namespace f = ctrec::flat;
+namespace f = ctrec;
 using ctrec::make_dims;
 using flat_core::check_ad;
 using flat_core::check_close;
 using flat_core::check_forward;
-using flat_test::leaf_value;
+using test::leaf_value;
 
 namespace {
 constexpr std::size_t B = 3;
@@ -53,7 +53,7 @@ constexpr auto z3 = f::input<"z", 3>;
 constexpr auto soft_z = f::softmax(z3, 0);
 } // namespace
 
-TEST_CASE("flat sum, mean and max over chosen axes") {
+TEST_CASE("sum, mean and max over chosen axes") {
     SUBCASE("sum over the last axis") {
         over_xyz<sum_last>([](auto b, auto i, auto j, auto) { double s = 0; for (std::size_t k = 0; k < 4; ++k) s += xv(b, i, j, k); return s; }, 2, 3, 1);
     }
@@ -79,7 +79,7 @@ TEST_CASE("flat sum, mean and max over chosen axes") {
     }
 }
 
-TEST_CASE("flat softmax, log_softmax and l2_normalize along an axis") {
+TEST_CASE("softmax, log_softmax and l2_normalize along an axis") {
     auto soft = [](auto b, auto i, auto j, auto k, bool logv) {
         double m = -1e300, s = 0;
         for (std::size_t c = 0; c < 4; ++c) m = std::max(m, xv(b, i, j, c));
@@ -129,7 +129,7 @@ constexpr auto sliced = f::slice(X, 1, 1, 3);
 constexpr auto reshaped = f::reshape<4, 6>(X) * f::lit<2.0>;
 } // namespace
 
-TEST_CASE("flat concat, stack, slice and reshape") {
+TEST_CASE("concat, stack, slice and reshape") {
     SUBCASE("concat along axis 0 with an unbatched operand") {
         over_xyz<cat0>([&](auto b, auto, auto i, auto j) { return i < 2 ? pv(b, i, j) : leaf_value("Q", j); }, 1, 3, 3);
     }
@@ -159,7 +159,7 @@ constexpr auto bvar = f::batch_mean((v5 - bm) * (v5 - bm));
 constexpr auto bnorm = (v5 - bm) * f::rsqrt(bvar + f::lit<1e-3>);
 } // namespace
 
-TEST_CASE("flat stop_gradient passes the value and blocks the derivative") {
+TEST_CASE("stop_gradient passes the value and blocks the derivative") {
     using G = f::grad_program<double, stopped>;
     auto check = [](auto tag) {
         using P = typename decltype(tag)::type;
@@ -179,7 +179,7 @@ TEST_CASE("flat stop_gradient passes the value and blocks the derivative") {
     check(std::type_identity<G::with_backend<f::reference_backend>>{});
 }
 
-TEST_CASE("flat batch_sum reduces over the batch into an unbatched output") {
+TEST_CASE("batch_sum reduces over the batch into an unbatched output") {
     for (std::size_t batch : {1, 5, 200}) {
         std::vector<double> want(3, 0.0);
         for (std::size_t b = 0; b < batch; ++b)
@@ -189,7 +189,7 @@ TEST_CASE("flat batch_sum reduces over the batch into an unbatched output") {
     }
 }
 
-TEST_CASE("flat batch statistics: values that depend on sums over the batch take extra passes") {
+TEST_CASE("batch statistics: values that depend on sums over the batch take extra passes") {
     CHECK(f::program<double, bnorm>::pl.passes == 3);
     for (std::size_t batch : {1, 4, 150}) {
         std::vector<double> mean(5, 0.0), vr(5, 0.0), want;
@@ -212,7 +212,7 @@ constexpr auto max_lead = f::max(Y, {0, 1});
 double yv(std::size_t b, std::size_t i, std::size_t j, std::size_t k) { return leaf_value("y", ((b * 3 + i) * 5 + j) * 37 + k); }
 } // namespace
 
-TEST_CASE_TEMPLATE("flat reductions over a leading or middle block of axes run whole rows in SIMD", T, float, double) {
+TEST_CASE_TEMPLATE("reductions over a leading or middle block of axes run whole rows in SIMD", T, float, double) {
     const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12;
     SUBCASE("sum over the middle axis of a fused tree") {
         const auto got = flat_core::run<f::program<T, sum_mid>>(2);

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "flat_ref_core.hpp"
+#include "ref_core.hpp"
 
 // ---- allocation counting (this test binary only) ----
 namespace {
@@ -30,12 +30,12 @@ void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
-namespace f = ctrec::flat;
+namespace f = ctrec;
 using ctrec::make_dims;
 using flat_core::check_ad;
 using flat_core::check_close;
 using flat_core::check_forward;
-using flat_test::leaf_value;
+using test::leaf_value;
 
 namespace {
 template <class P>
@@ -76,7 +76,7 @@ std::vector<double> chain5_reference(std::size_t batch, const flat_core::value_f
 }
 } // namespace
 
-TEST_CASE("flat five elementwise ops over a contraction run as one pass over the output") {
+TEST_CASE("five elementwise ops over a contraction run as one pass over the output") {
     using P = f::program<float, chain5>;
     // add, tanh, mul, sub, relu
     static_assert(P::pl.steps == 1, "one step for the whole chain");
@@ -98,7 +98,7 @@ constexpr auto W2x = W * f::lit<2.0>;
 constexpr auto scaled = f::matmul(x, W2x);
 } // namespace
 
-TEST_CASE("flat equal subexpressions are one node; parameter-only work is hoisted out of the batch loop") {
+TEST_CASE("equal subexpressions are one node; parameter-only work is hoisted out of the batch loop") {
     static_assert(hh.g.n == 6);  // x, W, contract, tanh, mul, add: h appears once
     static_assert(f::program<double, hh>::size == 6);
     using P = f::program<double, scaled>;
@@ -124,7 +124,7 @@ constexpr auto V = f::param<"V", 48, 48>;
 constexpr auto chain4 = f::matmul(f::matmul(f::matmul(f::matmul(x, W), V), V), V);
 } // namespace
 
-TEST_CASE("flat dead intermediate buffers are reused") {
+TEST_CASE("dead intermediate buffers are reused") {
     using P = f::program<double, chain4>;
     std::size_t total = 0;
     for (std::size_t i = 0; i < P::size; ++i)
@@ -133,7 +133,7 @@ TEST_CASE("flat dead intermediate buffers are reused") {
     CHECK(P::pl.tile_elems == 2 * 48);
 }
 
-TEST_CASE("flat scoring and gradient evaluation allocate nothing") {
+TEST_CASE("scoring and gradient evaluation allocate nothing") {
     using M = f::program<float, chain5>;
     using G = f::grad_program<float, chain5>;
     M::parameters p;
@@ -159,7 +159,7 @@ TEST_CASE("flat scoring and gradient evaluation allocate nothing") {
     CHECK(g_allocs.load() == before);
 }
 
-TEST_CASE("flat results do not depend on how the batch is tiled") {
+TEST_CASE("results do not depend on how the batch is tiled") {
     using M = f::program<double, chain5>;
     constexpr std::size_t n = 3 * M::tile + 5;
     const auto all = flat_core::run<M>(n);
@@ -175,7 +175,7 @@ namespace {
 constexpr auto table_model = f::matmul(f::input<"user_vec", 10>, f::param<"table", 10, 4>) * f::lit<2.0>;
 } // namespace
 
-TEST_CASE("flat bad runtime input throws ctrec::error naming the tensor and changes nothing") {
+TEST_CASE("bad runtime input throws ctrec::error naming the tensor and changes nothing") {
     // (the type core's id range checks are about gather, which the flat core does not have)
     using M = f::program<float, table_model>;
     M::parameters p;
@@ -212,7 +212,7 @@ TEST_CASE("flat bad runtime input throws ctrec::error naming the tensor and chan
     CHECK(double(y[0]) == doctest::Approx(want).epsilon(1e-6));
 }
 
-TEST_CASE("flat threads share one parameter set, each with its own workspace") {
+TEST_CASE("threads share one parameter set, each with its own workspace") {
     using M = f::program<float, chain5>;
     M::parameters p;
     for (std::size_t i = 0; i < 32 * 48; ++i) p.get<"W">()[i] = static_cast<float>(leaf_value("W", i));
@@ -242,7 +242,7 @@ TEST_CASE("flat threads share one parameter set, each with its own workspace") {
     for (auto& o : outs) CHECK(o == ref);
 }
 
-TEST_CASE("flat dy . W^T reads W as stored: packed strips, no transposed copy") {
+TEST_CASE("dy . W^T reads W as stored: packed strips, no transposed copy") {
     using G = f::grad_program<float, chain5>;
     // no derived copy of W (the flat core has no transpose node at all)
     CHECK(G::pl.derived_steps == 0);
@@ -308,7 +308,7 @@ constexpr auto qd = f::param<"d", 3, 6>;
 constexpr auto four = f::einsum("il,lm->im", f::einsum("ik,kl->il", f::einsum("ij,jk->ik", qa, qb), qc), qd);
 } // namespace
 
-TEST_CASE("flat einsum order: X . X^T . C written as X . (X^T C) never builds the N x N matrix") {
+TEST_CASE("einsum order: X . X^T . C written as X . (X^T C) never builds the N x N matrix") {
     constexpr std::size_t N = EN, K = EK, C = EC, Bt = 3;
     using M = f::program<double, xxc>;
     CHECK(no_node_shaped<M>(N, N));
@@ -329,7 +329,7 @@ TEST_CASE("flat einsum order: X . X^T . C written as X . (X^T C) never builds th
             }
 }
 
-TEST_CASE("flat einsum order: with few fields and wide embeddings the Gram matrix first; derivatives") {
+TEST_CASE("einsum order: with few fields and wide embeddings the Gram matrix first; derivatives") {
     std::vector<double> want;
     for (std::size_t bb = 0; bb < 2; ++bb)
         for (std::size_t m = 0; m < 2; ++m)
@@ -346,7 +346,7 @@ TEST_CASE("flat einsum order: with few fields and wide embeddings the Gram matri
     check_ad<gram_first>(2);
 }
 
-TEST_CASE("flat einsum order: matrix chains, and a product of parameters is hoisted out of the batch") {
+TEST_CASE("einsum order: matrix chains, and a product of parameters is hoisted out of the batch") {
     SUBCASE("(A B) C") {
         const auto out = flat_core::run<f::program<double, chain_abc>>(2);
         for (std::size_t bb = 0; bb < 2; ++bb)
@@ -367,7 +367,7 @@ TEST_CASE("flat einsum order: matrix chains, and a product of parameters is hois
     }
 }
 
-TEST_CASE("flat einsum order: four operands, same values as the naive sum") {
+TEST_CASE("einsum order: four operands, same values as the naive sum") {
     const auto out = flat_core::run<f::program<double, four>>(2);
     for (std::size_t e = 0; e < 2; ++e)
         for (std::size_t i = 0; i < 6; ++i)
@@ -406,7 +406,7 @@ void vec_mat(std::size_t batch) {
 }
 } // namespace
 
-TEST_CASE("flat matmul (K) x (K, N) over many shapes and batch sizes") {
+TEST_CASE("matmul (K) x (K, N) over many shapes and batch sizes") {
     for (std::size_t batch : {1, 2, 5, 7, 13, 64, 70, 131}) {
         vec_mat<7, 5>(batch);     // below one SIMD vector: dot / scalar paths
         vec_mat<33, 40>(batch);   // vector blocks plus a column tail
@@ -439,7 +439,7 @@ constexpr auto hV = f::param<"V", 3, 16>;
 constexpr auto hoisted = f::matmul(hx, f::matmul(hU, hV));
 } // namespace
 
-TEST_CASE("flat per-example matrices, batched x batched, and general einsum specs") {
+TEST_CASE("per-example matrices, batched x batched, and general einsum specs") {
     SUBCASE("(M, K) x (K, N) parameter") {
         std::vector<double> want;
         for (std::size_t bb = 0; bb < CB; ++bb)
@@ -526,7 +526,7 @@ constexpr auto ds40 = f::input<"s", 40>;
 constexpr auto dense_fused = f::tanh(f::matmul(dx24, dW24) + db40) * ds40;
 } // namespace
 
-TEST_CASE("flat a dense layer with bias and activation fused into the GEMM epilogue") {
+TEST_CASE("a dense layer with bias and activation fused into the GEMM epilogue") {
     for (std::size_t batch : {1, 6, 67}) {
         std::vector<double> want;
         for (std::size_t e = 0; e < batch; ++e)
@@ -549,7 +549,7 @@ constexpr auto gW13 = f::param<"W", 13, 84>;
 constexpr auto relu84 = f::relu(f::matmul(gx13, gW13));
 } // namespace
 
-TEST_CASE("flat parameter gradient x^T . dy over several tiles: packed A panels, first tile overwrites") {
+TEST_CASE("parameter gradient x^T . dy over several tiles: packed A panels, first tile overwrites") {
     // N = 84 columns: full register blocks plus a 4-column tail (float and double), so the packed
     // vec-N path runs with its accumulating tail panel; 150 examples
     // span several tiles, so the batch sum overwrites on the first and adds on the others.
@@ -627,7 +627,7 @@ void check_strips(double tol) {
 }
 } // namespace
 
-TEST_CASE("flat dy . W^T through packed strips of W: edge columns, k chunks, epilogue, row remainders") {
+TEST_CASE("dy . W^T through packed strips of W: edge columns, k chunks, epilogue, row remainders") {
     // x (100) -> h = relu(x W1), W1 100 x 300 -> y = h W2, W2 300 x 70.
     // dh = (dy W2^T) * relu'(h): N = 300 (blocks + edge), K = 70, fused epilogue;
     // dx = dh W1^T: N = 100, K = 300 (more than one packed k chunk).
@@ -686,7 +686,7 @@ void check_large(double tol) {
 }
 } // namespace
 
-TEST_CASE("flat large B: cache-blocked vec-N GEMM (k and n blocks, epilogue on the last k block) and packed-B remainders") {
+TEST_CASE("large B: cache-blocked vec-N GEMM (k and n blocks, epilogue on the last k block) and packed-B remainders") {
     // W5-like: x (700) -> relu(x W + b), W 700 x 600: K > 384 and N > 512 with enough rows to
     // block; the gradient's dy W^T has N = 700 = 10 x 64 + 3 x 16 + 12 (vector remainders, then
     // scalar columns), and x^T dy accumulates over tiles.

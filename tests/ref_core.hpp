@@ -3,7 +3,7 @@
 // test_flat_structure.cpp, test_flat_plan.cpp): the checks of the type core's core tests
 // (tests/support.hpp's check_close / check_forward / check_ad) with the same tolerances and
 // error measures, on flat programs. Leaf values come from a value function (default
-// flat_test::leaf_value, the same formula as the type core's test::leaf_value), so the naive
+// test::leaf_value, the same formula as the type core's test::leaf_value), so the naive
 // references in the tests read exactly what the programs read.
 #include <doctest/doctest.h>
 
@@ -14,17 +14,17 @@
 #include <string_view>
 #include <vector>
 
-#include "flat_support.hpp"
+#include "support.hpp"
 
 namespace flat_core {
 
-using flat_test::leaf_value;
-using flat_test::leaves;
+using test::leaf_value;
+using test::leaves;
 using value_fn = std::function<double(std::string_view, std::size_t)>;
 using shape_fn = std::function<double(std::string_view, double)>;
 
 // Sets every input and parameter leaf of program P (not a gradient program's "cotangent" nor a
-// JVP program's "d.<name>" tangents, which flat_test::fill gives leaf_value) from f.
+// JVP program's "d.<name>" tangents, which test::fill gives leaf_value) from f.
 template <class P>
 void fill_from(leaves& L, std::size_t batch, const value_fn& f) {
     for (std::size_t k = 0; k < P::n_inputs; ++k) {
@@ -50,7 +50,7 @@ template <class P, std::size_t R = 0>
 std::vector<double> run(std::size_t batch, const value_fn& f = leaf_value) {
     leaves L;
     fill_from<P>(L, batch, f);
-    return flat_test::run<P>(L, batch)[R];
+    return test::run<P>(L, batch)[R];
 }
 
 // tests/support.hpp's check_close: |got - want| / max(1, |want|) <= tol, element by element.
@@ -90,8 +90,8 @@ inline std::vector<double> block_of(const std::vector<double>& out, std::size_t 
 template <const auto& Y>
 void check_forward(std::size_t batch, const std::vector<double>& want, const value_fn& f = leaf_value, block bl = {}) {
     INFO("batch " << batch << ", block " << bl.index << " of " << bl.count);
-    check_close(block_of(run<ctrec::flat::program<double, Y>>(batch, f), batch, bl), want, 1e-12);
-    check_close(block_of(run<ctrec::flat::program<float, Y>>(batch, f), batch, bl), want, 2e-5);
+    check_close(block_of(run<ctrec::program<double, Y>>(batch, f), batch, bl), want, 1e-12);
+    check_close(block_of(run<ctrec::program<float, Y>>(batch, f), batch, bl), want, 2e-5);
 }
 
 // tests/support.hpp's check_ad (ctrec/ad/check.hpp's measures) on the flat core, in float64, CPU:
@@ -103,8 +103,8 @@ void check_forward(std::size_t batch, const std::vector<double>& want, const val
 // A per-example root's cotangent is leaf_value("cotangent", i), zero outside block bl.
 template <const auto& Y>
 void check_ad(std::size_t batch = 3, const shape_fn& shape = {}, block bl = {}) {
-    using G = ctrec::flat::grad_program<double, Y>;
-    using J = ctrec::flat::jvp_program<double, Y>;
+    using G = ctrec::grad_program<double, Y>;
+    using J = ctrec::jvp_program<double, Y>;
     constexpr auto& root = G::tab.nodes[G::tab.roots[0]];
     const bool per_example = root.batched;
     leaves L;
@@ -118,9 +118,9 @@ void check_ad(std::size_t batch = 3, const shape_fn& shape = {}, block bl = {}) 
         const std::size_t n = root.shape.size() / bl.count;
         for (std::size_t i = 0; i < ct.size(); ++i) ct[i] = (i / n) % bl.count == bl.index ? leaf_value("cotangent", i) : 0.0;
     }
-    const auto g = flat_test::run<G>(L, batch);
+    const auto g = test::run<G>(L, batch);
     auto f = [&](leaves& at) {  // sum(cotangent * root): the root is the gradient program's output 0
-        const auto o = flat_test::run<G>(at, batch)[0];
+        const auto o = test::run<G>(at, batch)[0];
         double s = 0;
         if (per_example) {
             const auto& ct = at["cotangent"];
@@ -151,7 +151,7 @@ void check_ad(std::size_t batch = 3, const shape_fn& shape = {}, block bl = {}) 
             if (err > grad_error) grad_error = err, worst = name + "[" + std::to_string(e) + "]";
         }
     }
-    const auto jv = flat_test::run<J>(L, batch);  // fills the tangents "d.<name>"
+    const auto jv = test::run<J>(L, batch);  // fills the tangents "d.<name>"
     double dual = 0;
     leaves P = L, M = L;
     for (std::size_t k = 0; k < G::tab.n_wrt; ++k) {

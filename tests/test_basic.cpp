@@ -14,13 +14,13 @@
 #include <tuple>
 #include <vector>
 
-#include "ctrec/flat/layers.hpp"
-#include "flat_layer_reference.hpp"
-#include "flat_ref_dense_dcn.hpp"
-#include "flat_support.hpp"
+#include "ctrec/ctrec.hpp"
+#include "layer_reference.hpp"
+#include "ref_dense_dcn.hpp"
+#include "support.hpp"
 
-namespace f = ctrec::flat;
-namespace fl = ctrec::flat::layers;
+namespace f = ctrec;
+namespace fl = ctrec::layers;
 namespace cl = ctrec::layers;
 namespace init = ctrec::init;
 namespace reg = ctrec::reg;
@@ -31,8 +31,8 @@ using flat_port::check_derivatives;
 using flat_port::check_forward;
 using flat_ref::get;
 using flat_ref::vec;
-using flat_test::leaf_value;
-using flat_test::leaves;
+using test::leaf_value;
+using test::leaves;
 
 namespace {
 constexpr std::size_t B = 4;
@@ -351,7 +351,7 @@ vec map(vec v, F fn) {
 // test_layers_basic.cpp
 // ================================================================================================
 
-TEST_CASE("flat add_bias: bias of the whole per-example shape, its name, init and penalty") {
+TEST_CASE("add_bias: bias of the whole per-example shape, its name, init and penalty") {
     static_assert(ab.shape() == make_dims<3, 5>() && ab_y.batched());
     using P = f::program<float, ab_y>;
     CHECK(flat_port::param_names<P>() == std::vector<std::string>{"ab/bias"});
@@ -378,7 +378,7 @@ TEST_CASE("flat add_bias: bias of the whole per-example shape, its name, init an
     static_assert(!ab_none.has_penalty());
 }
 
-TEST_CASE("flat add_bias: the original (100, 10) test, a zero bias is the identity; other ranks") {
+TEST_CASE("add_bias: the original (100, 10) test, a zero bias is the identity; other ranks") {
     // rank 2 in the source's terms: (B, 10), B = 100, initializer Zeros -> y == x exactly
     static_assert(ab10.shape() == make_dims<10>());
     std::vector<float> xs(100 * 10);
@@ -400,7 +400,7 @@ TEST_CASE("flat add_bias: the original (100, 10) test, a zero bias is the identi
     CHECK(run_initialized<double, ab3, ab3_y>(x3, 2) == y3);
 }
 
-TEST_CASE("flat add_bias: channels_first is accepted where it equals channels_last") {
+TEST_CASE("add_bias: channels_first is accepted where it equals channels_last") {
     // all per-example axes equal: the source's reshaped bias keeps the flat order, the same model
     CHECK(flat_port::same_table(f::program<double, ab_cf44_y>::tab, f::program<double, ab_cl44_y>::tab));
     CHECK(flat_port::same_table(f::program<double, ab_cf333_y>::tab, f::program<double, ab_cl333_y>::tab));
@@ -412,7 +412,7 @@ TEST_CASE("flat add_bias: channels_first is accepted where it equals channels_la
     });
 }
 
-TEST_CASE("flat layer_norm: last axis only, epsilon 1e-6, beta then gamma, regularizer on both") {
+TEST_CASE("layer_norm: last axis only, epsilon 1e-6, beta then gamma, regularizer on both") {
     static_assert(ln.shape() == make_dims<2, 6>());
     check_forward<ln_y>(B, [](leaves& L, std::size_t) { return layer_norm_ref(L, "ln", 6); });
     check_derivatives<ln_y>(B);
@@ -436,7 +436,7 @@ TEST_CASE("flat layer_norm: last axis only, epsilon 1e-6, beta then gamma, regul
     check_derivatives<ln_pen>(1);
 }
 
-TEST_CASE("flat layer_norm: rank 1 and rank 3 per example; default gamma is ones; no regularizer, no penalty") {
+TEST_CASE("layer_norm: rank 1 and rank 3 per example; default gamma is ones; no regularizer, no penalty") {
     SUBCASE("(B, D)") {
         check_forward<ln1_y>(B, [](leaves& L, std::size_t) { return layer_norm_ref(L, "n", 7); });
         check_derivatives<ln1_y>(B);
@@ -456,7 +456,7 @@ TEST_CASE("flat layer_norm: rank 1 and rank 3 per example; default gamma is ones
     }
 }
 
-TEST_CASE("flat layer_norm: the original test, all-ones (100, 100) input gives exactly beta = 0") {
+TEST_CASE("layer_norm: the original test, all-ones (100, 100) input gives exactly beta = 0") {
     // every row has mu = 1, x - mu = 0 and s2 = 0, so y = 0 * rsqrt(1e-6) * gamma + 0 = 0 exactly
     const std::vector<float> ones(100 * 100, 1.f);
     const auto y = run_initialized<float, ln100, ln100_y>(ones, 100, 3);
@@ -475,7 +475,7 @@ TEST_CASE("flat layer_norm: the original test, all-ones (100, 100) input gives e
         [](leaves& L, std::size_t b) { L["x"] = vec(b * 100, -0.5); });
 }
 
-TEST_CASE("flat pooling: the original test, five (100, 10) inputs; rank-2 inputs; one input is returned unchanged") {
+TEST_CASE("pooling: the original test, five (100, 10) inputs; rank-2 inputs; one input is returned unchanged") {
     static_assert(sum5_y.shape() == make_dims<10>() && avg5_y.shape() == make_dims<10>() && max5_y.shape() == make_dims<10>());
     static_assert(sum5_y.batched() && avg5_y.batched() && max5_y.batched());
     auto five = [](int which) {
@@ -510,7 +510,7 @@ TEST_CASE("flat pooling: the original test, five (100, 10) inputs; rank-2 inputs
     static_assert(fl::avg_pooling({p0}).g.n == p0.g.n && fl::max_pooling({pp}).g.n == pp.g.n);
 }
 
-TEST_CASE("flat merge: one (N, K) tensor with stack, concat and none; keep_list") {
+TEST_CASE("merge: one (N, K) tensor with stack, concat and none; keep_list") {
     // the values are test_flat_crossing_2.cpp's; here the derivatives of concat and of none's rows
     check_forward<merge_nk_y>(B, [](leaves& L, std::size_t b) {
         vec y;
@@ -524,7 +524,7 @@ TEST_CASE("flat merge: one (N, K) tensor with stack, concat and none; keep_list"
     check_derivatives<merge_nk_y>(B);
 }
 
-TEST_CASE("flat merge: one (W) tensor, with and without num_feature") {
+TEST_CASE("merge: one (W) tensor, with and without num_feature") {
     static_assert(merge_w_structure());  // every case's structure (see merge_w_structure)
     // stack F = 2: (2, 3) holding the same row-major values; none F = 3: part 2 = w[4, 6)
     check_forward<merge_w_y>(B, [](leaves& L, std::size_t b) {
@@ -538,7 +538,7 @@ TEST_CASE("flat merge: one (W) tensor, with and without num_feature") {
     });
 }
 
-TEST_CASE("flat merge: lists of two or more tensors") {
+TEST_CASE("merge: lists of two or more tensors") {
     static_assert(merge_list_structure());  // none is the list itself; keep_list forms
     // stack along a new axis 0 ((B, n, K) in the spec), concat along axis 0 ((B, n*K))
     static_assert(ml_st.shape() == make_dims<2, 4>() && ml_co.shape() == make_dims<8>());
@@ -569,12 +569,12 @@ TEST_CASE("flat merge: lists of two or more tensors") {
 // test_grad_norm.cpp
 // ================================================================================================
 
-TEST_CASE("flat grad_norm: values against hand-written task gradients, and where the gradients go") {
+TEST_CASE("grad_norm: values against hand-written task gradients, and where the gradients go") {
     // (defaults and relative differences: test_flat_attention_3.cpp)
     SUBCASE("loss_pow 3 (odd: the absolute value matters)") {
         leaves L;
-        flat_test::fill<f::program<double, gn3_g>>(L, GB);
-        flat_test::fill<f::program<double, gn3_w>>(L, GB);
+        test::fill<f::program<double, gn3_g>>(L, GB);
+        test::fill<f::program<double, gn3_w>>(L, GB);
         const gn_ref want = gn_reference(gn_pow3, L);
         double signed_sum = 0, avg = 0;  // the docstring's formula without |.|
         for (std::size_t k = 0; k < 3; ++k) avg += want.gnorm[k] * want.w[k] / 3;
@@ -591,11 +591,11 @@ TEST_CASE("flat grad_norm: values against hand-written task gradients, and where
     }
 }
 
-TEST_CASE("flat grad_norm with several shared inputs: the norm of the concatenated gradients") {
+TEST_CASE("grad_norm with several shared inputs: the norm of the concatenated gradients") {
     // (float64 values and gradients: test_flat_attention_3.cpp; here float32)
     leaves L;
-    flat_test::fill<f::program<double, gn_two_g>>(L, GB);
-    flat_test::fill<f::program<double, gn_two_w>>(L, GB);
+    test::fill<f::program<double, gn_two_g>>(L, GB);
+    test::fill<f::program<double, gn_two_w>>(L, GB);
     const vec &x = get(L, "x"), &W = get(L, "W"), &W2 = get(L, "W2"), &t = get(L, "t"), &th = get(L, "gn/grad_norm_weights");
     double G2[2] = {0, 0}, Ls[2] = {0, 0};
     for (std::size_t r = 0; r < GB; ++r) {
@@ -620,7 +620,7 @@ TEST_CASE("flat grad_norm with several shared inputs: the norm of the concatenat
     check_close(flat_port::run<f::program<float, gn_two_w>>(L, GB)[0], {Ls[0] * w0 + Ls[1] * w1}, 2e-5);
 }
 
-TEST_CASE("flat grad_norm over a max(z, 0) tower: gnorm_loss sends exactly zero gradient into the model") {
+TEST_CASE("grad_norm over a max(z, 0) tower: gnorm_loss sends exactly zero gradient into the model") {
     using G = f::grad_program<double, gn_max_g>;
     leaves L;
     const auto outs = flat_port::run<G>(L, GB);
@@ -647,7 +647,7 @@ TEST_CASE("flat grad_norm over a max(z, 0) tower: gnorm_loss sends exactly zero 
 // test_mlp.cpp
 // ================================================================================================
 
-TEST_CASE("flat mlp defaults: weight norm with learnable scale, relu on hidden layers, none on the last") {
+TEST_CASE("mlp defaults: weight norm with learnable scale, relu on hidden layers, none on the last") {
     static_assert(mlp_def.shape() == make_dims<2>());
     check_forward<mlp_def_y>(MB, [](leaves& L, std::size_t b) {
         vec h = map(mdense(L, get(L, "x"), b, D0, 6, "mlp/dense_0", true), relu);
@@ -659,13 +659,13 @@ TEST_CASE("flat mlp defaults: weight norm with learnable scale, relu on hidden l
     static_assert(f::program<float, mlp_def_y>::pl.derived_steps >= 3);
 }
 
-TEST_CASE("flat mlp with one layer and a single activation is one linear Dense; plain kernels without weight norm") {
+TEST_CASE("mlp with one layer and a single activation is one linear Dense; plain kernels without weight norm") {
     check_forward<mlp_one_y>(MB, [](leaves& L, std::size_t b) { return mdense(L, get(L, "x"), b, D0, 3, "m/dense_0", false); });
     CHECK(flat_port::sorted_param_names<f::program<float, mlp_one_y>>() == std::vector<std::string>{"m/dense_0/bias", "m/dense_0/kernel"});
     CHECK(flat_port::var_names(mlp_one) == std::vector<std::string>{"m/dense_0/kernel", "m/dense_0/bias"});
 }
 
-TEST_CASE("flat mlp activation list: relu, tanh, PReLU (own alpha) and none; sigmoid2 from Monolith's registry") {
+TEST_CASE("mlp activation list: relu, tanh, PReLU (own alpha) and none; sigmoid2 from Monolith's registry") {
     check_forward<mlp_list_y>(MB, [](leaves& L, std::size_t b) {
         vec h = map(mdense(L, get(L, "x"), b, D0, 5, "mlp/dense_0", false), relu);
         h = map(mdense(L, h, b, 5, 4, "mlp/dense_1", false), [](double z) { return std::tanh(z); });
@@ -688,7 +688,7 @@ TEST_CASE("flat mlp activation list: relu, tanh, PReLU (own alpha) and none; sig
     });
 }
 
-TEST_CASE("flat mlp penalties: kernel and bias regularizers summed over every Dense, none on BN") {
+TEST_CASE("mlp penalties: kernel and bias regularizers summed over every Dense, none on BN") {
     leaves L;
     const double got = flat_port::run<f::program<double, mlp_pen_p>>(L, 1)[0][0];
     double want = 0;
@@ -700,16 +700,15 @@ TEST_CASE("flat mlp penalties: kernel and bias regularizers summed over every De
     for (const auto& n : flat_port::param_names<f::program<double, mlp_pen_p>>()) CHECK(n.find("BatchNorm") == std::string::npos);
 }
 
-// The type core's check_ad of the same training loss. It fails on the flat core as of this
-// writing: the loss is linear in the last Dense's output, so that output's cotangent is the
-// example-independent (unbatched) 1/B, and reverse mode passes it to the unbatched bias through
-// the batched add without summing over the batch (d/d bias = 1/B instead of 1; reported with a
-// minimal reproducer). may_fail until the core is fixed; then drop the decorator.
-TEST_CASE("flat mlp penalties: the training loss with the penalty, differentiated as a whole" * doctest::may_fail()) {
+// The type core's check_ad of the same training loss. The loss is linear in the last Dense's
+// output, so that output's cotangent is the example-independent (unbatched) 1/B, which reaches
+// the unbatched bias through a batched add: the regression test of reverse mode's sum over the
+// batch there (ad/autodiff.hpp, `contribution`).
+TEST_CASE("mlp penalties: the training loss with the penalty, differentiated as a whole") {
     check_derivatives<mlp_pen_loss>(MB);
 }
 
-TEST_CASE("flat mlp initialisation: the weight-normalised kernels equal the initial kernels") {
+TEST_CASE("mlp initialisation: the weight-normalised kernels equal the initial kernels") {
     auto out = [&]<const auto& R, const auto& Y>() {
         using M = f::program<double, Y>;
         typename M::parameters p;
@@ -732,7 +731,7 @@ TEST_CASE("flat mlp initialisation: the weight-normalised kernels equal the init
     for (double v : p.get<"mlp/dense_0/bias">()) CHECK(v == 0.0);
 }
 
-TEST_CASE("flat the original test's stack: [100, 50, 10, 1], BN, relu / tanh / PReLU / none") {
+TEST_CASE("the original test's stack: [100, 50, 10, 1], BN, relu / tanh / PReLU / none") {
     static_assert(mlp_orig.shape() == make_dims<1>());
     using M = f::program<float, mlp_orig_y>;
     // 11 layers: 1 input BN + 4 Dense + 3 hidden BN + 3 activations (one of them owns weights)

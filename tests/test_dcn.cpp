@@ -16,13 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "ctrec/flat/layers.hpp"
-#include "flat_layer_reference.hpp"
-#include "flat_ref_dense_dcn.hpp"
-#include "flat_support.hpp"
+#include "ctrec/ctrec.hpp"
+#include "layer_reference.hpp"
+#include "ref_dense_dcn.hpp"
+#include "support.hpp"
 
-namespace f = ctrec::flat;
-namespace fl = ctrec::flat::layers;
+namespace f = ctrec;
+namespace fl = ctrec::layers;
 namespace cl = ctrec::layers;
 namespace init = ctrec::init;
 using ctrec::dims;
@@ -34,8 +34,8 @@ using flat_port::check_derivatives;
 using flat_port::check_forward;
 using flat_ref::get;
 using flat_ref::vec;
-using flat_test::leaf_value;
-using flat_test::leaves;
+using test::leaf_value;
+using test::leaves;
 
 namespace {
 
@@ -256,7 +256,7 @@ ctrec::dims param_shape(std::string_view name) {
 // test_dcn.cpp
 // ================================================================================================
 
-TEST_CASE("flat dcn forward against the naive reference: vector, matrix, mixed (gated, compat), kernel norm, f64 and f32") {
+TEST_CASE("dcn forward against the naive reference: vector, matrix, mixed (gated, compat), kernel norm, f64 and f32") {
     // (matrix, mixed gated (three experts), mixed with kernel norm: test_flat_dcn_din.cpp and the
     // two-layer kernel-norm case below; the gated form with E = 2, r = 3 in float: rank 1 here)
     SUBCASE("vector") {
@@ -290,7 +290,7 @@ TEST_CASE("flat dcn forward against the naive reference: vector, matrix, mixed (
     }
 }
 
-TEST_CASE("flat dcn mixed, two layers, kernel norm: forward against the naive reference, float64 derivatives, JVP / VJP duality") {
+TEST_CASE("dcn mixed, two layers, kernel norm: forward against the naive reference, float64 derivatives, JVP / VJP duality") {
     // the type core checked this form forward only (its derivative programs' compile cost grew
     // steeply with depth); E = 2, r = 3 on (3, 5) rows, every variable weight-normalised
     const ref_config c{.type = dcn_type::mixed, .L = 2, .E = 2, .r = R, .kn = true};
@@ -311,7 +311,7 @@ TEST_CASE("flat dcn mixed, two layers, kernel norm: forward against the naive re
     CHECK(mx > 1e-3);
 }
 
-TEST_CASE("flat dcn matrix mode: one GEMM per cross layer over all rows, x0 * (acc + b) + x in its epilogue") {
+TEST_CASE("dcn matrix mode: one GEMM per cross layer over all rows, x0 * (acc + b) + x in its epilogue") {
     // the flat core's form: each layer's x W writes the buffer of the one elementwise step that
     // computes x0 * (. + b) + x (contraction fusion), and the plan has no other contraction
     using M = f::program<float, mat3_y>;
@@ -325,7 +325,7 @@ TEST_CASE("flat dcn matrix mode: one GEMM per cross layer over all rows, x0 * (a
     check_forward<mat3_y>(B, ref_on(N, {.L = 3}));
 }
 
-TEST_CASE("flat dcn dropout: train mode only, seeded masks, keep fraction, 1/keep_prob scale") {
+TEST_CASE("dcn dropout: train mode only, seeded masks, keep fraction, 1/keep_prob scale") {
     SUBCASE("eval and predict are the model without dropout (the same expression)") {
         CHECK(flat_port::same_table(f::program<double, drop1_ev_y>::tab, f::program<double, drop1_off_y>::tab));
         CHECK(flat_port::same_table(f::program<double, drop1_pr_y>::tab, f::program<double, drop1_off_y>::tab));
@@ -371,7 +371,7 @@ TEST_CASE("flat dcn dropout: train mode only, seeded masks, keep fraction, 1/kee
     }
 }
 
-TEST_CASE("flat dcn: the original tests' configurations, (128, 10, 10) ones, kernel norm, dropout 0.5, layer_num 2") {
+TEST_CASE("dcn: the original tests' configurations, (128, 10, 10) ones, kernel norm, dropout 0.5, layer_num 2") {
     const vec ones(128 * 10 * 10, 1.0);
     const std::vector<float> one(ones.begin(), ones.end());
     auto check = [&]<const auto& Rs, const auto& Y>(ref_config rc) {
@@ -391,7 +391,7 @@ TEST_CASE("flat dcn: the original tests' configurations, (128, 10, 10) ones, ker
     check.operator()<orig_x, orig_x_y>({.type = dcn_type::mixed, .E = 2, .r = 5});
 }
 
-TEST_CASE("flat dcn variables: names, shapes and creation order (inits), trainable_norm shapes") {
+TEST_CASE("dcn variables: names, shapes and creation order (inits), trainable_norm shapes") {
     using S = std::vector<std::string>;
     using Sh = std::vector<dims>;
     CHECK(flat_port::var_names(names_mat) == S{"m/dcn/kernel_0", "m/dcn/kernel_1", "m/dcn/bias_0", "m/dcn/bias_1"});
@@ -432,7 +432,7 @@ TEST_CASE("flat dcn variables: names, shapes and creation order (inits), trainab
     CHECK_THROWS_AS(cl::dcn_type_from("Matrix"), ctrec::error);
 }
 
-TEST_CASE("flat dcn initial values: GlorotNormal kernels, zero biases, trainable_norm = column norms of the initial value") {
+TEST_CASE("dcn initial values: GlorotNormal kernels, zero biases, trainable_norm = column norms of the initial value") {
     // (forward program only: the initial values do not depend on the program)
     using M = f::program<double, init_m_y>;
     M::parameters p;
@@ -462,7 +462,7 @@ TEST_CASE("flat dcn initial values: GlorotNormal kernels, zero biases, trainable
     for (double v : pu.get<"dcn/bias_0">()) CHECK(v == 0.0);
 }
 
-TEST_CASE("flat dcn penalties: the regularizer on every raw kernel / U / V / C / G, never biases or norms") {
+TEST_CASE("dcn penalties: the regularizer on every raw kernel / U / V / C / G, never biases or norms") {
     leaves L;
     const double got = flat_port::run<f::program<double, mix_kn2_pen>>(L, 1)[0][0];
     double want = 0;
@@ -488,12 +488,12 @@ TEST_CASE("flat dcn penalties: the regularizer on every raw kernel / U / V / C /
 // test_dcn_ad.cpp
 // ================================================================================================
 
-TEST_CASE("flat dcn gradients and JVP by finite differences (every input and parameter element), dropout off") {
+TEST_CASE("dcn gradients and JVP by finite differences (every input and parameter element), dropout off") {
     // (matrix with kernel norm: test_flat_dcn_din.cpp, rank 3 -> rows, the same matrix path)
     SUBCASE("vector, kernel norm") { check_derivatives<v_kn_y>(B); }
 }
 
-TEST_CASE("flat dcn kernel norm: the biases (and their norms) stay exactly 0 through SGD steps") {
+TEST_CASE("dcn kernel norm: the biases (and their norms) stay exactly 0 through SGD steps") {
     using S = f::train_program<double, frozen_loss, frozen>;
     S::parameters p;
     fl::initialize<frozen>(p, 5);
@@ -521,7 +521,7 @@ TEST_CASE("flat dcn kernel norm: the biases (and their norms) stay exactly 0 thr
     CHECK(moved > 1e-6);
 }
 
-TEST_CASE("flat dcn dropout gradient uses the forward's mask: finite differences in train mode with a fixed seed") {
+TEST_CASE("dcn dropout gradient uses the forward's mask: finite differences in train mode with a fixed seed") {
     // (seed 0, keep_prob 0.7: test_flat_dcn_din.cpp) every leaf element under seed 12345
     check_derivatives<drop_m2_y>(B, {}, {}, 12345);
     using G = f::grad_program<double, drop_m2_y>;
@@ -536,10 +536,9 @@ TEST_CASE("flat dcn dropout gradient uses the forward's mask: finite differences
     CHECK(dropped > 0);
 }
 
-TEST_CASE("flat dcn penalty gradients: a training loss with the penalty, differentiated as a whole" * doctest::may_fail()) {
-    // may_fail: the loss is linear in the layer's output, whose example-independent cotangent
-    // reaches the unbatched bias through batched adds without a sum over the batch (the flat
-    // core's reverse-mode bug reported with this port; drop the decorator once it is fixed)
+TEST_CASE("dcn penalty gradients: a training loss with the penalty, differentiated as a whole") {
+    // the loss is linear in the layer's output, whose example-independent cotangent reaches the
+    // unbatched biases through batched adds: summed over the batch (ad/autodiff.hpp, `contribution`)
     check_derivatives<pen_v_loss>(B);
 }
 
@@ -547,13 +546,13 @@ TEST_CASE("flat dcn penalty gradients: a training loss with the penalty, differe
 // test_dcn_mixed.cpp
 // ================================================================================================
 
-TEST_CASE("flat dcn mixed gradients and JVP by finite differences: documented gating, monolith_compat") {
+TEST_CASE("dcn mixed gradients and JVP by finite differences: documented gating, monolith_compat") {
     // (gated: test_flat_dcn_din.cpp, one and two layers' worth in its two-layer models, and the
     // two-layer kernel-norm case above)
     SUBCASE("monolith_compat, two layers") { check_derivatives<compat_y>(B); }
 }
 
-TEST_CASE("flat dcn mixed: G gets exactly zero gradient under monolith_compat, a real one with the documented gating") {
+TEST_CASE("dcn mixed: G gets exactly zero gradient under monolith_compat, a real one with the documented gating") {
     using G = f::grad_program<double, compat_y>;
     leaves L;
     const auto g = flat_port::run<G>(L, B);

@@ -8,17 +8,17 @@
 #include <set>
 #include <vector>
 
-#include "ctrec/flat/layers.hpp"
-#include "flat_ref_core.hpp"
+#include "ctrec/ctrec.hpp"
+#include "ref_core.hpp"
 
-namespace f = ctrec::flat;
-namespace fl = ctrec::flat::layers;
+namespace f = ctrec;
+namespace fl = ctrec::layers;
 namespace cl = ctrec::layers;
 using ctrec::make_dims;
 using flat_core::check_ad;
 using flat_core::check_close;
 using flat_core::check_forward;
-using flat_test::leaf_value;
+using test::leaf_value;
 
 // =================================================================================================
 // elementwise (test_elementwise.cpp)
@@ -54,7 +54,7 @@ template <class F>
 void positive_unary(std::size_t index, F fn) { unary<unary_positive>(5, index, fn, true); }
 } // namespace
 
-TEST_CASE("flat unary primitives match their formulas and derivatives") {
+TEST_CASE("unary primitives match their formulas and derivatives") {
     SUBCASE("neg") { signed_unary(0, [](double v) { return -v; }); }
     SUBCASE("exp") { signed_unary(1, [](double v) { return std::exp(v); }); }
     SUBCASE("log") { positive_unary(0, [](double v) { return std::log(v); }); }
@@ -95,7 +95,7 @@ void binary(std::size_t index, F fn) {
 }
 } // namespace
 
-TEST_CASE("flat binary primitives broadcast like NumPy, over the batch too") {
+TEST_CASE("binary primitives broadcast like NumPy, over the batch too") {
     SUBCASE("add") { binary(0, [](double x, double y, double) { return x + y; }); }
     SUBCASE("sub") { binary(1, [](double x, double, double z) { return z - x; }); }
     SUBCASE("mul") { binary(2, [](double x, double y, double z) { return x * y * z; }); }
@@ -119,7 +119,7 @@ constexpr auto tq = f::input<"q", 4>;
 constexpr auto ties = f::maximum(tp, tq) + f::lit<2.0> * f::minimum(tp, tq);
 } // namespace
 
-TEST_CASE("flat max/min ties send the derivative to the first operand, as TF does") {
+TEST_CASE("max/min ties send the derivative to the first operand, as TF does") {
     using G = f::grad_program<double, ties>;
     auto check = [](auto tag) {
         using P = typename decltype(tag)::type;
@@ -144,7 +144,7 @@ constexpr auto sm = f::input<"m", 6>;
 constexpr auto fused_select = f::where(f::greater_equal(sm, f::lit<1.0>), sw, f::lit<0.0>) * f::lit<2.0>;
 } // namespace
 
-TEST_CASE("flat a fused select over runs shorter than one SIMD vector is right for every example") {
+TEST_CASE("a fused select over runs shorter than one SIMD vector is right for every example") {
     // Regression (type core): GCC 12.2 -O3 -march=native (AVX-512) auto-vectorised the scalar tail
     // of a fused map step across examples and gave wrong rows for examples 2 and 3 (6 doubles per
     // example, 7 examples). The flat executor keeps that tail scalar too.
@@ -203,7 +203,7 @@ constexpr f::expr act_model(const cl::activation (&as)[K], std::string_view in, 
     fl::result m;
     const f::val v = m.input(in, f::dims_of({n}));
     f::val outs[K]{};
-    for (std::size_t k = 0; k < K; ++k) outs[k] = fl::apply_activation(m, as[k], f::label("act_") + k, v);
+    for (std::size_t k = 0; k < K; ++k) outs[k] = fl::apply_activation(m, as[k], f::name_string("act_") + k, v);
     m.set_out(f::concat(0, outs, K));
     return m.out();
 }
@@ -241,7 +241,7 @@ std::vector<double> derivative_at(kink k, std::vector<double> pts, bool referenc
 }
 } // namespace
 
-TEST_CASE("flat activation formulas and their derivatives") {
+TEST_CASE("activation formulas and their derivatives") {
     SUBCASE("linear") { activation(0); }
     SUBCASE("exponential") { activation(1); }
     SUBCASE("sigmoid") { activation(2); }
@@ -261,7 +261,7 @@ TEST_CASE("flat activation formulas and their derivatives") {
     SUBCASE("keras relu with max_value, negative_slope and threshold") { activation(16); }
 }
 
-TEST_CASE("flat derivatives at the kinks follow TF") {
+TEST_CASE("derivatives at the kinks follow TF") {
     for (bool reference : {false, true}) {
         INFO("reference backend " << reference);
         CHECK(derivative_at(k_relu, {0, 1, -1, 0}, reference) == std::vector<double>{0, 1, 0, 0});
@@ -283,7 +283,7 @@ TEST_CASE("flat derivatives at the kinks follow TF") {
     }
 }
 
-TEST_CASE("flat saturated inputs give finite values and derivatives") {
+TEST_CASE("saturated inputs give finite values and derivatives") {
     auto all_finite = [](const std::vector<double>& d) {
         for (double e : d)
             if (!std::isfinite(e)) return false;
@@ -378,14 +378,14 @@ void check_streams() {
 }
 } // namespace
 
-TEST_CASE_TEMPLATE("flat random_uniform: in [0, 1), deterministic per seed, independent of tiling", T, float, double) {
+TEST_CASE_TEMPLATE("random_uniform: in [0, 1), deterministic per seed, independent of tiling", T, float, double) {
     // 2 * u is a fused elementwise step (SIMD runs); u alone is a root copy (scalar reads)
     using M = f::program<T, u2, u>;
     check_streams<M>();
     check_streams<typename M::template with_backend<f::reference_backend>>();
 }
 
-TEST_CASE("flat random_uniform: streams are independent") {
+TEST_CASE("random_uniform: streams are independent") {
     using M = f::program<double, u, v_other>;
     M::parameters p;
     M::workspace ws;
@@ -402,7 +402,7 @@ TEST_CASE("flat random_uniform: streams are independent") {
     CHECK(as_defined);
 }
 
-TEST_CASE("flat random_uniform: a dropout mask is the same in the forward and the backward pass") {
+TEST_CASE("random_uniform: a dropout mask is the same in the forward and the backward pass") {
     using G = f::grad_program<double, dropped>;
     const std::size_t batch = 2 * G::tile + 3;
     G::parameters p;

@@ -14,16 +14,16 @@
 #include <string>
 #include <vector>
 
-#include "ctrec/flat/layers.hpp"
+#include "ctrec/ctrec.hpp"
 #include "ctrec/layers/initializers.hpp"
 #include "ctrec/layers/partitioner.hpp"
 #include "ctrec/layers/regularizers.hpp"
-#include "flat_layer_reference.hpp"
-#include "flat_ref_dense_dcn.hpp"
-#include "flat_support.hpp"
+#include "layer_reference.hpp"
+#include "ref_dense_dcn.hpp"
+#include "support.hpp"
 
-namespace f = ctrec::flat;
-namespace fl = ctrec::flat::layers;
+namespace f = ctrec;
+namespace fl = ctrec::layers;
 namespace cl = ctrec::layers;
 namespace init = ctrec::init;
 namespace reg = ctrec::reg;
@@ -35,8 +35,8 @@ using flat_port::check_derivatives;
 using flat_port::check_forward;
 using flat_ref::get;
 using flat_ref::vec;
-using flat_test::leaf_value;
-using flat_test::leaves;
+using test::leaf_value;
+using test::leaves;
 
 namespace {
 
@@ -303,7 +303,7 @@ constexpr auto x_pen_l2_half = f::input<"x", 1> * penalty_of(reg::L2{0.5}).penal
 // test_dense.cpp
 // ================================================================================================
 
-TEST_CASE("flat dense: y = act(x W + b) in float64 and float32, gradients by finite differences") {
+TEST_CASE("dense: y = act(x W + b) in float64 and float32, gradients by finite differences") {
     using flat_ref::norm;
     SUBCASE("relu with bias") {
         check_forward<d_relu_y>(B, [](leaves& L, std::size_t b) { return dense_ref(L, b, norm::none, true, relu); });
@@ -332,7 +332,7 @@ TEST_CASE("flat dense: y = act(x W + b) in float64 and float32, gradients by fin
     }
 }
 
-TEST_CASE("flat dense kernel norm: trainable, fixed (documented default) and monolith_compat") {
+TEST_CASE("dense kernel norm: trainable, fixed (documented default) and monolith_compat") {
     using flat_ref::norm;
     SUBCASE("trainable: W = l2_normalize(V, axis 0) * g") {
         check_forward<d_tr_y>(B, [](leaves& L, std::size_t b) { return dense_ref(L, b, norm::trainable, true, relu); });
@@ -376,7 +376,7 @@ TEST_CASE("flat dense kernel norm: trainable, fixed (documented default) and mon
     }
 }
 
-TEST_CASE("flat dense kernel norm at initialisation: W equals the initial kernel (trainable and fixed)") {
+TEST_CASE("dense kernel norm at initialisation: W equals the initial kernel (trainable and fixed)") {
     auto out = [&]<const auto& R, const auto& Y>() {
         using M = f::program<double, Y>;
         typename M::parameters p;
@@ -415,7 +415,7 @@ TEST_CASE("flat dense kernel norm at initialisation: W equals the initial kernel
     for (double v : k) CHECK(std::abs(v) <= std::sqrt(6.0 / 13.0));
 }
 
-TEST_CASE("flat dense kernel norm gradient through the 1e-3 floor (a column with norm below it)") {
+TEST_CASE("dense kernel norm gradient through the 1e-3 floor (a column with norm below it)") {
     // column 1 of the kernel is scaled down to norm ~1e-5: there n_j = 1e-3 and
     // dL/dV = H / 1e-3; elsewhere the normalisation's full derivative
     using G = f::grad_program<double, d_lin_y>;
@@ -468,7 +468,7 @@ TEST_CASE("flat dense kernel norm gradient through the 1e-3 floor (a column with
     }
 }
 
-TEST_CASE("flat dense penalties: L2 on the raw kernel plus L1 on the bias, with gradients") {
+TEST_CASE("dense penalties: L2 on the raw kernel plus L1 on the bias, with gradients") {
     leaves L;
     const double got = flat_port::run<f::program<double, d_pen_p>>(L, 1)[0][0];
     double want = 0;
@@ -484,7 +484,7 @@ TEST_CASE("flat dense penalties: L2 on the raw kernel plus L1 on the bias, with 
     static_assert(!d_plain.has_penalty());
 }
 
-TEST_CASE("flat dense inactive-relu monitor: documented rate by default, the source's statistic under monolith_compat") {
+TEST_CASE("dense inactive-relu monitor: documented rate by default, the source's statistic under monolith_compat") {
     constexpr double decay = 0.25;
     auto steps = [&]<class S>(S*, bool compat) {
         typename S::parameters p;
@@ -524,7 +524,7 @@ TEST_CASE("flat dense inactive-relu monitor: documented rate by default, the sou
     steps(static_cast<f::train_program<double, mon_src_loss, mon_src>*>(nullptr), true);
 }
 
-TEST_CASE("flat derived parameters: the normalised kernel is computed on parameter change, not per call") {
+TEST_CASE("derived parameters: the normalised kernel is computed on parameter change, not per call") {
     using M = f::program<float, d_tr_y>;
     static_assert(M::pl.derived_steps >= 1);
     M::parameters p;
@@ -553,7 +553,7 @@ TEST_CASE("flat derived parameters: the normalised kernel is computed on paramet
     CHECK(M::workspace::size < Din * U);
 }
 
-TEST_CASE("flat partitioned kernels: TF's shard count and sizes, and reassembly equals the unsharded kernel") {
+TEST_CASE("partitioned kernels: TF's shard count and sizes, and reassembly equals the unsharded kernel") {
     // the original test: kernel (294, 1024), max_shard_bytes 2^17, max_shards 5
     using cl::variable_axis_size_partitioner;
     constexpr dims k = make_dims<294, 1024>();
@@ -585,7 +585,7 @@ TEST_CASE("flat partitioned kernels: TF's shard count and sizes, and reassembly 
 // test_mlp_bn.cpp
 // ================================================================================================
 
-TEST_CASE("flat mlp batch normalisation: on the input and every hidden Dense output, never the last") {
+TEST_CASE("mlp batch normalisation: on the input and every hidden Dense output, never the last") {
     auto expect = [](bool train) {
         return [=](leaves& L, std::size_t b) {
             vec h = mbn(L, get(L, "x"), b, D0, "mlp/BatchNorm/in", train);
@@ -616,7 +616,7 @@ TEST_CASE("flat mlp batch normalisation: on the input and every hidden Dense out
     }
 }
 
-TEST_CASE("flat mlp training step: moving statistics updated by the batch statistics, then used in eval") {
+TEST_CASE("mlp training step: moving statistics updated by the batch statistics, then used in eval") {
     constexpr double momentum = 0.9;
     using S = f::train_program<double, step_loss, step_tr>;
     static_assert(step_tr.n_updates == 4);  // mean and variance of BatchNorm/in and BatchNorm/out
@@ -675,14 +675,14 @@ TEST_CASE("flat mlp training step: moving statistics updated by the batch statis
 // test_batch_norm.cpp
 // ================================================================================================
 
-TEST_CASE("flat batch_norm train: batch statistics, y = gamma xhat + beta, moving averages") {
+TEST_CASE("batch_norm train: batch statistics, y = gamma xhat + beta, moving averages") {
     using P = f::program<double, bn_tr_y, bn_tr_u0, bn_tr_u1>;
     for (std::size_t batch : {1, 5, 70, 150}) {  // 150: several tiles per pass
         INFO("batch " << batch);
         check_forward<bn_tr_y>(batch, [](leaves& L, std::size_t b) { return bn_reference(L, b, 1, {.momentum = 0.9}).y; }, bn_values);
         leaves L;
         bn_values(L, batch);
-        flat_test::fill<P>(L, batch);
+        test::fill<P>(L, batch);
         check_updates<P>(bn_tr, batch, bn_reference(L, batch, 1, {.momentum = 0.9}), {"bn/moving_mean", "bn/moving_variance"});
     }
     // a batch of one: x - mu = 0, so y = beta (up to rounding in TF's x inv + (beta - mu inv))
@@ -695,7 +695,7 @@ TEST_CASE("flat batch_norm train: batch statistics, y = gamma xhat + beta, movin
     check_derivatives<bn_tr_y>(5, bn_values);
 }
 
-TEST_CASE("flat batch_norm train: the gradient is the spec's closed form") {
+TEST_CASE("batch_norm train: the gradient is the spec's closed form") {
     // dx = (gamma / s)(g - mean g - xhat mean(g xhat)), dgamma = sum g xhat, dbeta = sum g;
     // with renorm gamma -> r gamma in dx, and dgamma = sum g (r xhat + d)
     auto check = [&]<const auto& Y>(std::size_t N, config_ref c) {
@@ -734,7 +734,7 @@ TEST_CASE("flat batch_norm train: the gradient is the spec's closed form") {
     SUBCASE("renorm, r and d not clipped") {
         leaves L;
         bn_values(L, 7);
-        flat_test::fill<f::program<double, bn_rn_y>>(L, 7);
+        test::fill<f::program<double, bn_rn_y>>(L, 7);
         const auto ref = bn_reference(L, 7, 1, {.renorm = true});
         bool r_far_from_1 = false;
         for (double rv : ref.r) r_far_from_1 = r_far_from_1 || std::abs(rv - 1) > 0.1;
@@ -745,7 +745,7 @@ TEST_CASE("flat batch_norm train: the gradient is the spec's closed form") {
         constexpr config_ref c{.renorm = true, .rmax = 1.3, .rmin = 0.9, .dmax = 0.25};
         leaves L;
         bn_values(L, 7);
-        flat_test::fill<f::program<double, bn_rnc_y>>(L, 7);
+        test::fill<f::program<double, bn_rnc_y>>(L, 7);
         const auto ref = bn_reference(L, 7, 1, c);
         CHECK(ref.r_clipped > 0);
         CHECK(ref.d_clipped > 0);
@@ -753,7 +753,7 @@ TEST_CASE("flat batch_norm train: the gradient is the spec's closed form") {
     }
 }
 
-TEST_CASE("flat batch_norm train on a rank-3 input: one statistic per feature over (B, N)") {
+TEST_CASE("batch_norm train on a rank-3 input: one statistic per feature over (B, N)") {
     static_assert(bn_r3.shape() == make_dims<4, D>());
     using P = f::program<double, bn_r3_y, bn_r3_u0, bn_r3_u1>;
     for (std::size_t batch : {1, 3, 40}) {
@@ -761,13 +761,13 @@ TEST_CASE("flat batch_norm train on a rank-3 input: one statistic per feature ov
         check_forward<bn_r3_y>(batch, [](leaves& L, std::size_t b) { return bn_reference(L, b, 4, {.momentum = 0.5}).y; }, bn_values);
         leaves L;
         bn_values(L, batch);
-        flat_test::fill<P>(L, batch);
+        test::fill<P>(L, batch);
         check_updates<P>(bn_r3, batch, bn_reference(L, batch, 4, {.momentum = 0.5}), {"bn/moving_mean", "bn/moving_variance"});
     }
     check_derivatives<bn_r3_y>(3, bn_values);
 }
 
-TEST_CASE("flat batch_norm renorm: r and d corrections, clipping, and the five state updates") {
+TEST_CASE("batch_norm renorm: r and d corrections, clipping, and the five state updates") {
     const std::vector<std::string> names{"bn/renorm_mean", "bn/renorm_stddev", "bn/moving_mean", "bn/moving_stddev", "bn/moving_variance"};
     SUBCASE("no clipping (the defaults)") {
         using P = f::program<double, bn_ru_y, bn_ru_u0, bn_ru_u1, bn_ru_u2, bn_ru_u3, bn_ru_u4>;
@@ -776,7 +776,7 @@ TEST_CASE("flat batch_norm renorm: r and d corrections, clipping, and the five s
             INFO("batch " << batch);
             leaves L;
             bn_values(L, batch);
-            flat_test::fill<P>(L, batch);
+            test::fill<P>(L, batch);
             auto want = bn_reference(L, batch, 1, c);
             CHECK(want.r_clipped + want.d_clipped == 0);
             check_forward<bn_ru_y>(batch, [&](leaves& M, std::size_t b) { return bn_reference(M, b, 1, c).y; }, bn_values);
@@ -793,7 +793,7 @@ TEST_CASE("flat batch_norm renorm: r and d corrections, clipping, and the five s
             INFO("batch " << batch);
             leaves L;
             bn_values(L, batch);
-            flat_test::fill<P>(L, batch);
+            test::fill<P>(L, batch);
             auto want = bn_reference(L, batch, 1, c);
             CHECK(want.r_clipped > 0);
             if (batch > 3) CHECK(want.r_clipped < D);  // and not everywhere
@@ -809,14 +809,14 @@ TEST_CASE("flat batch_norm renorm: r and d corrections, clipping, and the five s
         };
         leaves L;
         tiny(L, 5);
-        flat_test::fill<f::program<double, bn_rn_y>>(L, 5);
+        test::fill<f::program<double, bn_rn_y>>(L, 5);
         const auto want = bn_reference(L, 5, 1, {.renorm = true});
         for (std::size_t j = 0; j < D; ++j) CHECK(want.r[j] == doctest::Approx(std::sqrt(want.var[j] + kEps) / std::sqrt(kEps)));
         check_forward<bn_rn_y>(5, [](leaves& M, std::size_t b) { return bn_reference(M, b, 1, {.renorm = true}).y; }, tiny);
     }
 }
 
-TEST_CASE("flat batch_norm gradients by finite differences (train, renorm, eval)") {
+TEST_CASE("batch_norm gradients by finite differences (train, renorm, eval)") {
     SUBCASE("train, rank 2 and rank 3") {
         check_derivatives<bn_plain_y>(4, bn_values);
         check_derivatives<bn_23_y>(3, bn_values);
@@ -845,7 +845,7 @@ TEST_CASE("flat batch_norm gradients by finite differences (train, renorm, eval)
     }
 }
 
-TEST_CASE("flat batch_norm eval / predict: moving statistics, no updates, renorm irrelevant") {
+TEST_CASE("batch_norm eval / predict: moving statistics, no updates, renorm irrelevant") {
     // the same model: equal frozen tables (the renorm variables a predict layer declares are
     // not read)
     CHECK(flat_port::same_table(f::program<double, bn_ev_y>::tab, f::program<double, bn_pr_y>::tab));
@@ -857,7 +857,7 @@ TEST_CASE("flat batch_norm eval / predict: moving statistics, no updates, renorm
     static_assert(f::program<float, bn_ev_y>::pl.derived_steps >= 1);
 }
 
-TEST_CASE("flat batch_norm variables: names, creation order, initial values") {
+TEST_CASE("batch_norm variables: names, creation order, initial values") {
     CHECK(flat_port::var_names(bn_names_plain) == std::vector<std::string>{"mlp/BatchNorm/in/gamma", "mlp/BatchNorm/in/beta",
                                                                            "mlp/BatchNorm/in/moving_mean", "mlp/BatchNorm/in/moving_variance"});
     CHECK(flat_port::var_names(bn_names_rn) ==
@@ -877,7 +877,7 @@ TEST_CASE("flat batch_norm variables: names, creation order, initial values") {
     for (std::size_t i = 0; i < xs.size(); ++i) CHECK(y[i] == doctest::Approx(xs[i] / std::sqrt(1 + kEps)).epsilon(1e-14));
 }
 
-TEST_CASE("flat batch_norm in a training step: gradients for gamma and beta, moving statistics written") {
+TEST_CASE("batch_norm in a training step: gradients for gamma and beta, moving statistics written") {
     using S = f::train_program<double, bn_step_loss, bn_step>;
     // only gamma and beta are trainable; the five statistics are state
     static_assert(S::n_trainable == 2);
@@ -922,7 +922,7 @@ TEST_CASE("flat batch_norm in a training step: gradients for gamma and beta, mov
 // test_initializers.cpp: the regularizers' expression forms (the flat core's add_penalty)
 // ================================================================================================
 
-TEST_CASE("flat DSL forms: value and reverse-mode gradient") {
+TEST_CASE("DSL forms: value and reverse-mode gradient") {
     auto w = [](std::size_t i) { return leaf_value("w", i); };
     double sa = 0, sq = 0;
     for (std::size_t i = 0; i < 12; ++i) sa += std::abs(w(i)), sq += w(i) * w(i);

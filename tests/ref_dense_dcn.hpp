@@ -16,14 +16,14 @@
 #include <string_view>
 #include <vector>
 
-#include "flat_layer_reference.hpp"
-#include "flat_support.hpp"
+#include "layer_reference.hpp"
+#include "support.hpp"
 
 namespace flat_port {
 
-namespace f = ctrec::flat;
+namespace f = ctrec;
 using flat_ref::vec;
-using flat_test::leaves;
+using test::leaves;
 using prep_fn = std::function<void(leaves&, std::size_t)>;
 
 // The largest |got - want| / max(1, |want|) (the type core's check_close), checked once.
@@ -44,7 +44,7 @@ inline void check_close(const vec& got, const vec& want, double tol) {
 template <class P>
 std::vector<vec> run(leaves& L, std::size_t batch, std::uint64_t seed = 0) {
     using T = typename P::element_type;
-    flat_test::fill<P>(L, batch);
+    test::fill<P>(L, batch);
     typename P::parameters p;
     for (std::size_t k = 0; k < P::n_params; ++k) {
         auto w = p.get(k);
@@ -89,7 +89,7 @@ void check_forward(std::size_t batch, Ref ref, prep_fn prep = {}, double tol32 =
     using P = f::program<double, Y>;
     leaves L;
     if (prep) prep(L, batch);
-    flat_test::fill<P>(L, batch);
+    test::fill<P>(L, batch);
     const vec want = ref(L, batch);
     INFO("batch " << batch);
     if constexpr (RefBackend) {

@@ -1,0 +1,5 @@
+// Graph-as-data core: self_attention needs a per-example (N, K) matrix; a vector does not compile.
+// expect: ctrec_shape_error_self_attention_needs_a_batched_N_by_K_matrix
+#include "ctrec/core.hpp"
+constexpr auto y = ctrec::self_attention(ctrec::input<"x", 12>);
+int main() {}
