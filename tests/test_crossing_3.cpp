@@ -15,24 +15,24 @@
 #include <utility>
 #include <vector>
 
-#include "ctrec/flat/layers/allint.hpp"
-#include "ctrec/flat/layers/can.hpp"
-#include "ctrec/flat/layers/cdot.hpp"
-#include "ctrec/flat/layers/cin.hpp"
-#include "ctrec/flat/layers/group_int.hpp"
-#include "ctrec/flat/train_program.hpp"  // initialize
-#include "flat_layer_reference.hpp"
-#include "flat_support.hpp"
+#include "ctrec/layers/allint.hpp"
+#include "ctrec/layers/can.hpp"
+#include "ctrec/layers/cdot.hpp"
+#include "ctrec/layers/cin.hpp"
+#include "ctrec/layers/group_int.hpp"
+#include "ctrec/train/train_program.hpp"  // initialize
+#include "layer_reference.hpp"
+#include "support.hpp"
 
-namespace f = ctrec::flat;
-namespace fl = ctrec::flat::layers;
+namespace f = ctrec;
+namespace fl = ctrec::layers;
 namespace cl = ctrec::layers;
 namespace init = ctrec::init;
 using ctrec::make_dims;
 using flat_ref::get;
 using flat_ref::vec;
-using flat_test::leaf_value;
-using flat_test::leaves;
+using test::leaf_value;
+using test::leaves;
 using W = ctrec::init::spec::which;
 
 namespace {
@@ -53,7 +53,7 @@ void check_close(const vec& got, const vec& want, double tol) {
 // Output `out` of P on the leaves (missing ones filled from leaf_value).
 template <class P>
 vec run_on(leaves& L, std::size_t batch, std::size_t out = 0) {
-    return flat_test::run<P>(L, batch)[out];
+    return test::run<P>(L, batch)[out];
 }
 // Y in float64 (CPU and reference backends, tol64) and float32 (CPU, tol32) on a copy of L.
 template <const auto& Y>
@@ -67,7 +67,7 @@ void check_fwd(const leaves& L0, std::size_t batch, const vec& want, double tol6
 // Derivatives of Y (float64 central differences, JVP, duality; flat_support.hpp).
 template <const auto& Y>
 void check_ad(std::size_t batch) {
-    flat_test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
+    test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
 }
 std::string var_name(const fl::result& r, std::size_t i) { return std::string(r.g.name_of(r.inits[i].var)); }
 // name -> shape of every parameter of program P
@@ -229,8 +229,8 @@ constexpr fl::result can_modes_model() {
     const std::size_t layers[4] = {2, 2, 3, 1};
     f::val parts[4]{};
     for (std::size_t i = 0; i < 4; ++i) {
-        const f::val u = m.input((f::label("user_") + i).view(), users[i]);
-        const f::val it = m.input((f::label("item_") + i).view(), f::dims_of({layers[i] * (aD * aD + aD)}));
+        const f::val u = m.input((f::name_string("user_") + i).view(), users[i]);
+        const f::val it = m.input((f::name_string("item_") + i).view(), f::dims_of({layers[i] * (aD * aD + aD)}));
         const f::val y = fl::can(m, "CAN", cfg[i], u, it);
         parts[i] = f::reshape(y, f::dims_of({y.shape().size()}));
     }
@@ -258,14 +258,14 @@ constexpr auto can_lin = fl::can<"CAN", cl::can_config{.layer_num = 1, .activati
 
 // ==== CDot ==============================================================================================
 
-TEST_CASE("flat cdot defaults (relu, GlorotNormal): forward against the reference in float64 and float32") {
+TEST_CASE("cdot defaults (relu, GlorotNormal): forward against the reference in float64 and float32") {
     for (std::size_t batch : {std::size_t(1), Bc, std::size_t(70)}) {
         leaves L;
-        flat_test::fill<f::program<double, cd_relu_y>>(L, batch);
+        test::fill<f::program<double, cd_relu_y>>(L, batch);
         check_fwd<cd_relu_y>(L, batch, cdot_ref(L, batch, {5, 4}, relu_));
     }
     leaves L;
-    flat_test::fill<f::program<double, cd_relu_y>>(L, Bc);
+    test::fill<f::program<double, cd_relu_y>>(L, Bc);
     // the cross part is not trivially small, so an error there shows
     vec z0;
     cdot_ref(L, 1, {5, 4}, relu_, "c", cN, cK, cP, &z0);
@@ -281,7 +281,7 @@ TEST_CASE("flat cdot defaults (relu, GlorotNormal): forward against the referenc
     CHECK(cd_relu_cfg.activation == cl::act_relu);
 }
 
-TEST_CASE("flat cdot variables: names, shapes, creation order; no penalty without a regularizer") {
+TEST_CASE("cdot variables: names, shapes, creation order; no penalty without a regularizer") {
     using P = f::program<float, cd_relu_y>;
     using V = std::vector<std::size_t>;
     const std::map<std::string, V> want{
@@ -309,9 +309,9 @@ TEST_CASE("flat cdot variables: names, shapes, creation order; no penalty withou
     CHECK(!cd_relu.has_penalty());
 }
 
-TEST_CASE("flat cdot with tanh: forward; penalty over project_weight and the tower kernels; derivatives of x and every parameter") {
+TEST_CASE("cdot with tanh: forward; penalty over project_weight and the tower kernels; derivatives of x and every parameter") {
     leaves L;
-    flat_test::fill<f::grad_program<double, cd_loss>>(L, Bc);
+    test::fill<f::grad_program<double, cd_loss>>(L, Bc);
     check_close(run_on<f::program<double, cd_tanh_y>>(L, Bc), cdot_ref(L, Bc, {5}, tanh_), 1e-12);
     // penalty: l1 |w| + l2 w^2 over project_weight and the raw kernels; not over biases or norms
     CHECK(run_on<f::program<double, cd_tanh_pen>>(L, 1)[0] == doctest::Approx(cd_penalty(L)).epsilon(1e-12));
@@ -337,10 +337,10 @@ TEST_CASE("flat cdot with tanh: forward; penalty over project_weight and the tow
     CHECK(checked == Bc * (cN * cK + cN * cP + cK * cP) + param_count<G>());
 }
 
-TEST_CASE("flat cdot: one SGD step on the squared error lowers the loss by about lr |g|^2") {
+TEST_CASE("cdot: one SGD step on the squared error lowers the loss by about lr |g|^2") {
     using G = f::grad_program<double, cd_loss>;
     leaves L;
-    const auto g = flat_test::run<G>(L, Bc);
+    const auto g = test::run<G>(L, Bc);
     const double l0 = g[0][0];
     constexpr double lr = 1e-3;
     leaves next = L;
@@ -358,9 +358,9 @@ TEST_CASE("flat cdot: one SGD step on the squared error lowers the loss by about
     CHECK((l0 - l1v) == doctest::Approx(lr * g2).epsilon(0.05).scale(0));  // relative: the drop is ~0.13
 }
 
-TEST_CASE("flat cdot with an empty compress_units: one linear tower layer (K P, K P); derivatives") {
+TEST_CASE("cdot with an empty compress_units: one linear tower layer (K P, K P); derivatives") {
     leaves L;
-    flat_test::fill<f::program<double, cd_empty_y>>(L, Bc);
+    test::fill<f::program<double, cd_empty_y>>(L, Bc);
     // the single layer is the last one: linear, whatever the activation
     check_close(run_on<f::program<double, cd_empty_y>>(L, Bc), cdot_ref(L, Bc, {}, ident), 1e-12);
     check_ad<cd_empty_y>(Bc);
@@ -372,7 +372,7 @@ TEST_CASE("flat cdot with an empty compress_units: one linear tower layer (K P, 
     CHECK(param_shapes<f::program<double, cd_empty_y>>() == want);
 }
 
-TEST_CASE("flat cdot plan: the reshapes are views, the cross is one batched x batched contraction") {
+TEST_CASE("cdot plan: the reshapes are views, the cross is one batched x batched contraction") {
     using P = f::program<double, cd_tanh_y>;
     const auto& t = P::tab;
     std::size_t reshapes = 0, cross = 0, projections = 0;
@@ -403,7 +403,7 @@ TEST_CASE("flat cdot plan: the reshapes are views, the cross is one batched x ba
     CHECK(projections == 1);  // Q = X^T Wp
 }
 
-TEST_CASE("flat the original test: project_dim 8, compress_units [128, 256], tanh, ones (100, 10, 10) -> (100, 160); init") {
+TEST_CASE("the original test: project_dim 8, compress_units [128, 256], tanh, ones (100, 10, 10) -> (100, 160); init") {
     constexpr std::size_t Bo = 100;
     using M = f::program<float, cd_orig_y>;
     M::parameters p;
@@ -476,12 +476,12 @@ TEST_CASE("flat the original test: project_dim 8, compress_units [128, 256], tan
 
 // ==== CAN ================================================================================================
 
-TEST_CASE("flat can: the four is_seq / is_stacked modes against the reference, gradients of user and item") {
+TEST_CASE("can: the four is_seq / is_stacked modes against the reference, gradients of user and item") {
     // the derivatives of all four modes in one program (distinct inputs per mode)
     check_ad<can_modes>(Bc);
     SUBCASE("is_seq false, is_stacked true (default): (F, D) -> (F, D)") {
         leaves L;
-        flat_test::fill<f::program<double, can_a_y>>(L, Bc);
+        test::fill<f::program<double, can_a_y>>(L, Bc);
         check_fwd<can_a_y>(L, Bc, can_ref(L, Bc, aF, 1, aD, 2, relu_));
         CHECK(f::program<double, can_a_y>::n_params == 0);  // no variables: the weights are item
         CHECK(can_a.n_inits == 0);
@@ -490,12 +490,12 @@ TEST_CASE("flat can: the four is_seq / is_stacked modes against the reference, g
     }
     SUBCASE("is_seq true, is_stacked true: (F, S, D) -> (F, D), summed over S") {
         leaves L;
-        flat_test::fill<f::program<double, can_b_y>>(L, Bc);
+        test::fill<f::program<double, can_b_y>>(L, Bc);
         check_fwd<can_b_y>(L, Bc, can_ref(L, Bc, aF, aS, aD, 2, relu_));
     }
     SUBCASE("is_seq true, is_stacked false, tanh, 3 layers: (S, D) -> (D)") {
         leaves L;
-        flat_test::fill<f::program<double, can_c_y>>(L, Bc);
+        test::fill<f::program<double, can_c_y>>(L, Bc);
         check_fwd<can_c_y>(L, Bc, can_ref(L, Bc, 1, aS, aD, 3, tanh_));
         // no masking: all-zero (padded) steps still contribute act(act(act(beta_0) W_1 + beta_1) W_2 + beta_2)
         L["user"] = vec(Bc * aS * aD, 0.0);
@@ -505,12 +505,12 @@ TEST_CASE("flat can: the four is_seq / is_stacked modes against the reference, g
     }
     SUBCASE("is_seq false, is_stacked false, sigmoid, 1 layer: (D) -> (D), not squeezed") {
         leaves L;
-        flat_test::fill<f::program<double, can_d_y>>(L, Bc);
+        test::fill<f::program<double, can_d_y>>(L, Bc);
         check_fwd<can_d_y>(L, Bc, can_ref(L, Bc, 1, 1, aD, 1, sigm));
     }
 }
 
-TEST_CASE("flat can (false, false) keeps (B, D) where the source squeezes: B = 1 and D = 1") {
+TEST_CASE("can (false, false) keeps (B, D) where the source squeezes: B = 1 and D = 1") {
     leaves L;
     const vec y = run_on<f::program<double, can_1>>(L, 1);
     REQUIRE(y.size() == 1);
@@ -520,7 +520,7 @@ TEST_CASE("flat can (false, false) keeps (B, D) where the source squeezes: B = 1
     check_close(y4, can_ref(L4, 4, 1, 1, 1, 2, relu_), 1e-12);
 }
 
-TEST_CASE("flat can original tests: all-ones inputs, layer_num 2, relu, item (128, 220)") {
+TEST_CASE("can original tests: all-ones inputs, layer_num 2, relu, item (128, 220)") {
     SUBCASE("non-sequence, stacked: user (128, 10, 10) -> (128, 10, 10), every element 111, sum 1,420,800") {
         leaves L;
         L["user"] = ones(128 * 100);
@@ -545,7 +545,7 @@ TEST_CASE("flat can original tests: all-ones inputs, layer_num 2, relu, item (12
     }
 }
 
-TEST_CASE("flat can construction test: layer_num 8, sigmoid, stacked (the activation after all eight layers)") {
+TEST_CASE("can construction test: layer_num 8, sigmoid, stacked (the activation after all eight layers)") {
     leaves L;
     const vec y8 = run_on<f::program<double, can_8>>(L, Bc);
     check_close(y8, can_ref(L, Bc, aF, 1, a8, 8, sigm), 1e-12);
@@ -600,7 +600,7 @@ constexpr std::size_t wN = 39, wK = 16;
 constexpr auto cin_w2 = fl::cin<"c", cl::cin_config<2>{.hidden_uints = {128, 128}}>(f::input<"x", wN, wK>).out();
 } // namespace
 
-TEST_CASE("flat cin: identity by default, the hidden_units alias, three layers with relu") {
+TEST_CASE("cin: identity by default, the hidden_units alias, three layers with relu") {
     // (one layer with hidden_units and identity: test_flat_attention.cpp)
     SUBCASE("three layers, relu on the first two only") {
         leaves L;
@@ -610,7 +610,7 @@ TEST_CASE("flat cin: identity by default, the hidden_units alias, three layers w
     }
 }
 
-TEST_CASE("flat cin: the original test ([10, 5], relu, ones (128, 10, 10) -> (128, 15)), variables and initializers") {
+TEST_CASE("cin: the original test ([10, 5], relu, ones (128, 10, 10) -> (128, 15)), variables and initializers") {
     using P = f::program<float, cin_orig_y>;
     REQUIRE(P::n_params == 4);
     CHECK(P::parameters::names[0] == "c/conv1d/kernel");
@@ -640,7 +640,7 @@ TEST_CASE("flat cin: the original test ([10, 5], relu, ones (128, 10, 10) -> (12
     for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-4));
 }
 
-TEST_CASE("flat cin: at W2's sizes the outer-product tensor is absent from the forward and training plans (values only)") {
+TEST_CASE("cin: at W2's sizes the outer-product tensor is absent from the forward and training plans (values only)") {
     // (the check that Z is absent from the plans is not ported: this core materialises Z,
     // cin.hpp; the values at these sizes are)
     leaves L;
@@ -728,10 +728,10 @@ vec allint_gram(leaves& L, std::size_t batch) {
 }
 } // namespace
 
-TEST_CASE("flat allint: O = X (X^T Cm + beta) in float64 and float32, with and without bias; derivatives") {
+TEST_CASE("allint: O = X (X^T Cm + beta) in float64 and float32, with and without bias; derivatives") {
     SUBCASE("bias (default)") {
         leaves L;
-        flat_test::fill<f::program<double, al_b_y>>(L, iB);
+        test::fill<f::program<double, al_b_y>>(L, iB);
         check_fwd<al_b_y>(L, iB, allint_source(L, iB, true), 1e-12, 1e-4);
         check_close(run_on<f::program<double, al_b_y>>(L, iB), allint_gram(L, iB), 1e-12);
     }
@@ -744,7 +744,7 @@ TEST_CASE("flat allint: O = X (X^T Cm + beta) in float64 and float32, with and w
     }
 }
 
-TEST_CASE("flat allint: out_type stack, none and keep_list") {
+TEST_CASE("allint: out_type stack, none and keep_list") {
     leaves L;
     const vec got = run_on<f::program<double, al_lists_y>>(L, iB);
     const vec want = allint_source(L, iB, true);
@@ -759,7 +759,7 @@ TEST_CASE("flat allint: out_type stack, none and keep_list") {
     }
 }
 
-TEST_CASE("flat allint: the original test's shapes and the all-ones relation O[n, c] = K sum_m Cm[m, c]") {
+TEST_CASE("allint: the original test's shapes and the all-ones relation O[n, c] = K sum_m Cm[m, c]") {
     using P = f::program<float, al_orig_y>;
     P::parameters p;
     fl::initialize<al_orig>(p, 5);  // GlorotNormal kernel, zero bias
@@ -779,7 +779,7 @@ TEST_CASE("flat allint: the original test's shapes and the all-ones relation O[n
             }
 }
 
-TEST_CASE("flat allint: the N x N matrix is absent from the forward and gradient plans (W-sized shapes)") {
+TEST_CASE("allint: the N x N matrix is absent from the forward and gradient plans (W-sized shapes)") {
     using F = f::program<float, al_w>;
     using G = f::grad_program<float, al_w>;
     CHECK(largest_node<F>(false) < jN * jN);
@@ -818,15 +818,15 @@ constexpr fl::result gi_forms_model() {
     fl::result m;
     f::val parts[8]{};
     for (std::size_t form = 0; form < 8; ++form) {
-        const f::label sfx = f::label("_") + form;
+        const f::name_string sfx = f::name_string("_") + form;
         f::val l[gL]{}, r[gR]{};
         std::size_t nl = 0, nr = 0;
-        if (form & 1) l[nl++] = m.input((f::label("left") + sfx).view(), make_dims<gL, gK>());
+        if (form & 1) l[nl++] = m.input((f::name_string("left") + sfx).view(), make_dims<gL, gK>());
         else
-            for (std::size_t i = 0; i < gL; ++i) l[nl++] = m.input((f::label("l") + i + sfx).view(), make_dims<gK>());
-        if (form & 2) r[nr++] = m.input((f::label("right") + sfx).view(), make_dims<gR, gK>());
+            for (std::size_t i = 0; i < gL; ++i) l[nl++] = m.input((f::name_string("l") + i + sfx).view(), make_dims<gK>());
+        if (form & 2) r[nr++] = m.input((f::name_string("right") + sfx).view(), make_dims<gR, gK>());
         else
-            for (std::size_t i = 0; i < gR; ++i) r[nr++] = m.input((f::label("r") + i + sfx).view(), make_dims<gK>());
+            for (std::size_t i = 0; i < gR; ++i) r[nr++] = m.input((f::name_string("r") + i + sfx).view(), make_dims<gK>());
         parts[form] = fl::group_int(m, "gi", (form & 4) ? gi_dot_cfg : gi_mul_cfg, l, nl, r, nr).single();
     }
     m.set_out(f::concat(0, parts, 8));
@@ -905,7 +905,7 @@ void check_form(bool dot, bool left_stacked, bool right_stacked) {
     static_assert(Y.shape() == make_dims<gL * gR * gK>() || Y.shape() == make_dims<gL * gR>());
     CHECK(Y.shape().size() == (dot ? gL * gR : gL * gR * gK));
     leaves L;
-    flat_test::fill<f::program<double, Y>>(L, gB);
+    test::fill<f::program<double, Y>>(L, gB);
     const fields l = left_stacked ? stacked_values(L, "left", gL, gB) : tuple_values(L, "l", gL, gB);
     const fields r = right_stacked ? stacked_values(L, "right", gR, gB) : tuple_values(L, "r", gR, gB);
     check_fwd<Y>(L, gB, group_int_ref(l, r, dot));
@@ -1019,9 +1019,9 @@ constexpr auto gi_o_att_y = gi_o_att.out();
 static_assert(gi_o_mul.shape() == make_dims<150>() && gi_o_dot.shape() == make_dims<15>() && gi_o_att_y.shape() == make_dims<150>());
 } // namespace
 
-TEST_CASE("flat ffm op: the index formulas of 4.4 on the layer_ops_test shapes (8, 40) x (8, 48), K = 4") {
+TEST_CASE("ffm op: the index formulas of 4.4 on the layer_ops_test shapes (8, 40) x (8, 48), K = 4") {
     leaves L;
-    flat_test::fill<f::grad_program<double, ffm_mul>>(L, fN);
+    test::fill<f::grad_program<double, ffm_mul>>(L, fN);
     const vec& lv = get(L, "left");
     const vec& rv = get(L, "right");
     vec mul(fN * 480), dot(fN * 120, 0.0);
@@ -1039,7 +1039,7 @@ TEST_CASE("flat ffm op: the index formulas of 4.4 on the layer_ops_test shapes (
     auto grads = [&]<class G>(G*, bool is_dot) {
         leaves M = L;
         M.v.erase("cotangent");
-        const auto out = flat_test::run<G>(M, fN);
+        const auto out = test::run<G>(M, fN);
         const vec& ct = get(M, "cotangent");
         const vec& dl = out[G::template grad<"left">];
         const vec& dr = out[G::template grad<"right">];
@@ -1068,7 +1068,7 @@ TEST_CASE("flat ffm op: the index formulas of 4.4 on the layer_ops_test shapes (
     CHECK(largest_node<f::program<double, ffm_dot>>(true) < 480);
 }
 
-TEST_CASE("flat group_int multiply and dot: stacked, tuple and mixed sides, left-major pairs, gradients") {
+TEST_CASE("group_int multiply and dot: stacked, tuple and mixed sides, left-major pairs, gradients") {
     // (the type core's check that no concatenation of the fields is built is not ported: this
     // core stacks each side's fields once, group_int.hpp)
     check_ad<gi_forms>(gB);  // the derivatives of all eight forms
@@ -1092,10 +1092,10 @@ TEST_CASE("flat group_int multiply and dot: stacked, tuple and mixed sides, left
     }
 }
 
-TEST_CASE("flat group_int attention: raw MLP score per pair (no softmax, no sum), every gradient, names, inits, penalty") {
+TEST_CASE("group_int attention: raw MLP score per pair (no softmax, no sum), every gradient, names, inits, penalty") {
     SUBCASE("units [1]: forward in float64 / float32, gradients of left, right and every MLP variable") {
         leaves L;
-        flat_test::fill<f::program<double, gi_att1_y>>(L, gB);
+        test::fill<f::program<double, gi_att1_y>>(L, gB);
         check_fwd<gi_att1_y>(L, gB, attention_ref(L, stacked_values(L, "left", gL, gB), stacked_values(L, "right", gR, gB), {1}, relu_));
         check_ad<gi_att1_y>(gB);
         CHECK(param_names<f::program<double, gi_att1_y>>() ==
@@ -1105,7 +1105,7 @@ TEST_CASE("flat group_int attention: raw MLP score per pair (no softmax, no sum)
     }
     SUBCASE("units [2, 1], tanh on the hidden layer only, L2 regularizer, HeUniform, tuple sides") {
         leaves L;
-        flat_test::fill<f::program<double, gi_att2_y>>(L, gB);
+        test::fill<f::program<double, gi_att2_y>>(L, gB);
         const vec want = attention_ref(L, tuple_values(L, "l", gL, gB), tuple_values(L, "r", gR, gB), {2, 1}, tanh_);
         check_close(run_on<f::program<double, gi_att2_y>>(L, gB), want, 1e-12);
         // kernels start from the given initializer (default GlorotNormal), biases zeros
@@ -1126,14 +1126,14 @@ TEST_CASE("flat group_int attention: raw MLP score per pair (no softmax, no sum)
     }
 }
 
-TEST_CASE("flat group_int keep_list and out_type: ignored by default (source), merge_tensor_list as the opt-in extension") {
+TEST_CASE("group_int keep_list and out_type: ignored by default (source), merge_tensor_list as the opt-in extension") {
     // (the list forms are the static_asserts above; stack and none values: test_flat_crossing.cpp)
     leaves L;
     const vec got = run_on<f::program<double, gi_concat_apply>>(L, gB);
     check_close(got, group_int_ref(stacked_values(L, "left", gL, gB), stacked_values(L, "right", gR, gB), false), 1e-12);
 }
 
-TEST_CASE("flat group_int original tests: 5 x ones(100, 10) with 3 x ones(100, 10)") {
+TEST_CASE("group_int original tests: 5 x ones(100, 10) with 3 x ones(100, 10)") {
     auto all_ones = [](leaves& L) {
         for (const char* n : {"l0", "l1", "l2", "l3", "l4", "r0", "r1", "r2"}) L[n] = ones(100 * 10);
     };

@@ -12,16 +12,16 @@
 #include <string>
 #include <vector>
 
-#include "ctrec/flat/layers/agru.hpp"
-#include "ctrec/flat/layers/dien.hpp"
-#include "flat_sequence_reference.hpp"
-#include "flat_support.hpp"
+#include "ctrec/layers/agru.hpp"
+#include "ctrec/layers/dien.hpp"
+#include "sequence_reference.hpp"
+#include "support.hpp"
 
-namespace f = ctrec::flat;
-namespace fl = ctrec::flat::layers;
+namespace f = ctrec;
+namespace fl = ctrec::layers;
 namespace cl = ctrec::layers;
-using flat_test::leaf_value;
-using flat_test::leaves;
+using test::leaf_value;
+using test::leaves;
 using seq_ref::vec;
 
 namespace {
@@ -40,7 +40,7 @@ void check_close(const vec& got, const vec& want, double tol) {
 }
 template <const auto& Y>
 void check_ad(std::size_t batch) {
-    flat_test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
+    test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
 }
 
 // ---- the AGRU cell's intermediates (spec 2.1.5): r, u, c and the new state; cell 0 AGRU,
@@ -108,7 +108,7 @@ double dien_mask_value(std::size_t i) {
 
 // ==== AGRU ================================================================================================
 
-TEST_CASE("flat scan: the spec's reference steps (Keras GRU of 2.3, AGRU / AUGRU of 2.1)") {
+TEST_CASE("scan: the spec's reference steps (Keras GRU of 2.3, AGRU / AUGRU of 2.1)") {
     // (the type core's scan node, whose per-step records these rows were, has no counterpart here:
     // the values are checked on the naive cells, which the flat layers are tested against)
     // Keras GRU, E = U = 1, relu, from h = 0.5: W = [.1 .2 .3], R = [.4 .5 .6], bias rows [[.01 .02 .03] [.04 .05 .06]]
@@ -135,51 +135,51 @@ TEST_CASE("flat scan: the spec's reference steps (Keras GRU of 2.3, AGRU / AUGRU
     }
 }
 
-TEST_CASE("flat agru_rnn: AGRU and AUGRU against the naive reference, float64 and float32, with and without a mask") {
+TEST_CASE("agru_rnn: AGRU and AUGRU against the naive reference, float64 and float32, with and without a mask") {
     for (std::size_t batch : {1, 3, 70}) {
         INFO("batch " << batch);
         leaves L;
-        const auto g = flat_test::run<f::program<float, rg_all, rg_last>>(L, batch);
+        const auto g = test::run<f::program<float, rg_all, rg_last>>(L, batch);
         const seq_ref::rnn_out wg = seq_ref::agru_batch(L, "c", batch, T, I, U, 2, 0, false);
         check_close(g[0], wg.all, 2e-5);
         check_close(g[1], wg.last, 2e-5);
-        check_close(flat_test::run<f::program<float, rs_last>>(L, batch)[0], seq_ref::agru_batch(L, "c", batch, T, I, U, 3, 1, false).last, 2e-5);
-        check_close(flat_test::run<f::program<float, rl_last>>(L, batch)[0], seq_ref::agru_batch(L, "c", batch, T, I, U, 0, 0, false).last, 2e-5);
+        check_close(test::run<f::program<float, rs_last>>(L, batch)[0], seq_ref::agru_batch(L, "c", batch, T, I, U, 3, 1, false).last, 2e-5);
+        check_close(test::run<f::program<float, rl_last>>(L, batch)[0], seq_ref::agru_batch(L, "c", batch, T, I, U, 0, 0, false).last, 2e-5);
         leaves M;
         vec m(batch * T);
         for (std::size_t i = 0; i < m.size(); ++i) m[i] = agru_mask_value(i);
         M["mask"] = m;
-        const vec gm = flat_test::run<f::program<float, mg_all>>(M, batch)[0];
+        const vec gm = test::run<f::program<float, mg_all>>(M, batch)[0];
         check_close(gm, seq_ref::agru_batch(M, "c", batch, T, I, U, 2, 0, true).all, 2e-5);
     }
 }
 
-TEST_CASE("flat agru_rnn: derivatives for x, the scores and every variable through the recurrence (float64)") {
+TEST_CASE("agru_rnn: derivatives for x, the scores and every variable through the recurrence (float64)") {
     // (AGRU tanh, masked AUGRU sigmoid and AGRU's zero update-gate gradient: test_flat_sequence.cpp)
     check_ad<ru_all>(3);
 }
 
-TEST_CASE("flat scan: derivatives with U = 20 (the SIMD dot products of the reverse mode: full vectors, 4-row blocks, tails)") {
+TEST_CASE("scan: derivatives with U = 20 (the SIMD dot products of the reverse mode: full vectors, 4-row blocks, tails)") {
     // (the scan node itself has no counterpart here: the AUGRU with U = 20 only)
     check_ad<r20>(2);
 }
 
 // ==== DIEN ================================================================================================
 
-TEST_CASE("flat dien: AGRU and AUGRU, several activations, against the naive reference") {
+TEST_CASE("dien: AGRU and AUGRU, several activations, against the naive reference") {
     // float32 for AGRU relu and sigmoid and AUGRU tanh (float64, and AUGRU relu in float32:
     // test_flat_sequence_dien.cpp)
     for (std::size_t batch : {1, 3, 70}) {
         INFO("batch " << batch);
         leaves L;
-        flat_test::fill<f::program<float, d_agru>>(L, batch);
-        check_close(flat_test::run<f::program<float, d_agru>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 1, 0, false), 2e-5);
-        check_close(flat_test::run<f::program<float, d_augru_tanh>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 2, 1, false), 2e-5);
-        check_close(flat_test::run<f::program<float, d_agru_sigmoid>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 3, 0, false), 2e-5);
+        test::fill<f::program<float, d_agru>>(L, batch);
+        check_close(test::run<f::program<float, d_agru>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 1, 0, false), 2e-5);
+        check_close(test::run<f::program<float, d_augru_tanh>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 2, 1, false), 2e-5);
+        check_close(test::run<f::program<float, d_agru_sigmoid>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 3, 0, false), 2e-5);
     }
 }
 
-TEST_CASE("flat dien: monolith_compat uses AGRU whatever att_type says, and ignores the mask") {
+TEST_CASE("dien: monolith_compat uses AGRU whatever att_type says, and ignores the mask") {
     // float32 (float64 and the rest: test_flat_sequence_dien.cpp)
     for (std::size_t batch : {1, 3, 70}) {
         INFO("batch " << batch);
@@ -187,12 +187,12 @@ TEST_CASE("flat dien: monolith_compat uses AGRU whatever att_type says, and igno
         vec m(batch * dT);
         for (std::size_t i = 0; i < m.size(); ++i) m[i] = dien_mask_value(i);
         L["mask"] = m;  // not an input of the model: the reference ignores it too
-        flat_test::fill<f::program<float, d_compat>>(L, batch);
-        check_close(flat_test::run<f::program<float, d_compat>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 1, 0, false), 2e-5);
+        test::fill<f::program<float, d_compat>>(L, batch);
+        check_close(test::run<f::program<float, d_compat>>(L, batch)[0], seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 1, 0, false), 2e-5);
     }
 }
 
-TEST_CASE("flat dien: the mask (default) - reference, padding invariance, padding anywhere, no real step") {
+TEST_CASE("dien: the mask (default) - reference, padding invariance, padding anywhere, no real step") {
     // float32 for the AGRU (the rest: test_flat_sequence_dien.cpp)
     for (std::size_t batch : {1, 3, 70}) {
         INFO("batch " << batch);
@@ -200,12 +200,12 @@ TEST_CASE("flat dien: the mask (default) - reference, padding invariance, paddin
         vec m(batch * dT);
         for (std::size_t i = 0; i < m.size(); ++i) m[i] = dien_mask_value(i);
         L["mask"] = m;
-        const vec got = flat_test::run<f::program<float, d_masked>>(L, batch)[0];
+        const vec got = test::run<f::program<float, d_masked>>(L, batch)[0];
         check_close(got, seq_ref::dien_batch(L, "d", batch, dT, dE, dU, 1, 0, true), 2e-5);
     }
 }
 
-TEST_CASE("flat dien: derivatives, AGRU (relu, the default) and AUGRU (tanh)") {
+TEST_CASE("dien: derivatives, AGRU (relu, the default) and AUGRU (tanh)") {
     check_ad<d_agru>(3);
     check_ad<d_augru>(3);
 }
@@ -214,7 +214,7 @@ namespace {
 constexpr auto d_t50 = fl::dien<"d", {.num_units = dU}>(q, f::input<"k", 50, dE>).out();
 } // namespace
 
-TEST_CASE("flat dien: the plan does not grow with T; the scan keeps O(T U) per example") {
+TEST_CASE("dien: the plan does not grow with T; the scan keeps O(T U) per example") {
     // (the type core's checks that the plan does not grow with T and that its scan nodes keep
     // O(T U) records are not ported: this core unrolls the recurrences, so the node count grows
     // with T by design (dien.hpp, agru.hpp); the memory per example still grows linearly)

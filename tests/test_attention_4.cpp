@@ -14,24 +14,24 @@
 #include <utility>
 #include <vector>
 
-#include "ctrec/flat/layers/autoint.hpp"
-#include "ctrec/flat/layers/din.hpp"
-#include "ctrec/flat/layers/dmr_u2i.hpp"
-#include "ctrec/flat/layers/irazor.hpp"
-#include "ctrec/flat/layers/senet.hpp"
-#include "ctrec/flat/train_program.hpp"  // initialize
-#include "flat_layer_reference.hpp"
-#include "flat_support.hpp"
+#include "ctrec/layers/autoint.hpp"
+#include "ctrec/layers/din.hpp"
+#include "ctrec/layers/dmr_u2i.hpp"
+#include "ctrec/layers/irazor.hpp"
+#include "ctrec/layers/senet.hpp"
+#include "ctrec/train/train_program.hpp"  // initialize
+#include "layer_reference.hpp"
+#include "support.hpp"
 
-namespace f = ctrec::flat;
-namespace fl = ctrec::flat::layers;
+namespace f = ctrec;
+namespace fl = ctrec::layers;
 namespace cl = ctrec::layers;
 namespace init = ctrec::init;
 using ctrec::make_dims;
 using flat_ref::get;
 using flat_ref::vec;
-using flat_test::leaf_value;
-using flat_test::leaves;
+using test::leaf_value;
+using test::leaves;
 
 namespace {
 
@@ -50,7 +50,7 @@ void check_close(const vec& got, const vec& want, double tol) {
 }
 template <class P>
 vec run_on(leaves& L, std::size_t batch, std::size_t out = 0) {
-    return flat_test::run<P>(L, batch)[out];
+    return test::run<P>(L, batch)[out];
 }
 // Y in float64 (CPU and reference backends, tol64) and float32 (CPU, tol32) on a copy of L.
 template <const auto& Y>
@@ -63,7 +63,7 @@ void check_fwd(const leaves& L0, std::size_t batch, const vec& want, double tol6
 }
 template <const auto& Y>
 void check_ad(std::size_t batch) {
-    flat_test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
+    test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
 }
 template <class P>
 std::vector<std::string> sorted_param_names() {
@@ -363,13 +363,13 @@ void one_user(leaves& shared, leaves& batched, std::size_t batch) {
 
 // ==== AutoInt ===========================================================================================
 
-TEST_CASE("flat autoint: defaults and the layer's interface (no variables, concat of (N, K))") {
+TEST_CASE("autoint: defaults and the layer's interface (no variables, concat of (N, K))") {
     CHECK(ai_main.n_inits == 0);
     CHECK(!ai_main.has_penalty());
     CHECK(f::program<double, ai_main_y>::n_params == 0);
 }
 
-TEST_CASE("flat autoint: the spec's reference values (N = 3, K = 2, one and two layers)") {
+TEST_CASE("autoint: the spec's reference values (N = 3, K = 2, one and two layers)") {
     const vec spec_x = {1, 0, 0, 2, 1, 1};
     const double l1[] = {0.8446376, 0.7330436, 0.1331867, 1.8509371, 0.5776812, 1.2669564};
     const double l2[] = {0.4941377, 1.3232281, 0.3058488, 1.6071227, 0.4027717, 1.4629475};
@@ -386,9 +386,9 @@ TEST_CASE("flat autoint: the spec's reference values (N = 3, K = 2, one and two 
     check_fwd<ai_spec2>(L, 2, autoint_ref(L["x"], 2, 2, 3, 2));
 }
 
-TEST_CASE("flat autoint: two layers against the naive reference in float64 and float32; derivatives") {
+TEST_CASE("autoint: two layers against the naive reference in float64 and float32; derivatives") {
     leaves L;
-    flat_test::fill<f::program<double, ai_main_y>>(L, aB);
+    test::fill<f::program<double, ai_main_y>>(L, aB);
     const vec want = autoint_ref(L["x"], aB, 2);
     check_fwd<ai_main_y>(L, aB, want);
     // one layer is not the identity and two layers differ from one (the loop really iterates)
@@ -403,10 +403,10 @@ TEST_CASE("flat autoint: two layers against the naive reference in float64 and f
     check_ad<ai_main_y>(aB);
 }
 
-TEST_CASE("flat autoint: the gradient equals the spec's closed form (A^T Ybar + (Sbar + Sbar^T) X per layer)") {
+TEST_CASE("autoint: the gradient equals the spec's closed form (A^T Ybar + (Sbar + Sbar^T) X per layer)") {
     using G = f::grad_program<double, ai_main_y>;
     leaves L;
-    const auto outs = flat_test::run<G>(L, aB);
+    const auto outs = test::run<G>(L, aB);
     const vec& dx = outs[G::grad<"x">];
     REQUIRE(dx.size() == aB * aN * aK);
     const std::size_t N = aN, K = aK;
@@ -435,7 +435,7 @@ TEST_CASE("flat autoint: the gradient equals the spec's closed form (A^T Ybar + 
     }
 }
 
-TEST_CASE("flat autoint: the original test: layer_num = 2 on ones (100, 10, 10) gives ones (100, 100), sum 10000") {
+TEST_CASE("autoint: the original test: layer_num = 2 on ones (100, 10, 10) gives ones (100, 100), sum 10000") {
     leaves L;
     L["x"] = ones(100 * 100);
     const vec out = run_on<f::program<float, ai_orig>>(L, 100);
@@ -448,7 +448,7 @@ TEST_CASE("flat autoint: the original test: layer_num = 2 on ones (100, 10, 10) 
     CHECK(sum == doctest::Approx(10000.0).epsilon(1e-6));
 }
 
-TEST_CASE("flat autoint: unscaled large logits (S ~ 1e3, exp would overflow) stay finite and correct") {
+TEST_CASE("autoint: unscaled large logits (S ~ 1e3, exp would overflow) stay finite and correct") {
     leaves L;
     vec x(aB * aN * aK);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = 20.0 * leaf_value("x", i);
@@ -463,7 +463,7 @@ TEST_CASE("flat autoint: unscaled large logits (S ~ 1e3, exp would overflow) sta
     check_close(s, want, 1e-3);  // float32 logits of ~1e3 carry ~1e-4 absolute error
 }
 
-TEST_CASE("flat autoint: out_type stack, none and keep_list") {
+TEST_CASE("autoint: out_type stack, none and keep_list") {
     SUBCASE("stack: (N, K), the same values") {
         leaves L;
         const vec got = run_on<f::program<double, ai_stack>>(L, aB);
@@ -478,7 +478,7 @@ TEST_CASE("flat autoint: out_type stack, none and keep_list") {
 
 // ==== DMR_U2I ===========================================================================================
 
-TEST_CASE("flat dmr_u2i: default PReLU, float64 and float32 against the reference; derivatives") {
+TEST_CASE("dmr_u2i: default PReLU, float64 and float32 against the reference; derivatives") {
     using P = f::program<double, dmr_prelu>;
     CHECK(param_shape<P>("d/bias") == make_dims<dC>());
     CHECK(param_shape<P>("d/dense/bias") == make_dims<dI>());
@@ -486,7 +486,7 @@ TEST_CASE("flat dmr_u2i: default PReLU, float64 and float32 against the referenc
     CHECK(param_shape<P>("d/pos_emb") == make_dims<dT, dC>());
 }
 
-TEST_CASE("flat dmr_u2i: the spec's reference value (T = 2, U_e = C = I_e = 1)") {
+TEST_CASE("dmr_u2i: the spec's reference value (T = 2, U_e = C = I_e = 1)") {
     leaves L;
     L["d/pos_emb"] = {0.1, 0.2};
     L["seq"] = {1.0, 3.0};
@@ -506,7 +506,7 @@ TEST_CASE("flat dmr_u2i: the spec's reference value (T = 2, U_e = C = I_e = 1)")
     CHECK(run_on<f::program<double, dmr_spec>>(L, 1)[0] == doctest::Approx(4.1727095).epsilon(1e-7));
 }
 
-TEST_CASE("flat dmr_u2i: the original test (relu, cmp_dim 5, ones item (100, 10), seq (100, 15, 10)); initializers") {
+TEST_CASE("dmr_u2i: the original test (relu, cmp_dim 5, ones item (100, 10), seq (100, 15, 10)); initializers") {
     using P = f::program<float, dmr_orig_y>;
     CHECK(P::n_params == 6);  // no PReLU alpha with relu
     CHECK(P::parameters::position("dmr__u2i/dense/p_re_lu/alpha") == P::parameters::count);
@@ -540,7 +540,7 @@ TEST_CASE("flat dmr_u2i: the original test (relu, cmp_dim 5, ones item (100, 10)
     CHECK(sum == doctest::Approx(want_sum).epsilon(1e-5));
 }
 
-TEST_CASE("flat dmr_u2i: regularizer on pos_emb, emb_weight and dense/kernel only; other activations") {
+TEST_CASE("dmr_u2i: regularizer on pos_emb, emb_weight and dense/kernel only; other activations") {
     leaves L;
     const vec y = run_on<f::program<double, dmr_reg_y>>(L, dB);
     double want = 0;
@@ -551,7 +551,7 @@ TEST_CASE("flat dmr_u2i: regularizer on pos_emb, emb_weight and dense/kernel onl
     check_close(y, dmr_ref(L, dB, 3).out, 1e-10);
 }
 
-TEST_CASE("flat dmr_u2i: the attention bias shifts every score by bias . z, so it cannot change the output") {
+TEST_CASE("dmr_u2i: the attention bias shifts every score by bias . z, so it cannot change the output") {
     leaves L;
     const vec a = run_on<f::program<double, dmr_prelu>>(L, dB);
     leaves M = L;
@@ -561,15 +561,15 @@ TEST_CASE("flat dmr_u2i: the attention bias shifts every score by bias . z, so i
     check_close(b, a, 1e-12);
     // and its gradient is zero up to rounding
     using G = f::grad_program<double, dmr_prelu>;
-    const auto outs = flat_test::run<G>(L, dB);
+    const auto outs = test::run<G>(L, dB);
     const vec& gb = outs[G::grad<"d/bias">];
     REQUIRE(gb.size() == dC);
     for (double v : gb) CHECK(std::abs(v) < 1e-12);
 }
 
-TEST_CASE("flat dmr_u2i: no mask - a zero-padded step still takes part in the softmax (source behaviour)") {
+TEST_CASE("dmr_u2i: no mask - a zero-padded step still takes part in the softmax (source behaviour)") {
     leaves L;
-    flat_test::fill<f::program<double, dmr_prelu>>(L, dB);
+    test::fill<f::program<double, dmr_prelu>>(L, dB);
     for (std::size_t i = 0; i < dB * dT * dU; ++i)  // the last two steps of every sequence are zero padding
         if ((i / dU) % dT >= dT - 2) L["seq"][i] = 0.0;
     const dmr_ref ref(L, dB, 1);
@@ -580,7 +580,7 @@ TEST_CASE("flat dmr_u2i: no mask - a zero-padded step still takes part in the so
 
 // ==== iRazor ============================================================================================
 
-TEST_CASE("flat irazor: Y = X * (softmax(w / t) . R) and nas_loss, float64 and float32; derivatives") {
+TEST_CASE("irazor: Y = X * (softmax(w / t) . R) and nas_loss, float64 and float32; derivatives") {
     leaves L;
     const vec a = run_on<f::program<double, ir_main_y>>(L, rB);
     const vec b = run_on<f::program<double, ir_nofw_y>>(L, rB);
@@ -588,10 +588,10 @@ TEST_CASE("flat irazor: Y = X * (softmax(w / t) . R) and nas_loss, float64 and f
     CHECK(run_on<f::program<double, ir_nofw_loss>>(L, 1)[0] == 0.0);
 }
 
-TEST_CASE("flat irazor: nas_space[0] > 0 zeroes the leading columns; a repeated boundary is an empty group") {
+TEST_CASE("irazor: nas_space[0] > 0 zeroes the leading columns; a repeated boundary is an empty group") {
     SUBCASE("{3, 5, 6, 10}: columns 0..2 get weight 0") {
         leaves L;
-        flat_test::fill<f::program<double, ir_lead>>(L, rB);
+        test::fill<f::program<double, ir_lead>>(L, rB);
         const irazor_ref ref(get(L, "r/nas_weight"), {3, 5, 6, 10}, 0.7, rN, rK);
         const vec want = ref.y(get(L, "x"), rB);
         for (std::size_t b = 0; b < rB; ++b)
@@ -601,7 +601,7 @@ TEST_CASE("flat irazor: nas_space[0] > 0 zeroes the leading columns; a repeated 
     }
     SUBCASE("K = 40 > 16 columns (M is a concatenation of concatenations)") {
         leaves L;
-        flat_test::fill<f::program<double, ir_wide>>(L, 3);
+        test::fill<f::program<double, ir_wide>>(L, 3);
         const irazor_ref ref(get(L, "r/nas_weight"), {0, 3, 21, 40}, 0.3, 2, 40);
         check_fwd<ir_wide>(L, 3, ref.y(get(L, "x"), 3));
     }
@@ -618,14 +618,14 @@ TEST_CASE("flat irazor: nas_space[0] > 0 zeroes the leading columns; a repeated 
     }
 }
 
-TEST_CASE("flat irazor: out_type stack and none, keep_list") {
+TEST_CASE("irazor: out_type stack and none, keep_list") {
     leaves L;
     const vec got = run_on<f::program<double, ir_stack>>(L, rB);
     const irazor_ref ref(get(L, "r/nas_weight"), {0, 2, 5, 7, 10}, 0.08, rN, rK);
     check_close(got, ref.y(get(L, "x"), rB), 1e-12);
 }
 
-TEST_CASE("flat irazor: the original test (nas_space {0, 2, 5, 7, 10}, t = 0.08, ones (100, 10, 10)); initializer") {
+TEST_CASE("irazor: the original test (nas_space {0, 2, 5, 7, 10}, t = 0.08, ones (100, 10, 10)); initializer") {
     using P = f::program<float, ir_orig_y>;
     REQUIRE(P::n_params == 1);
     CHECK(P::parameters::names[0] == "i_razor/nas_weight");
@@ -657,9 +657,9 @@ TEST_CASE("flat irazor: the original test (nas_space {0, 2, 5, 7, 10}, t = 0.08,
     }
 }
 
-TEST_CASE("flat irazor: initializer and regularizer options; M is computed with the parameters") {
+TEST_CASE("irazor: initializer and regularizer options; M is computed with the parameters") {
     leaves L;
-    flat_test::fill<f::program<double, ir_opt_y>>(L, 2);
+    test::fill<f::program<double, ir_opt_y>>(L, 2);
     double want = 0;
     for (double v : get(L, "r/nas_weight")) want += 0.5 * std::abs(v) + 0.25 * v * v;
     CHECK(run_on<f::program<double, ir_opt_pen>>(L, 1)[0] == doctest::Approx(want).epsilon(1e-12));
@@ -682,17 +682,17 @@ TEST_CASE("flat irazor: initializer and regularizer options; M is computed with 
 
 // ==== DIN ===============================================================================================
 
-TEST_CASE("flat din: relu MLP with weight norm, mode sum, against the literal reference; derivatives") {
+TEST_CASE("din: relu MLP with weight norm, mode sum, against the literal reference; derivatives") {
     leaves L;
-    flat_test::fill<f::program<double, din_plain>>(L, nB);
+    test::fill<f::program<double, din_plain>>(L, nB);
     check_fwd<din_plain>(L, nB, din_ref(L, nB, {6, 4, 1}, 1, false, false, false));
     check_ad<din_plain>(nB);
 }
 
-TEST_CASE("flat din: mask, decay and mode weighted against the reference; derivatives with padded steps") {
+TEST_CASE("din: mask, decay and mode weighted against the reference; derivatives with padded steps") {
     leaves L;
     set_din_mask(L, nB);
-    flat_test::fill<f::program<double, din_masked>>(L, nB);
+    test::fill<f::program<double, din_masked>>(L, nB);
     const vec want = din_ref(L, nB, {4, 1}, 2, true, true, true);
     check_fwd<din_masked>(L, nB, want);
     // padded steps are exactly zero rows in mode weighted
@@ -703,23 +703,23 @@ TEST_CASE("flat din: mask, decay and mode weighted against the reference; deriva
     check_ad<din_masked_ad>(nB);
     // the derivative check's mask really pads some steps
     leaves M;
-    flat_test::fill<f::program<double, din_masked_ad>>(M, nB);
+    test::fill<f::program<double, din_masked_ad>>(M, nB);
     std::size_t padded = 0;
     for (double v : M["mask_raw"]) padded += v <= 0.0;
     CHECK(padded > 0);
     CHECK(padded < nB * nT);
 }
 
-TEST_CASE("flat din: padding never changes the result; padded keys get zero gradient") {
+TEST_CASE("din: padding never changes the result; padded keys get zero gradient") {
     using G = f::grad_program<double, din_pad>;
     leaves clean;
     set_din_mask(clean, nB);
-    flat_test::fill<G>(clean, nB);
+    test::fill<G>(clean, nB);
     leaves dirty = clean;
     for (std::size_t i = 0; i < nB * nT * nH; ++i)
         if (din_mask_value(i / nH) == 0.0) dirty["k"][i] = 1e3 * leaf_value("other", i);
-    const auto c = flat_test::run<G>(clean, nB);
-    const auto d = flat_test::run<G>(dirty, nB);
+    const auto c = test::run<G>(clean, nB);
+    const auto d = test::run<G>(dirty, nB);
     REQUIRE(c.size() == d.size());
     for (std::size_t r = 0; r < c.size(); ++r) {
         if (r == G::grad<"k">) continue;  // the keys differ at padded steps; checked below
@@ -736,7 +736,7 @@ TEST_CASE("flat din: padding never changes the result; padded keys get zero grad
     CHECK(diff > 1.0);
 }
 
-TEST_CASE("flat din: the plans never build the 4H-wide row and compute q's share once per example") {
+TEST_CASE("din: the plans never build the 4H-wide row and compute q's share once per example") {
     using F = f::program<double, din_plain>;
     using G = f::grad_program<double, din_plain>;
     auto has_wide_row = [](const auto& tab, std::size_t size) {
@@ -768,7 +768,7 @@ TEST_CASE("flat din: the plans never build the 4H-wide row and compute q's share
     CHECK(in_program == 0);
 }
 
-TEST_CASE("flat din: the original test: hidden_units [10, 1] on ones q (100, 10), k (100, 15, 10)") {
+TEST_CASE("din: the original test: hidden_units [10, 1] on ones q (100, 10), k (100, 15, 10)") {
     leaves L;
     L["q"] = ones(100 * 10);
     L["k"] = ones(100 * 150);
@@ -782,7 +782,7 @@ TEST_CASE("flat din: the original test: hidden_units [10, 1] on ones q (100, 10)
     for (double v : got) CHECK(v == doctest::Approx(15 * h[0]).epsilon(1e-4));
 }
 
-TEST_CASE("flat din: variables, shapes and initializers") {
+TEST_CASE("din: variables, shapes and initializers") {
     using M = f::program<float, din_plain>;
     CHECK(M::parameters::names.size() == 9);
     CHECK(param_shape<M>("din/compress_tower/dense_0/kernel") == make_dims<4 * nH, 6>());
@@ -799,10 +799,10 @@ TEST_CASE("flat din: variables, shapes and initializers") {
 
 // ==== serving ==============================================================================================
 
-TEST_CASE("flat serving: DIN with a shared behaviour sequence scores like the per-candidate form") {
+TEST_CASE("serving: DIN with a shared behaviour sequence scores like the per-candidate form") {
     leaves S, Bt;
     one_user(S, Bt, sB);
-    flat_test::fill<f::program<double, serve_din_shared>>(S, sB);
+    test::fill<f::program<double, serve_din_shared>>(S, sB);
     for (const char* n : {"q"}) Bt[n] = S[n];
     const vec want = run_on<f::program<double, serve_din_batched>>(Bt, sB);
     check_close(want, din_ref(Bt, sB, {8, 4, 1}, 1, false, false, true, sT, sH), 1e-12);
@@ -810,17 +810,17 @@ TEST_CASE("flat serving: DIN with a shared behaviour sequence scores like the pe
     check_close(run_on<f::program<float, serve_din_shared>>(S, sB), want, 2e-5);
 }
 
-TEST_CASE("flat serving: DIN's user-side product runs once per call, the candidate-side ones per candidate") {
+TEST_CASE("serving: DIN's user-side product runs once per call, the candidate-side ones per candidate") {
     using P = f::program<float, serve_din_shared>;
     CHECK(contracts<P>(false, sT * 8) == 1);  // k (W_b - W_c): once per request
     CHECK(contracts<P>(true, 8) == 1);        // q (W_a + W_c): per candidate, once
     CHECK(contracts<P>(true, sT * 8) == 1);   // (q * k) W_d: per candidate (maybe in an epilogue)
 }
 
-TEST_CASE("flat serving: DMR_U2I with a shared sequence: everything but the product with the item runs once") {
+TEST_CASE("serving: DMR_U2I with a shared sequence: everything but the product with the item runs once") {
     leaves S, Bt;
     one_user(S, Bt, sB);
-    flat_test::fill<f::program<double, serve_dmr_shared>>(S, sB);
+    test::fill<f::program<double, serve_dmr_shared>>(S, sB);
     Bt["item"] = S["item"];
     const vec batched = run_on<f::program<double, serve_dmr_batched>>(Bt, sB);
     check_close(run_on<f::program<double, serve_dmr_shared>>(S, sB), batched, 1e-12);
@@ -829,15 +829,15 @@ TEST_CASE("flat serving: DMR_U2I with a shared sequence: everything but the prod
     CHECK(contracts<P>(false) >= 3);  // the score, the pooling and the projection
 }
 
-TEST_CASE("flat serving: the gradient w.r.t. a shared input is the sum over the batch") {
+TEST_CASE("serving: the gradient w.r.t. a shared input is the sum over the batch") {
     using GS = f::grad_program<double, serve_din_shared>;
     using GB = f::grad_program<double, serve_din_batched>;
     leaves S, Bt;
     one_user(S, Bt, sB);
-    flat_test::fill<GS>(S, sB);
+    test::fill<GS>(S, sB);
     for (const char* n : {"q", "cotangent"}) Bt[n] = S[n];
-    const auto s = flat_test::run<GS>(S, sB);
-    const auto b = flat_test::run<GB>(Bt, sB);
+    const auto s = test::run<GS>(S, sB);
+    const auto b = test::run<GB>(Bt, sB);
     const vec& dks = s[GS::grad<"k">];
     const vec& dkb = b[GB::grad<"k">];
     REQUIRE(dks.size() == sT * sH);
@@ -987,9 +987,9 @@ vec se_ref_list(leaves& L, std::size_t batch, std::size_t tower_c) {
 }
 } // namespace
 
-TEST_CASE("flat senet: defaults; Y = sigmoid(relu(z W1 + b1) W2 + b2) * X with weight norm, float64 and float32; derivatives") {
+TEST_CASE("senet: defaults; Y = sigmoid(relu(z W1 + b1) W2 + b2) * X with weight norm, float64 and float32; derivatives") {
     leaves L;
-    flat_test::fill<f::program<double, se_main_y>>(L, eB);
+    test::fill<f::program<double, se_main_y>>(L, eB);
     const vec& x = get(L, "x");
     vec z(eN);
     for (std::size_t n = 0; n < eN; ++n) z[n] = (x[n * eK] + x[n * eK + 1] + x[n * eK + 2]) / 3;
@@ -1000,7 +1000,7 @@ TEST_CASE("flat senet: defaults; Y = sigmoid(relu(z W1 + b1) W2 + b2) * X with w
     check_close(run_on<f::program<double, se_main_y>>(L, eB), se_ref_x(L, eB, eC), 1e-12);
 }
 
-TEST_CASE("flat senet: variable names and shapes (cmp_tower, weight norm on)") {
+TEST_CASE("senet: variable names and shapes (cmp_tower, weight norm on)") {
     using V = std::vector<std::size_t>;
     const std::map<std::string, V> want{{"s/cmp_tower/dense_0/kernel", V{eN, eC}}, {"s/cmp_tower/dense_0/trainable_kernel_norm", V{eC}},
                                         {"s/cmp_tower/dense_0/bias", V{eC}},       {"s/cmp_tower/dense_1/kernel", V{eC, eN}},
@@ -1009,7 +1009,7 @@ TEST_CASE("flat senet: variable names and shapes (cmp_tower, weight norm on)") {
     CHECK(se_main.n_inits == 6);  // two kernels, two column norms, two biases
 }
 
-TEST_CASE("flat senet: cmp_dim None: the raw means, no sigmoid, no variables") {
+TEST_CASE("senet: cmp_dim None: the raw means, no sigmoid, no variables") {
     SUBCASE("the spec's reference value: X = [[1, 3], [2, 2]] -> a = [2, 2], Y = [[2, 6], [4, 4]]") {
         leaves L;
         L["x"] = {1, 3, 2, 2, 1, 3, 2, 2};
@@ -1020,13 +1020,13 @@ TEST_CASE("flat senet: cmp_dim None: the raw means, no sigmoid, no variables") {
         CHECK(!se_raw.has_penalty());
         CHECK(f::program<double, se_raw_y>::n_params == 0);
         leaves L;
-        flat_test::fill<f::program<double, se_raw_y>>(L, eB);
+        test::fill<f::program<double, se_raw_y>>(L, eB);
         check_fwd<se_raw_y>(L, eB, se_ref_x(L, eB, 0));
         check_ad<se_raw_y>(eB);
     }
 }
 
-TEST_CASE("flat senet: out_type stack, none and keep_list (tensor input)") {
+TEST_CASE("senet: out_type stack, none and keep_list (tensor input)") {
     leaves L;
     const vec got = run_on<f::program<double, se_out_types_y>>(L, eB);
     const vec want = se_ref_x(L, eB, eC);
@@ -1038,7 +1038,7 @@ TEST_CASE("flat senet: out_type stack, none and keep_list (tensor input)") {
         }
 }
 
-TEST_CASE("flat senet: list input of different widths (2, 3, 4): concat, none, keep_list, derivatives") {
+TEST_CASE("senet: list input of different widths (2, 3, 4): concat, none, keep_list, derivatives") {
     SUBCASE("with the tower: concat (2 + 3 + 4) and none (B, 2), (B, 3), (B, 4) in one program") {
         leaves L;
         const vec got = run_on<f::program<double, se_list_y>>(L, eB);
@@ -1052,15 +1052,15 @@ TEST_CASE("flat senet: list input of different widths (2, 3, 4): concat, none, k
     }
     SUBCASE("derivatives of the list path (means of each element, per-element scales), without the tower") {
         leaves L;
-        flat_test::fill<f::program<double, se_list_raw>>(L, eB);
+        test::fill<f::program<double, se_list_raw>>(L, eB);
         check_fwd<se_list_raw>(L, eB, se_ref_list(L, eB, 0));
         check_ad<se_list_raw>(eB);
     }
 }
 
-TEST_CASE("flat senet: list input of equal widths: stack equals the tensor path on the same rows") {
+TEST_CASE("senet: list input of equal widths: stack equals the tensor path on the same rows") {
     leaves L;
-    flat_test::fill<f::program<double, se_raw_y>>(L, eB);
+    test::fill<f::program<double, se_raw_y>>(L, eB);
     for (std::size_t n = 0; n < eN; ++n) {
         vec e(eB * eK);
         for (std::size_t b = 0; b < eB; ++b)
@@ -1070,7 +1070,7 @@ TEST_CASE("flat senet: list input of equal widths: stack equals the tensor path 
     check_close(run_on<f::program<double, se_eq>>(L, eB), se_ref_x(L, eB, 0), 1e-12);
 }
 
-TEST_CASE("flat senet: a one-element list returns its bare (B, K) element (keep_list wraps it)") {
+TEST_CASE("senet: a one-element list returns its bare (B, K) element (keep_list wraps it)") {
     leaves L;
     const vec got = run_on<f::program<double, se_one>>(L, eB);
     const vec want = se_ref(L, eB, {5}, 0, [&](std::size_t b, std::size_t, std::size_t k) { return get(L, "e0")[b * 5 + k]; });
@@ -1123,7 +1123,7 @@ double he_uniform_bound(int fi, int) { return std::sqrt(6.0 / fi); }
 double glorot_uniform_bound(int fi, int fo) { return std::sqrt(6.0 / (fi + fo)); }
 } // namespace
 
-TEST_CASE("flat senet: the original test: num_feature 10, cmp_dim 4 on ones (100, 10, 10); GlorotNormal, HeUniform, default") {
+TEST_CASE("senet: the original test: num_feature 10, cmp_dim 4 on ones (100, 10, 10); GlorotNormal, HeUniform, default") {
     const vec a_g = se_orig_check<se_og>(glorot_normal_bound, "GlorotNormal");
     const vec a_h = se_orig_check<se_oh>(he_uniform_bound, "HeUniform");
     const vec a_d = se_orig_check<se_od>(glorot_uniform_bound, "GlorotUniform (default)");
@@ -1131,9 +1131,9 @@ TEST_CASE("flat senet: the original test: num_feature 10, cmp_dim 4 on ones (100
     CHECK(a_d != a_h);
 }
 
-TEST_CASE("flat senet: regularizer penalties: regularizer / kernel_regularizer aliases on the raw kernels, bias_regularizer") {
+TEST_CASE("senet: regularizer penalties: regularizer / kernel_regularizer aliases on the raw kernels, bias_regularizer") {
     leaves L;
-    flat_test::fill<f::program<double, se_main_y>>(L, 1);
+    test::fill<f::program<double, se_main_y>>(L, 1);
     auto sum_sq = [&](const char* n) {
         double s = 0;
         for (double v : get(L, n)) s += v * v;
