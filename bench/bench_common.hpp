@@ -230,32 +230,4 @@ inline void timed(benchmark::State& st, double flop_per_iter, std::size_t batch,
 }
 
 
-#if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
-// Per-step cycle profile of a ctrec program P built with -DCTREC_PROFILE_STEPS (the executor
-// counts rdtsc cycles per plan step): runs `run` reps times and prints the steps by cost.
-template <class P, class Run>
-void profile_steps(const char* what, std::size_t B, int reps, Run&& run) {
-    using E = typename P::exec;
-    constexpr const auto& D = P::plan_type::data;
-    std::fill(std::begin(E::step_cycles), std::end(E::step_cycles), 0ull);
-    run();  // warm-up
-    std::fill(std::begin(E::step_cycles), std::end(E::step_cycles), 0ull);
-    const unsigned long long t0 = __builtin_ia32_rdtsc();
-    for (int i = 0; i < reps; ++i) run();
-    const double total = double(__builtin_ia32_rdtsc() - t0);
-    std::vector<std::pair<unsigned long long, std::size_t>> s;
-    for (std::size_t i = 0; i < E::n; ++i)
-        if (E::step_cycles[i]) s.push_back({E::step_cycles[i], i});
-    std::sort(s.rbegin(), s.rend());
-    std::printf("%s, B = %zu: %.0f kcycles per call (rdtsc), steps:\n", what, B, total / reps / 1e3);
-    for (auto [cyc, i] : s) {
-        const auto& r = D.rec[i];
-        std::string shape;
-        for (std::size_t a = 0; a < r.shape.rank; ++a) shape += (a ? "x" : "") + std::to_string(r.shape.d[a]);
-        const std::string k(kind_name(r.k));
-        std::printf("  step %3zu %-10s %-3s (%-10s) %9.1f kcyc/call %5.1f%%\n", i, k.c_str(), r.batched ? "B" : "",
-                    shape.c_str(), double(cyc) / reps / 1e3, 100.0 * double(cyc) / total);
-    }
-}
-#endif
 }  // namespace bench

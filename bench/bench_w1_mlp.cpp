@@ -1,7 +1,8 @@
 // Workload W1 (bench/WORKLOADS.md): MLP tower 256 -> 512 -> 256 -> 128 -> 1, relu between,
 // sigmoid at the end, float32, one thread.
 //
-//   W1/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, eigen, torch
+//   W1/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, ctrec_wn (the same tower
+//                         with Monolith's default weight norm, folded by prepare()), eigen, torch
 //   W1/fwdbwd/<impl>/64   forward + reverse-mode gradient w.r.t. x and every parameter
 //   W1/jvp/<impl>/64      forward + forward-mode directional derivative (ctrec, eigen)
 //
@@ -26,9 +27,9 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "ctrec/ctrec.hpp"
 #include "ctrec/ctrec.hpp"
 #include "ctrec/layers/mlp.hpp"
 
@@ -52,28 +53,17 @@ constexpr auto x = input<"x", 256>;
 // sigmoid on top. Weight norm off, so the baselines compute the same function.
 constexpr layers::mlp_config<4> cfg{.output_dims = {512, 256, 128, 1}, .use_weight_norm = false};
 constexpr auto tower = layers::mlp<"mlp", cfg, layers::mode::predict>(x);
-constexpr auto y = sigmoid(tower.out);
+constexpr auto y = sigmoid(tower.out());
 // The same tower with Monolith's default weight norm (learnable per-unit scale): its
 // effective kernels are derived parameters, folded once by prepare(), so scoring costs the same.
 constexpr auto tower_wn = layers::mlp<"mlp", layers::mlp_config<4>{.output_dims = {512, 256, 128, 1}}, layers::mode::predict>(x);
-constexpr auto y_wn = sigmoid(tower_wn.out);
+constexpr auto y_wn = sigmoid(tower_wn.out());
 }  // namespace w1
 
-// The same model on the graph-as-data core (include/ctrec/flat): impl "flat".
-namespace w1f {
-namespace f = ctrec;
-constexpr auto x = f::input<"x", 256>;
-constexpr auto tower = f::layers::mlp<"mlp", w1::cfg, ctrec::layers::mode::predict>(x);
-constexpr auto y = f::sigmoid(tower.out());
-}  // namespace w1f
-
-using FM = ctrec::program<float, w1f::y>;
-using FG = ctrec::grad_program<float, w1f::y>;
-using FJ = ctrec::jvp_program<float, w1f::y>;
-using M = ctrec::program<float, decltype(w1::y)>;
-using MWN = ctrec::program<float, decltype(w1::y_wn)>;
-using G = ctrec::grad_program<float, decltype(w1::y)>;
-using J = ctrec::jvp_program<float, decltype(w1::y)>;
+using M = ctrec::program<float, w1::y>;
+using MWN = ctrec::program<float, w1::y_wn>;
+using G = ctrec::grad_program<float, w1::y>;
+using J = ctrec::jvp_program<float, w1::y>;
 
 constexpr int D0 = 256, D1 = 512, D2 = 256, D3 = 128;
 constexpr int kMaxB = 1024, kGradB = 64;
@@ -117,8 +107,6 @@ const Data& data() {
     return d;
 }
 
-// ---- timing helper -----------------------------------------------------------------------------
-
 // ============================================ ctrec ============================================
 template <class Params>
 void load_params(Params& p, bool tangents) {
@@ -133,8 +121,8 @@ void load_params(Params& p, bool tangents) {
     // weight-normalised tower: per-unit norms = the kernel's column norms, so W_eff = W
     auto norms = [&](std::string_view kernel, std::string_view norm) {
         if (P::position(norm) == P::count) return;
-        auto k = p.get(p.index_of(kernel));
-        auto g = p.get(p.index_of(norm));
+        auto k = p.get(P::position(kernel));
+        auto g = p.get(P::position(norm));
         for (std::size_t j = 0; j < g.size(); ++j) {
             double s = 0;
             for (std::size_t i = 0; i < k.size() / g.size(); ++i) s += double(k[i * g.size() + j]) * k[i * g.size() + j];
@@ -147,17 +135,6 @@ void load_params(Params& p, bool tangents) {
     norms("mlp/dense_3/kernel", "mlp/dense_3/trainable_kernel_norm");
 }
 
-template <class Params>
-void load_flat_params(Params& p, bool tangents) {
-    const Data& d = data();
-    p.set("mlp/dense_0/kernel", d.W1), p.set("mlp/dense_0/bias", d.b1), p.set("mlp/dense_1/kernel", d.W2), p.set("mlp/dense_1/bias", d.b2);
-    p.set("mlp/dense_2/kernel", d.W3), p.set("mlp/dense_2/bias", d.b3), p.set("mlp/dense_3/kernel", d.W4), p.set("mlp/dense_3/bias", d.b4);
-    if (tangents) {
-        p.set("d.mlp/dense_0/kernel", d.dW1), p.set("d.mlp/dense_0/bias", d.db1), p.set("d.mlp/dense_1/kernel", d.dW2), p.set("d.mlp/dense_1/bias", d.db2);
-        p.set("d.mlp/dense_2/kernel", d.dW3), p.set("d.mlp/dense_2/bias", d.db3), p.set("d.mlp/dense_3/kernel", d.dW4), p.set("d.mlp/dense_3/bias", d.db4);
-    }
-}
-
 template <class Gp>
 struct GradOf {  // every output of a grad program, bound
     typename Gp::parameters p;
@@ -166,7 +143,7 @@ struct GradOf {  // every output of a grad program, bound
     typename Gp::io io;
     explicit GradOf(std::size_t B)
         : y(B), dx(B * D0), dW1(D0 * D1), db1(D1), dW2(D1 * D2), db2(D2), dW3(D2 * D3), db3(D3), dW4(D3), db4(1) {
-        load_flat_params(p, false);
+        load_params(p, false);
         io.template input<"x">(data().X.data()).template input<"cotangent">(data().cot.data());
         io.template output<0>(y.data())
             .template output<Gp::template grad<"x">>(dx.data())
@@ -182,28 +159,7 @@ struct GradOf {  // every output of a grad program, bound
     void run(std::size_t B) { Gp::run(p, ws, B, io); }
 };
 
-struct CtrecGrad {  // every output of the grad program, bound
-    G::parameters p;
-    G::workspace ws;
-    avec y, dx, dW1, db1, dW2, db2, dW3, db3, dW4, db4;
-    G::io io;
-    explicit CtrecGrad(std::size_t B)
-        : y(B), dx(B * D0), dW1(D0 * D1), db1(D1), dW2(D1 * D2), db2(D2), dW3(D2 * D3), db3(D3), dW4(D3), db4(1) {
-        load_params(p, false);
-        io.input<"x">(data().X.data()).input<"cotangent">(data().cot.data());
-        io.output<0>(y.data())
-            .output<G::grad<"x">>(dx.data())
-            .output<G::grad<"mlp/dense_0/kernel">>(dW1.data())
-            .output<G::grad<"mlp/dense_0/bias">>(db1.data())
-            .output<G::grad<"mlp/dense_1/kernel">>(dW2.data())
-            .output<G::grad<"mlp/dense_1/bias">>(db2.data())
-            .output<G::grad<"mlp/dense_2/kernel">>(dW3.data())
-            .output<G::grad<"mlp/dense_2/bias">>(db3.data())
-            .output<G::grad<"mlp/dense_3/kernel">>(dW4.data())
-            .output<G::grad<"mlp/dense_3/bias">>(db4.data());
-    }
-    void run(std::size_t B) { G::run(p, ws, B, io); }
-};
+using CtrecGrad = GradOf<G>;
 
 struct CtrecJvp {
     J::parameters p;
@@ -236,45 +192,6 @@ void ctrec_fwd(benchmark::State& st) {
     });
 }
 void BM_ctrec_fwd(benchmark::State& st) { ctrec_fwd<M>(st); }
-void BM_flat_fwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto p = std::make_unique<FM::parameters>();
-    load_flat_params(*p, false);
-    p->prepare();
-    const FM::parameters& cp = *p;
-    auto ws = std::make_unique<FM::workspace>();
-    avec y(B);
-    FM::io io;
-    io.input<"x">(data().X.data()).output<0>(y.data());
-    timed(st, kFlopFwd * double(B), B, [&] {
-        FM::run(cp, *ws, B, io);
-        benchmark::DoNotOptimize(y.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_fwdbwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto g = std::make_unique<GradOf<FG>>(B);
-    timed(st, kFlopFwdBwd * double(B), B, [&] {
-        g->run(B);
-        benchmark::DoNotOptimize(g->dW1.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_jvp(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto p = std::make_unique<FJ::parameters>();
-    load_flat_params(*p, true);
-    auto ws = std::make_unique<FJ::workspace>();
-    avec y(B), ty(B);
-    FJ::io io;
-    io.input<"x">(data().X.data()).input<"d.x">(data().dX.data()).output<0>(y.data()).output<1>(ty.data());
-    timed(st, kFlopJvp * double(B), B, [&] {
-        FJ::run(*p, *ws, B, io);
-        benchmark::DoNotOptimize(ty.data());
-        benchmark::ClobberMemory();
-    });
-}
 // weight-normalised tower (kernel norms set to the column norms: the same function as W1)
 void BM_ctrec_wn_fwd(benchmark::State& st) { ctrec_fwd<MWN>(st); }
 void BM_ctrec_fwdbwd(benchmark::State& st) {
@@ -566,14 +483,6 @@ std::vector<Check> verify() {
         EigenMLP e(kMaxB);
         e.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1024)", max_abs_diff(y.data(), e.Y.data(), kMaxB), 1e-5});
-        FM::parameters pf;
-        load_flat_params(pf, false);
-        FM::workspace wsf;
-        avec yf(kMaxB);
-        FM::io iof;
-        iof.input<"x">(d.X.data()).output<0>(yf.data());
-        FM::run(pf, wsf, kMaxB, iof);
-        out.push_back({"fwd y  flat vs eigen (B=1024)", max_abs_diff(yf.data(), e.Y.data(), kMaxB), 1e-5});
         EigenMLP1 e1;
         e1.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1)", max_abs_diff(y1.data(), &e1.y, 1), 1e-5});
@@ -606,12 +515,6 @@ std::vector<Check> verify() {
         out.push_back({"grad db3 ctrec vs eigen (rel)", rel(g->db3, e.db3.data()), 1e-4});
         out.push_back({"grad dW4 ctrec vs eigen (rel)", rel(g->dW4, e.dW4.data()), 1e-4});
         out.push_back({"grad db4 ctrec vs eigen (rel)", rel(g->db4, &e.db4), 1e-4});
-        auto gf = std::make_unique<GradOf<FG>>(kGradB);
-        gf->run(kGradB);
-        out.push_back({"grad dx  flat vs eigen (rel)", rel(gf->dx, e.dX.data()), 1e-4});
-        out.push_back({"grad dW1 flat vs eigen (rel)", rel(gf->dW1, e.dW1.data()), 1e-4});
-        out.push_back({"grad db1 flat vs eigen (rel)", rel(gf->db1, e.db1.data()), 1e-4});
-        out.push_back({"grad dW4 flat vs eigen (rel)", rel(gf->dW4, e.dW4.data()), 1e-4});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         TorchMLP m;
         auto x = torch_input(kGradB).clone().requires_grad_(true);
@@ -642,20 +545,17 @@ void register_all() {
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W1/fwd/ctrec", BM_ctrec_fwd, B);
         reg("W1/fwd/ctrec_wn", BM_ctrec_wn_fwd, B);
-        reg("W1/fwd/flat", BM_flat_fwd, B);
         reg("W1/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W1/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W1/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
-    reg("W1/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W1/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W1/fwdbwd/torch", BM_torch_fwdbwd, kGradB);
 #endif
     reg("W1/jvp/ctrec", BM_ctrec_jvp, kGradB);
-    reg("W1/jvp/flat", BM_flat_jvp, kGradB);
     reg("W1/jvp/eigen", BM_eigen_jvp, kGradB);
 }
 

@@ -2,12 +2,11 @@
 // hidden layer sizes [128, 128], direct connections, sum over K, output 128 + 128 = 256 per
 // example; identity activation (Monolith's default); float32, one thread.
 //
-//   W2/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, flat, eigen, torch
+//   W2/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, eigen, torch
 //   W2/fwdbwd/<impl>/64   forward + reverse-mode gradient w.r.t. x and every parameter
 //   W2/jvp/<impl>/64      forward + forward-mode directional derivative (ctrec, eigen)
 //
-// ctrec: layers::cin on the type core (khatri_rao_matmul: Z never stored); flat: the same
-// layer on the graph-as-data core (ctrec/flat/layers/cin.hpp: Z materialised, then one einsum).
+// ctrec: layers::cin (include/ctrec/layers/cin.hpp; its comment says how it runs).
 //
 // The math (per example; x is (N, K) row-major; include/ctrec/layers/cin.hpp):
 //   X0 = x^T (K x N), X^0 = X0; for layer t (Hp = 39, then 128 maps in; Ht = 128 out):
@@ -30,10 +29,6 @@
 //   JVP: 3x the GEMM FLOPs (Z W, dZ W, Z dW) = 80.03 MFLOP.
 //
 //   ./bench_w2_cin --benchmark_min_time=0.2 [--peak_gflops=117] [--eigen_chunk=4]
-//
-// Built with -DCTREC_PROFILE_STEPS (kernels/cpu/executor.hpp), the binary instead prints the
-// cycles spent in every step of the ctrec forward (B = 1, 64, 1024), gradient and JVP (B = 64)
-// programs and exits.
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
@@ -49,8 +44,6 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/core.hpp"
-#include "ctrec/layers/cin.hpp"
 #include "ctrec/layers/cin.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -73,20 +66,12 @@ namespace w2 {
 using namespace ctrec;
 constexpr auto x = input<"x", N, K>;
 constexpr auto r = layers::cin<"cin", layers::cin_config<2>{.hidden_uints = {128, 128}}>(x);
+constexpr auto out = r.out();
 }  // namespace w2
 
-// The same layer on the graph-as-data core (include/ctrec/flat): impl "flat".
-namespace w2f {
-namespace f = ctrec;
-constexpr auto r = f::layers::cin<"cin", ctrec::layers::cin_config<2>{.hidden_uints = {128, 128}}>(f::input<"x", N, K>);
-constexpr auto out = r.out();
-}  // namespace w2f
-using FM = ctrec::program<float, w2f::out>;
-using FG = ctrec::grad_program<float, w2f::out>;
-
-using M = ctrec::program<float, decltype(w2::r.out)>;
-using G = ctrec::grad_program<float, decltype(w2::r.out)>;
-using J = ctrec::jvp_program<float, decltype(w2::r.out)>;
+using M = ctrec::program<float, w2::out>;
+using G = ctrec::grad_program<float, w2::out>;
+using J = ctrec::jvp_program<float, w2::out>;
 
 constexpr int kMaxB = 1024, kGradB = 64;
 constexpr double kFlopGemm = 2.0 * K * (double(NN) * H0 + double(HN) * H1);  // 26,677,248
@@ -128,8 +113,6 @@ const Data& data() {
     return d;
 }
 
-// ---- timing helper -----------------------------------------------------------------------------
-
 // ============================================ ctrec ============================================
 template <class Params>
 void load_params(Params& p, bool tangents) {
@@ -142,7 +125,7 @@ void load_params(Params& p, bool tangents) {
     }
 }
 
-template <class Mp>  // either core's program
+template <class Mp>
 struct FwdOf {
     typename Mp::parameters p;
     typename Mp::workspace ws;
@@ -158,7 +141,7 @@ struct FwdOf {
 };
 using CtrecFwd = FwdOf<M>;
 
-template <class Gp>  // either core's grad program; every output bound
+template <class Gp>  // every output bound
 struct GradOf {
     typename Gp::parameters p;
     typename Gp::workspace ws;
@@ -178,7 +161,6 @@ struct GradOf {
     void run(std::size_t B) { Gp::run(p, ws, B, io); }
 };
 using CtrecGrad = GradOf<G>;
-using FlatGrad = GradOf<FG>;
 
 struct CtrecJvp {
     J::parameters p;
@@ -198,24 +180,6 @@ void BM_ctrec_fwd(benchmark::State& st) {
     timed(st, kFlopFwd * double(B), B, [&] {
         m->run(B);
         benchmark::DoNotOptimize(m->y.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_fwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto m = std::make_unique<FwdOf<FM>>(B);
-    timed(st, kFlopFwd * double(B), B, [&] {
-        m->run(B);
-        benchmark::DoNotOptimize(m->y.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_fwdbwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto g = std::make_unique<FlatGrad>(B);
-    timed(st, kFlopFwdBwd * double(B), B, [&] {
-        g->run(B);
-        benchmark::DoNotOptimize(g->dW1.data());
         benchmark::ClobberMemory();
     });
 }
@@ -559,9 +523,6 @@ std::vector<Check> verify() {
         EigenCIN e(B, g_eigen_chunk);
         e.forward(d.X.data(), B);
         out.push_back({"fwd y    ctrec vs eigen" + b, rel_diff(c->y.data(), e.out.data(), n), tol});
-        auto fl = std::make_unique<FwdOf<FM>>(B);
-        fl->run(B);
-        out.push_back({"fwd y    flat vs eigen" + b, rel_diff(fl->y.data(), e.out.data(), n), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         const TorchCIN m(false);
         c10::InferenceMode guard;
@@ -582,14 +543,6 @@ std::vector<Check> verify() {
         out.push_back({"grad db0 ctrec vs eigen", rel_diff(g->db0, e->gb0.data()), tol});
         out.push_back({"grad dW1 ctrec vs eigen", rel_diff(g->dW1, e->gW1.data()), tol});
         out.push_back({"grad db1 ctrec vs eigen", rel_diff(g->db1, e->gb1.data()), tol});
-        auto gf = std::make_unique<FlatGrad>(kGradB);
-        gf->run(kGradB);
-        out.push_back({"grad y   flat vs eigen", rel_diff(gf->y, e->out.data()), tol});
-        out.push_back({"grad dx  flat vs eigen", rel_diff(gf->dx, e->gx.data()), tol});
-        out.push_back({"grad dW0 flat vs eigen", rel_diff(gf->dW0, e->gW0.data()), tol});
-        out.push_back({"grad db0 flat vs eigen", rel_diff(gf->db0, e->gb0.data()), tol});
-        out.push_back({"grad dW1 flat vs eigen", rel_diff(gf->dW1, e->gW1.data()), tol});
-        out.push_back({"grad db1 flat vs eigen", rel_diff(gf->db1, e->gb1.data()), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         TorchCIN m(true);
         auto x = torch_input(kGradB).clone().requires_grad_(true);
@@ -622,7 +575,7 @@ std::vector<Check> verify() {
         load_params(pp, false), load_params(pm, false);
         auto shift = [&](M::parameters& p, float s) {
             auto add = [&](const char* name, const avec& t) {
-                auto v = p.get(p.index_of(name));
+                auto v = p.get(M::parameters::position(name));
                 for (std::size_t i = 0; i < v.size(); ++i) v[i] += s * t[i];
             };
             add("cin/conv1d/kernel", d.dW0), add("cin/conv1d/bias", d.db0);
@@ -649,14 +602,12 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W2/fwd/ctrec", BM_ctrec_fwd, B);
-        reg("W2/fwd/flat", BM_flat_fwd, B);
         reg("W2/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W2/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W2/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
-    reg("W2/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W2/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W2/fwdbwd/torch", BM_torch_fwdbwd, kGradB);
@@ -664,21 +615,6 @@ void register_all() {
     reg("W2/jvp/ctrec", BM_ctrec_jvp, kGradB);
     reg("W2/jvp/eigen", BM_eigen_jvp, kGradB);
 }
-
-#if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
-// ---- per-step cycle profile of the ctrec programs (-DCTREC_PROFILE_STEPS) --------------------
-using bench::profile_steps;
-void profile_all() {
-    for (std::size_t B : {std::size_t(1), std::size_t(64), std::size_t(kMaxB)}) {
-        auto m = std::make_unique<CtrecFwd>(B);
-        profile_steps<M>("ctrec forward", B, B == 1 ? 500 : B == 64 ? 50 : 4, [&] { m->run(B); });
-    }
-    auto g = std::make_unique<CtrecGrad>(kGradB);
-    profile_steps<G>("ctrec forward+backward", kGradB, 20, [&] { g->run(kGradB); });
-    auto j = std::make_unique<CtrecJvp>(kGradB);
-    profile_steps<J>("ctrec jvp", kGradB, 20, [&] { j->run(kGradB); });
-}
-#endif
 
 }  // namespace
 
@@ -709,10 +645,6 @@ int main(int argc, char** argv) {
             --i;
         }
     }
-#if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
-    profile_all();
-    return 0;
-#endif
     if (g_peak <= 0) g_peak = bench::measure_fma_peak(0.3);
 
     benchmark::Initialize(&argc, argv);

@@ -2,13 +2,11 @@
 // embedding dims, 3 layers of O = softmax(X X^T) X (no projections, no scaling), output the
 // concat (N * K = 624) of the last layer; float32, one thread.
 //
-//   W3/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, flat, eigen, torch
+//   W3/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, eigen, torch
 //   W3/fwdbwd/<impl>/64   forward + reverse-mode gradient w.r.t. x (the layer has no variables)
 //   W3/jvp/<impl>/64      forward + forward-mode directional derivative (ctrec, eigen)
 //
-// ctrec: layers::autoint (include/ctrec/layers/autoint.hpp): one fused self_attention step per
-// layer (kernels/cpu/attention.hpp), no N x N buffer. flat: the same layer on the graph-as-data
-// core (ctrec/flat/layers/autoint.hpp: two einsums and a softmax per layer).
+// ctrec: layers::autoint (include/ctrec/layers/autoint.hpp; its comment says how it runs).
 //
 // FLOP counts per example (bench/ROOFLINE.md: 0.31 M): per layer the two products X X^T and
 // A X (2 x 2 N^2 K) plus ~4 N^2 for the softmax (max, subtract, sum, scale; the N^2 exp are
@@ -36,8 +34,6 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/core.hpp"
-#include "ctrec/layers/autoint.hpp"
 #include "ctrec/layers/autoint.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
@@ -59,20 +55,12 @@ namespace w3 {
 using namespace ctrec;
 constexpr auto x = input<"x", N, K>;
 constexpr auto r = layers::autoint<"auto_int", {.layer_num = L}>(x);
+constexpr auto out = r.out();
 }  // namespace w3
 
-// The same layer on the graph-as-data core (include/ctrec/flat): impl "flat".
-namespace w3f {
-namespace f = ctrec;
-constexpr auto r = f::layers::autoint<"auto_int", {.layer_num = L}>(f::input<"x", N, K>);
-constexpr auto out = r.out();
-}  // namespace w3f
-using FM = ctrec::program<float, w3f::out>;
-using FG = ctrec::grad_program<float, w3f::out>;
-
-using M = ctrec::program<float, decltype(w3::r.out)>;
-using G = ctrec::grad_program<float, decltype(w3::r.out)>;
-using J = ctrec::jvp_program<float, decltype(w3::r.out)>;
+using M = ctrec::program<float, w3::out>;
+using G = ctrec::grad_program<float, w3::out>;
+using J = ctrec::jvp_program<float, w3::out>;
 
 constexpr int kMaxB = 1024, kGradB = 64;
 constexpr double kFlopFwd = L * (4.0 * N * N * K + 4.0 * N * N);  // 310,284
@@ -103,7 +91,7 @@ const Data& data() {
 }
 
 // ============================================ ctrec ============================================
-template <class Mp>  // either core's program
+template <class Mp>
 struct FwdOf {
     typename Mp::parameters p;
     typename Mp::workspace ws;
@@ -113,7 +101,7 @@ struct FwdOf {
     void run(std::size_t B) { Mp::run(std::as_const(p), ws, B, io); }
 };
 using CtrecFwd = FwdOf<M>;
-template <class Gp>  // either core's grad program
+template <class Gp>
 struct GradOf {
     typename Gp::parameters p;
     typename Gp::workspace ws;
@@ -126,7 +114,6 @@ struct GradOf {
     void run(std::size_t B) { Gp::run(p, ws, B, io); }
 };
 using CtrecGrad = GradOf<G>;
-using FlatGrad = GradOf<FG>;
 struct CtrecJvp {
     J::parameters p;
     J::workspace ws;
@@ -144,24 +131,6 @@ void BM_ctrec_fwd(benchmark::State& st) {
     timed(st, kFlopFwd * double(B), B, [&] {
         m->run(B);
         benchmark::DoNotOptimize(m->y.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_fwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto m = std::make_unique<FwdOf<FM>>(B);
-    timed(st, kFlopFwd * double(B), B, [&] {
-        m->run(B);
-        benchmark::DoNotOptimize(m->y.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_fwdbwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto g = std::make_unique<FlatGrad>(B);
-    timed(st, kFlopFwdBwd * double(B), B, [&] {
-        g->run(B);
-        benchmark::DoNotOptimize(g->dx.data());
         benchmark::ClobberMemory();
     });
 }
@@ -371,9 +340,6 @@ std::vector<Check> verify() {
         EigenAutoInt e(B);
         e.forward(d.X.data(), B);
         out.push_back({"fwd y    ctrec vs eigen" + b, rel_diff(c.y.data(), e.out.data(), n), tol});
-        auto fl = std::make_unique<FwdOf<FM>>(B);
-        fl->run(B);
-        out.push_back({"fwd y    flat vs eigen" + b, rel_diff(fl->y.data(), e.out.data(), n), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         c10::InferenceMode guard;
         auto yt = torch_autoint(torch_input(B)).contiguous();
@@ -388,10 +354,6 @@ std::vector<Check> verify() {
         e->forward_backward(d.X.data(), d.cot.data(), kGradB);
         out.push_back({"grad y   ctrec vs eigen", rel_diff(g->y, e->out.data()), tol});
         out.push_back({"grad dx  ctrec vs eigen", rel_diff(g->dx, e->gx.data()), tol});
-        auto gf = std::make_unique<FlatGrad>(kGradB);
-        gf->run(kGradB);
-        out.push_back({"grad y   flat vs eigen", rel_diff(gf->y, e->out.data()), tol});
-        out.push_back({"grad dx  flat vs eigen", rel_diff(gf->dx, e->gx.data()), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         auto x = torch_input(kGradB).clone().requires_grad_(true);
         auto cot = torch::from_blob(const_cast<float*>(d.cot.data()), {kGradB, OUT}, torch::kFloat32);
@@ -432,14 +394,12 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W3/fwd/ctrec", BM_ctrec_fwd, B);
-        reg("W3/fwd/flat", BM_flat_fwd, B);
         reg("W3/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W3/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W3/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
-    reg("W3/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W3/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W3/fwdbwd/torch", BM_torch_fwdbwd, kGradB);

@@ -15,9 +15,9 @@
 //   W4/jvp/<impl>/64      forward + forward-mode directional derivative (tangents of q, k
 //                         and every parameter; ctrec, eigen)
 //
-// ctrec: layers::din (include/ctrec/layers/din.hpp) when that header exists; otherwise the
-// same function written literally with the DSL (concat -> layers::mlp without weight norm ->
-// sum_t w_t k_t). The JSON context field `ctrec_form` says which one was built.
+// ctrec: layers::din (include/ctrec/layers/din.hpp), written literally as
+// [q, k, q - k, q * k] -> MLP; the core's matmul splits the concatenation (q's share once per
+// example, core/matmul.hpp). The JSON context field `ctrec_form` names it.
 //
 // FLOPs per example (bench/ROOFLINE.md): literal 1.37 M (the concat-then-MLP as written:
 // T (2 * 128 * 80 + 2 * 80 * 40 + 2 * 40) = 1.348 M of GEMMs, plus the concat's q - k,
@@ -31,10 +31,6 @@
 // runs in the calling thread: LibTorch and OpenBLAS use one thread), items_per_second.
 //
 //   ./bench_w4_din --benchmark_min_time=0.2 [--peak_gflops=179] [--eigen_chunk=8]
-//
-// Built with -DCTREC_PROFILE_STEPS (kernels/cpu/executor.hpp), the binary instead prints the
-// cycles spent in every step of the ctrec forward (B = 1, 64, 1024), gradient and JVP (B = 64)
-// programs and exits.
 #include <benchmark/benchmark.h>
 #include <time.h>
 
@@ -51,15 +47,7 @@
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
-#include "ctrec/core.hpp"
 #include "ctrec/layers/din.hpp"
-#include "ctrec/layers/mlp.hpp"
-#if __has_include("ctrec/layers/din.hpp")
-#include "ctrec/layers/din.hpp"
-#define CTREC_BENCH_W4_DIN_LAYER 1
-#else
-#define CTREC_BENCH_W4_DIN_LAYER 0
-#endif
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
 #include <ATen/Parallel.h>
@@ -79,37 +67,15 @@ namespace w4 {
 using namespace ctrec;
 constexpr auto q = input<"q", H>;
 constexpr auto k = input<"k", T, H>;
-#if CTREC_BENCH_W4_DIN_LAYER
 constexpr layers::din_config<3> cfg{.hidden_units = {80, 40, 1}, .activation = layers::act_relu, .use_weight_norm = false};
 constexpr auto r = layers::din<"din", cfg>(q, k);
-constexpr auto out = r.out;
+constexpr auto out = r.out();
 constexpr const char* form = "layers::din (ctrec/layers/din.hpp)";
-#else
-// The literal form: q tiled over the T steps (a broadcast add of a zero), the concat, the
-// tower, the weighted sum.
-constexpr auto q_tiled = map_node<op_add, decltype(reshape<1, H>(q)), zero_node<make_dims<T, H>(), true>>{};
-constexpr auto z = concat<1>(q_tiled, k, q - k, q * k);  // (T, 4H)
-constexpr layers::mlp_config<3> tower_cfg{.output_dims = {80, 40, 1}, .activation = layers::act_relu, .use_weight_norm = false};
-constexpr auto tower = layers::mlp<"din/compress_tower", tower_cfg, layers::mode::predict>(z);  // (T, 1)
-constexpr auto out = sum<0>(tower.out * k);                                                       // (H)
-constexpr const char* form = "literal DSL: concat -> layers::mlp (no weight norm) -> sum_t w_t k_t (din.hpp absent)";
-#endif
 }  // namespace w4
 
-// The DIN layer on the graph-as-data core (include/ctrec/flat): impl "flat". No concat-split
-// rewrite there yet: the (T, 4H) row goes through the first GEMM as written.
-namespace w4f {
-namespace f = ctrec;
-constexpr ctrec::layers::din_config<3> cfg{.hidden_units = {80, 40, 1}, .activation = ctrec::layers::act_relu, .use_weight_norm = false};
-constexpr auto r = f::layers::din<"din", cfg>(f::input<"q", H>, f::input<"k", T, H>);
-constexpr auto out = r.out();
-}  // namespace w4f
-using FM = ctrec::program<float, w4f::out>;
-using FG = ctrec::grad_program<float, w4f::out>;
-
-using M = ctrec::program<float, decltype(w4::out)>;
-using G = ctrec::grad_program<float, decltype(w4::out)>;
-using J = ctrec::jvp_program<float, decltype(w4::out)>;
+using M = ctrec::program<float, w4::out>;
+using G = ctrec::grad_program<float, w4::out>;
+using J = ctrec::jvp_program<float, w4::out>;
 
 constexpr int kMaxB = 1024, kGradB = 64;
 constexpr double kFlopGemm = T * (2.0 * Z4 * U0 + 2.0 * U0 * U1 + 2.0 * U1);  // 1,348,000
@@ -206,7 +172,7 @@ void load_params(Params& p, bool tangents) {
     }
 }
 
-template <class Mp>  // either core's program
+template <class Mp>
 struct FwdOf {
     typename Mp::parameters p;
     typename Mp::workspace ws;
@@ -222,29 +188,6 @@ struct FwdOf {
     void run(std::size_t B) { Mp::run(std::as_const(p), ws, B, io); }
 };
 using CtrecFwd = FwdOf<M>;
-
-struct FlatGrad {  // the flat core's grad program, every output bound
-    FG::parameters p;
-    FG::workspace ws;
-    avec y, dq, dk, dW0, db0, dW1, db1, dW2, db2;
-    FG::io io;
-    explicit FlatGrad(std::size_t B)
-        : y(B * H), dq(B * H), dk(B * T * H), dW0(std::size_t(Z4) * U0), db0(U0), dW1(std::size_t(U0) * U1), db1(U1),
-          dW2(U1), db2(1) {
-        load_params(p, false);
-        io.input<"q">(data().Q.data()).input<"k">(data().K.data()).input<"cotangent">(data().cot.data());
-        io.output<0>(y.data())
-            .output<FG::grad<"q">>(dq.data())
-            .output<FG::grad<"k">>(dk.data())
-            .output<FG::grad<"din/compress_tower/dense_0/kernel">>(dW0.data())
-            .output<FG::grad<"din/compress_tower/dense_0/bias">>(db0.data())
-            .output<FG::grad<"din/compress_tower/dense_1/kernel">>(dW1.data())
-            .output<FG::grad<"din/compress_tower/dense_1/bias">>(db1.data())
-            .output<FG::grad<"din/compress_tower/dense_2/kernel">>(dW2.data())
-            .output<FG::grad<"din/compress_tower/dense_2/bias">>(db2.data());
-    }
-    void run(std::size_t B) { FG::run(p, ws, B, io); }
-};
 
 struct CtrecGrad {  // every output of the grad program, bound
     G::parameters p;
@@ -289,24 +232,6 @@ void BM_ctrec_fwd(benchmark::State& st) {
     timed(st, kFlopFwd * double(B), kFlopFwdRw * double(B), B, [&] {
         m->run(B);
         benchmark::DoNotOptimize(m->y.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_fwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto m = std::make_unique<FwdOf<FM>>(B);
-    timed(st, kFlopFwd * double(B), kFlopFwdRw * double(B), B, [&] {
-        m->run(B);
-        benchmark::DoNotOptimize(m->y.data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_fwdbwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto g = std::make_unique<FlatGrad>(B);
-    timed(st, kFlopFwdBwd * double(B), kFlopFwdBwdRw * double(B), B, [&] {
-        g->run(B);
-        benchmark::DoNotOptimize(g->dW0.data());
         benchmark::ClobberMemory();
     });
 }
@@ -656,9 +581,6 @@ std::vector<Check> verify() {
         auto e = std::make_unique<EigenDIN>(B, g_eigen_chunk);
         e->forward(d.Q.data(), d.K.data(), B);
         out.push_back({"fwd y    ctrec vs eigen" + b, rel_diff(c->y.data(), e->out.data(), n), tol});
-        auto fl = std::make_unique<FwdOf<FM>>(B);
-        fl->run(B);
-        out.push_back({"fwd y    flat vs eigen" + b, rel_diff(fl->y.data(), e->out.data(), n), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         const TorchDIN m(false);
         c10::InferenceMode guard;
@@ -682,10 +604,6 @@ std::vector<Check> verify() {
         out.push_back({"grad db1 ctrec vs eigen", rel_diff(g->db1, e->gb1.data()), tol});
         out.push_back({"grad dW2 ctrec vs eigen", rel_diff(g->dW2, e->gW2.data()), tol});
         out.push_back({"grad db2 ctrec vs eigen", rel_diff(g->db2, &e->gb2), tol});
-        auto gf = std::make_unique<FlatGrad>(kGradB);
-        gf->run(kGradB);
-        out.push_back({"grad dk  flat vs eigen", rel_diff(gf->dk, e->gk.data()), tol});
-        out.push_back({"grad dW0 flat vs eigen", rel_diff(gf->dW0, e->gW0.data()), tol});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         // the hand-written Eigen backward (and ctrec) against LibTorch's autograd
         TorchDIN m(true);
@@ -746,7 +664,7 @@ std::vector<Check> verify() {
         load_params(pp, false), load_params(pm, false);
         auto shift = [&](M::parameters& p, float sgn) {
             auto add = [&](const char* name, const avec& t) {
-                auto v = p.get(p.index_of(name));
+                auto v = p.get(M::parameters::position(name));
                 for (std::size_t i = 0; i < v.size(); ++i) v[i] += sgn * t[i];
             };
             add("din/compress_tower/dense_0/kernel", d.dW0), add("din/compress_tower/dense_0/bias", d.db0);
@@ -777,14 +695,12 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W4/fwd/ctrec", BM_ctrec_fwd, B);
-        reg("W4/fwd/flat", BM_flat_fwd, B);
         reg("W4/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W4/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W4/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
-    reg("W4/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W4/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W4/fwdbwd/torch", BM_torch_fwdbwd, kGradB);
@@ -792,21 +708,6 @@ void register_all() {
     reg("W4/jvp/ctrec", BM_ctrec_jvp, kGradB);
     reg("W4/jvp/eigen", BM_eigen_jvp, kGradB);
 }
-
-#if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
-// ---- per-step cycle profile of the ctrec programs (-DCTREC_PROFILE_STEPS) --------------------
-using bench::profile_steps;
-void profile_all() {
-    for (std::size_t B : {std::size_t(1), std::size_t(64), std::size_t(kMaxB)}) {
-        auto m = std::make_unique<CtrecFwd>(B);
-        profile_steps<M>("ctrec forward", B, B == 1 ? 500 : B == 64 ? 20 : 2, [&] { m->run(B); });
-    }
-    auto g = std::make_unique<CtrecGrad>(kGradB);
-    profile_steps<G>("ctrec forward+backward", kGradB, 10, [&] { g->run(kGradB); });
-    auto j = std::make_unique<CtrecJvp>(kGradB);
-    profile_steps<J>("ctrec jvp", kGradB, 10, [&] { j->run(kGradB); });
-}
-#endif
 
 }  // namespace
 
@@ -837,11 +738,6 @@ int main(int argc, char** argv) {
             --i;
         }
     }
-#if defined(CTREC_PROFILE_STEPS) && (defined(__x86_64__) || defined(__i386__))
-    std::printf("W4 DIN: ctrec form: %s\n", w4::form);
-    profile_all();
-    return 0;
-#endif
     if (g_peak <= 0) g_peak = bench::measure_fma_peak(0.3);
 
     benchmark::Initialize(&argc, argv);

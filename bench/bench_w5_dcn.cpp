@@ -26,7 +26,6 @@
 #include "ctrec/ctrec.hpp"
 #include "ctrec/core.hpp"
 #include "ctrec/layers/dcn.hpp"
-#include "ctrec/layers/dcn.hpp"
 
 #if defined(CTREC_BENCH_HAVE_TORCH)
 #include <ATen/Parallel.h>
@@ -47,23 +46,12 @@ namespace w5 {
 using namespace ctrec;
 constexpr auto x = input<"x", D>;
 constexpr auto net = layers::dcn<"dcn", layers::dcn_config{.type = layers::dcn_type::matrix, .layer_num = L}, layers::mode::predict>(x);
+constexpr auto y = net.out();
 }  // namespace w5
 
-// The same model on the graph-as-data core (include/ctrec/flat): impl "flat".
-namespace w5f {
-namespace f = ctrec;
-constexpr auto x = f::input<"x", D>;
-constexpr auto net = f::layers::dcn<"dcn", ctrec::layers::dcn_config{.type = ctrec::layers::dcn_type::matrix, .layer_num = L},
-                                    ctrec::layers::mode::predict>(x);
-constexpr auto y = net.out();
-}  // namespace w5f
-using FM = ctrec::program<float, w5f::y>;
-using FG = ctrec::grad_program<float, w5f::y>;
-using FJ = ctrec::jvp_program<float, w5f::y>;
-
-using M = ctrec::program<float, decltype(w5::net.out)>;
-using G = ctrec::grad_program<float, decltype(w5::net.out)>;
-using J = ctrec::jvp_program<float, decltype(w5::net.out)>;
+using M = ctrec::program<float, w5::y>;
+using G = ctrec::grad_program<float, w5::y>;
+using J = ctrec::jvp_program<float, w5::y>;
 
 constexpr double kFlopFwd = L * (2.0 * D * D + 3.0 * D);  // 2.34 M
 constexpr double kFlopFwdBwd = 3.0 * kFlopFwd;
@@ -112,7 +100,7 @@ void load_params(Params& p, bool tangents) {
     }
 }
 
-template <class Gp>  // either core's grad program
+template <class Gp>
 struct GradOf {
     typename Gp::parameters p;
     typename Gp::workspace ws;
@@ -163,25 +151,6 @@ void fwd_of(benchmark::State& st) {
     });
 }
 void BM_ctrec_fwd(benchmark::State& st) { fwd_of<M>(st); }
-void BM_flat_fwd(benchmark::State& st) { fwd_of<FM>(st); }
-void BM_flat_fwdbwd(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto g = std::make_unique<GradOf<FG>>(B);
-    timed(st, kFlopFwdBwd * double(B), B, [&] {
-        g->run(B);
-        benchmark::DoNotOptimize(g->dW[0].data());
-        benchmark::ClobberMemory();
-    });
-}
-void BM_flat_jvp(benchmark::State& st) {
-    const std::size_t B = static_cast<std::size_t>(st.range(0));
-    auto j = std::make_unique<JvpOf<FJ>>(B);
-    timed(st, kFlopJvp * double(B), B, [&] {
-        j->run(B);
-        benchmark::DoNotOptimize(j->ty.data());
-        benchmark::ClobberMemory();
-    });
-}
 void BM_ctrec_fwdbwd(benchmark::State& st) {
     const std::size_t B = static_cast<std::size_t>(st.range(0));
     auto g = std::make_unique<CtrecGrad>(B);
@@ -424,14 +393,6 @@ std::vector<Check> verify() {
         EigenDCN e(kMaxB);
         e.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1024, rel)", rel_diff(y.data(), e.out().data(), y.size()), 1e-5});
-        FM::parameters pf;
-        load_params(pf, false);
-        FM::workspace wsf;
-        avec yf(std::size_t(kMaxB) * D);
-        FM::io iof;
-        iof.input<"x">(d.X.data()).output<0>(yf.data());
-        FM::run(pf, wsf, kMaxB, iof);
-        out.push_back({"fwd y  flat vs eigen (B=1024, rel)", rel_diff(yf.data(), e.out().data(), yf.size()), 1e-5});
         EigenDCN1 e1;
         e1.forward(d.X.data());
         out.push_back({"fwd y  ctrec vs eigen (B=1, rel)", rel_diff(y1.data(), e1.h.data(), D), 1e-5});
@@ -453,11 +414,6 @@ std::vector<Check> verify() {
             out.push_back({"grad dW" + std::to_string(l) + " ctrec vs eigen (rel)", rel_diff(g->dW[l].data(), e.dW[l].data(), g->dW[l].size()), 1e-4});
             out.push_back({"grad db" + std::to_string(l) + " ctrec vs eigen (rel)", rel_diff(g->db[l].data(), e.db[l].data(), D), 1e-4});
         }
-        auto gf = std::make_unique<GradOf<FG>>(kGradB);
-        gf->run(kGradB);
-        out.push_back({"grad dx  flat vs eigen (rel)", rel_diff(gf->dx.data(), e.dX.data(), gf->dx.size()), 1e-4});
-        out.push_back({"grad dW0 flat vs eigen (rel)", rel_diff(gf->dW[0].data(), e.dW[0].data(), gf->dW[0].size()), 1e-4});
-        out.push_back({"grad db2 flat vs eigen (rel)", rel_diff(gf->db[2].data(), e.db[2].data(), D), 1e-4});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         TorchDCN m;
         auto x = torch_input(kGradB).clone().requires_grad_(true);
@@ -486,20 +442,17 @@ void register_all() {
     };
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W5/fwd/ctrec", BM_ctrec_fwd, B);
-        reg("W5/fwd/flat", BM_flat_fwd, B);
         reg("W5/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W5/fwd/torch", BM_torch_fwd, B);
 #endif
     }
     reg("W5/fwdbwd/ctrec", BM_ctrec_fwdbwd, kGradB);
-    reg("W5/fwdbwd/flat", BM_flat_fwdbwd, kGradB);
     reg("W5/fwdbwd/eigen", BM_eigen_fwdbwd, kGradB);
 #if defined(CTREC_BENCH_HAVE_TORCH)
     reg("W5/fwdbwd/torch", BM_torch_fwdbwd, kGradB);
 #endif
     reg("W5/jvp/ctrec", BM_ctrec_jvp, kGradB);
-    reg("W5/jvp/flat", BM_flat_jvp, kGradB);
     reg("W5/jvp/eigen", BM_eigen_jvp, kGradB);
 }
 

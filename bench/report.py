@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Runs the ctrec benchmarks (or reads their JSON) and prints a comparison table.
 
-    python3 bench/report.py                        # build-bench/, runs roofline + W1 (+ W2 if built)
+    python3 bench/report.py                        # build-bench/: roofline, W1, and W2..W6 where built
+    python3 bench/report.py --build build-bench --only w6          # W6 alone
     python3 bench/report.py --build build-w2 --skip-roofline --skip-w1   # W2 only
-    python3 bench/report.py --build build-w4 --skip-roofline --skip-w1 --skip-w2 --skip-w5  # W4 only
     python3 bench/report.py --build build-bench --repetitions 5 --min-time 0.2
     python3 bench/report.py --json w1.json --json roofline.json   # no run, read files
     python3 bench/report.py --save-json out/       # keep the raw JSON of this run
 
-Times are per-iteration medians: for each benchmark, the median over repetitions of the
+One table per workload (W1 MLP, W2 CIN, W3 AutoInt, W4 DIN, W5 DCN, W6 DIEN) with the
+implementations each binary has: ctrec, eigen and (when built with LibTorch) torch, the
+ratios Eigen/ctrec and Torch/ctrec (> 1x: ctrec faster), and a second table on thread CPU
+time. Times are per-iteration medians: for each benchmark, the median over repetitions of the
 per-iteration median latency of one run (counter p50_us); p99 is the median over
 repetitions of the per-run 99th percentile. GFLOP/s and the fraction of peak are computed
 from that median time with the FLOP counts of bench/ROOFLINE.md (W1: 0.59 MFLOP per example
@@ -48,6 +51,10 @@ FLOP_PER_EXAMPLE = {  # GEMM FLOPs (multiply-add = 2)
     ("W4", "fwd"): 1.37e6,
     ("W4", "fwdbwd"): 3 * 1.37e6,
     ("W4", "jvp"): 3 * 1.37e6,
+    # W6 DIEN T=50 E=32 U=32 (spec 2.3.9): T (6 E U + 18 U^2) + 2 U^2 + 2 T U = 1.234 M;
+    # forward+backward 3x
+    ("W6", "fwd"): 50 * (6 * 32 * 32 + 18 * 32 * 32) + 2 * 32 * 32 + 2 * 50 * 32.0,
+    ("W6", "fwdbwd"): 3 * (50 * (6 * 32 * 32 + 18 * 32 * 32) + 2 * 32 * 32 + 2 * 50 * 32.0),
 }
 # W4 also against the FLOPs left after the concat-split and hoisting rewrites (~0.85 M)
 FLOP_PER_EXAMPLE_REWRITTEN = {
@@ -61,7 +68,11 @@ TITLES = {
     "W3": "W3 AutoInt N=39 K=16, 3 layers of softmax(X X^T) X, float32, one thread",
     "W5": "W5 DCN matrix D=624, 3 cross layers, float32, one thread",
     "W4": "W4 DIN attention H=32 T=50, MLP [80, 40, 1] relu, sum, float32, one thread",
+    "W6": "W6 DIEN T=50 E=32, GRU 32 units then AUGRU, float32, one thread",
 }
+# binary name per workload, in the order they run
+BINARIES = (("w1", "bench_w1_mlp"), ("w2", "bench_w2_cin"), ("w4", "bench_w4_din"), ("w3", "bench_w3_autoint"),
+            ("w5", "bench_w5_dcn"), ("w6", "bench_w6_dien"))
 IMPLS = ("ctrec", "eigen", "torch")
 MODES = ("fwd", "fwdbwd", "jvp")
 
@@ -173,6 +184,9 @@ def print_w1(doc, peak_override):
     print(f"  host: {ctx.get('host_name', '?')}, {ctx.get('num_cpus', '?')} CPUs @ {ctx.get('mhz_per_cpu', '?')} MHz, "
           f"load avg at start {ctx.get('load_avg', '?')}")
     rows = w1_rows(doc)
+    present = [i for i in IMPLS if any(i in r for r in rows.values())]
+    print(f"  implementations: {', '.join(present) if present else 'none'}"
+          + ("" if "torch" in present else " (no torch: built without LibTorch)"))
     hdr = ("workload", "B", "ctrec us", "p99 us", "Eigen us", "Torch us", "Eigen/ctrec", "Torch/ctrec",
            "ctrec GF/s", "ctrec %pk", "Eigen %pk", "Torch %pk", "cpu: ctrec us", "Eigen/ctrec", "Torch/ctrec")
     table = []
@@ -222,7 +236,7 @@ def print_cpu_table(rows, order, peak):
         rw = FLOP_PER_EXAMPLE_REWRITTEN.get((wl, mode), float("nan")) * B
 
         def pk(v, flop):
-            return f"{100 * flop / (v * 1e-6) / peak:.1f}%" if v else "-"
+            return f"{100 * flop / (v * 1e-6) / peak:.1f}%" if v and flop == flop else "-"  # (nan: no such count)
 
         table.append((f"{wl} {mode}", str(B), fmt_us(c), fmt_us(e), fmt_us(t), fmt_ratio(e, c), fmt_ratio(t, c),
                       pk(c, lit), pk(e, lit), pk(t, lit), pk(c, rw), pk(e, rw), pk(t, rw)))
@@ -243,7 +257,7 @@ def main():
     ap.add_argument("--json", action="append", default=[], help="read this benchmark JSON instead of running")
     ap.add_argument("--min-time", default="0.2", help="--benchmark_min_time (seconds, default 0.2)")
     ap.add_argument("--repetitions", type=int, default=5, help="--benchmark_repetitions (default 5)")
-    ap.add_argument("--filter", default=None, help="--benchmark_filter for bench_w1_mlp and bench_w2_cin")
+    ap.add_argument("--filter", default=None, help="--benchmark_filter for the workload binaries")
     ap.add_argument("--peak-gflops", type=float, default=None,
                     help="FP32 peak for the fractions (default: the benchmark's own measurement)")
     ap.add_argument("--skip-roofline", action="store_true", help="do not run bench_roofline")
@@ -252,6 +266,9 @@ def main():
     ap.add_argument("--skip-w4", action="store_true", help="do not run bench_w4_din (run when built)")
     ap.add_argument("--skip-w5", action="store_true", help="do not run bench_w5_dcn (run when built)")
     ap.add_argument("--skip-w3", action="store_true", help="do not run bench_w3_autoint (run when built)")
+    ap.add_argument("--skip-w6", action="store_true", help="do not run bench_w6_dien (run when built)")
+    ap.add_argument("--only", action="append", default=[], choices=[w for w, _ in BINARIES],
+                    help="run only this workload (repeatable; implies --skip-roofline)")
     ap.add_argument("--taskset", default=None, help="pin the benchmarks to this CPU (taskset -c)")
     ap.add_argument("--no-interleave", action="store_true",
                     help="run the repetitions of each benchmark back to back (default: random interleaving)")
@@ -275,27 +292,23 @@ def main():
         if load > 0.5:
             print(f"report.py: warning: load average {load:.2f} before the run; other work on this machine "
                   "makes the numbers noisy", file=sys.stderr)
-        if not a.skip_roofline:
+        if not a.skip_roofline and not a.only:
             docs.append(("roofline", run_bench(os.path.join(bdir, "bench_roofline"), common, a.taskset)))
-        w1_args = list(common)
+        w_args = list(common)
         if a.peak_gflops:
-            w1_args.append(f"--peak_gflops={a.peak_gflops}")
+            w_args.append(f"--peak_gflops={a.peak_gflops}")
         if a.filter:
-            w1_args.append(f"--benchmark_filter={a.filter}")
-        if not a.skip_w1:
-            docs.append(("w1_mlp", run_bench(os.path.join(bdir, "bench_w1_mlp"), w1_args, a.taskset)))
-        w2 = os.path.join(bdir, "bench_w2_cin")
-        if not a.skip_w2 and os.path.exists(w2):
-            docs.append(("w2_cin", run_bench(w2, w1_args, a.taskset)))
-        w4 = os.path.join(bdir, "bench_w4_din")
-        if not a.skip_w4 and os.path.exists(w4):
-            docs.append(("w4_din", run_bench(w4, w1_args, a.taskset)))
-        w3 = os.path.join(bdir, "bench_w3_autoint")
-        if not a.skip_w3 and os.path.exists(w3):
-            docs.append(("w3_autoint", run_bench(w3, w1_args, a.taskset)))
-        w5 = os.path.join(bdir, "bench_w5_dcn")
-        if not a.skip_w5 and os.path.exists(w5):
-            docs.append(("w5_dcn", run_bench(w5, w1_args, a.taskset)))
+            w_args.append(f"--benchmark_filter={a.filter}")
+        for w, binary in BINARIES:
+            path = os.path.join(bdir, binary)
+            if a.only:
+                if w not in a.only:
+                    continue
+                if not os.path.exists(path):
+                    sys.exit(f"report.py: {path} is not built")
+            elif getattr(a, f"skip_{w}") or (w != "w1" and not os.path.exists(path)):
+                continue
+            docs.append((binary[len("bench_"):], run_bench(path, w_args, a.taskset)))
         if a.save_json:
             os.makedirs(a.save_json, exist_ok=True)
             for name, d in docs:
@@ -309,7 +322,7 @@ def main():
             print_roofline(d)
     for d in docs:
         names = [b.get("run_name", b["name"]) for b in d.get("benchmarks", [])]
-        if any(n.startswith(("W1/", "W2/", "W3/", "W4/", "W5/")) for n in names):
+        if any(n.startswith(tuple(f"{w.upper()}/" for w, _ in BINARIES)) for n in names):
             print_w1(d, a.peak_gflops)
 
 
