@@ -1,5 +1,5 @@
 #pragma once
-// Naive float64 references for the layers on the graph-as-data core, written from the spec
+// Naive float64 references for the layers, written from the spec
 // (layers-core-and-cross.md: Dense 2, activations 1.2, Keras BatchNormalization 1.5, MLP 3,
 // DCN 8; layers-trans-seq-multitask-nas.md 2.2: DIN), reading the same leaf values as the
 // programs (test::leaves). Plain loops over row-major vectors; no part of ctrec is used.

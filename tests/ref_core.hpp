@@ -1,5 +1,5 @@
 #pragma once
-// Core-level test support for the graph-as-data core (tests/test_flat_ops.cpp,
+// Core-level test support for the core (tests/test_flat_ops.cpp,
 // test_flat_structure.cpp, test_flat_plan.cpp): the checks of the type core's core tests
 // (tests/support.hpp's check_close / check_forward / check_ad) with the same tolerances and
 // error measures, on flat programs. Leaf values come from a value function (default
@@ -94,7 +94,7 @@ void check_forward(std::size_t batch, const std::vector<double>& want, const val
     check_close(block_of(run<ctrec::program<float, Y>>(batch, f), batch, bl), want, 2e-5);
 }
 
-// tests/support.hpp's check_ad (ctrec/ad/check.hpp's measures) on the flat core, in float64, CPU:
+// tests/support.hpp's check_ad (ctrec/ad/check.hpp's measures) on the core, in float64, CPU:
 //   reverse mode (grad_program) against central differences of sum(cotangent * root), for every
 //   element of every input and parameter: max |ad - fd| / max(1, |ad|, |fd|) < 1e-6;
 //   forward mode (jvp_program) against the directional difference along the tangent leaves

@@ -1,6 +1,6 @@
 #pragma once
 // Test helpers for the ports of the type-core tests of Dense, MLP, BatchNorm, DCN, the basic
-// layers and GradNorm to the graph-as-data core (test_flat_dense_bn.cpp, test_flat_basic.cpp,
+// layers and GradNorm to the core (test_flat_dense_bn.cpp, test_flat_basic.cpp,
 // test_flat_dcn.cpp). They keep the type-core tests' tolerances and error formulas:
 //   values       |got - want| / max(1, |want|)                  (tests/support.hpp check_close)
 //   derivatives  |ad - fd| / max(1, |ad|, |fd|) < 1e-6, JVP the same, duality < 1e-9 relative
@@ -104,7 +104,7 @@ void check_forward(std::size_t batch, Ref ref, prep_fn prep = {}, double tol32 =
     }
 }
 
-// The derivative root of leaf `name` in grad program G is the constant 0 (the flat core's
+// The derivative root of leaf `name` in grad program G is the constant 0 (the core's
 // symbolic zero: the leaf is used only under stop_gradient, or not at all on a path to the root).
 template <class G>
 bool gradient_is_symbolic_zero(std::string_view name) {
@@ -221,7 +221,7 @@ void check_derivatives(std::size_t batch, prep_fn prep = {}, std::vector<std::st
 // The output of a layer result's state update u (its new value) as an expression.
 constexpr f::expr update_value(const f::layers::result& r, std::size_t u) { return {r.g, r.updates[u].value}; }
 
-// Two frozen tables hold the same nodes, operands and names (the flat core's "same expression").
+// Two frozen tables hold the same nodes, operands and names (the core's "same expression").
 template <class A, class B>
 bool same_table(const A& a, const B& b) {
     if (A::size != B::size || A::n_operands != B::n_operands || A::n_roots != B::n_roots) return false;

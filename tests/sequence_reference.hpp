@@ -1,5 +1,5 @@
 #pragma once
-// Naive float64 references for the sequence layers on the graph-as-data core, written from the
+// Naive float64 references for the sequence layers, written from the
 // spec's formulas (layers-trans-seq-multitask-nas.md 2.1 AGRUCell and its driver, 2.3 DIEN)
 // with every intermediate built: the concatenations [x, h] and [x, r * h] are formed and
 // multiplied by the whole kernels, h_0 = 0 is a real zero state. A mask (ctrec's rule, the

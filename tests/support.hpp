@@ -1,5 +1,5 @@
 #pragma once
-// Test support for the graph-as-data core (include/ctrec/flat): binds every leaf of a program by
+// Test support for the core : binds every leaf of a program by
 // name from deterministic values, runs it, and checks derivatives by central differences. The
 // values come from test::leaf_value (tests/support.hpp's formula, repeated here so this file
 // does not pull in the type core).

@@ -1,4 +1,4 @@
-// CIN, AutoInt and DMR_U2I on the graph-as-data core (include/ctrec/flat/layers): forward
+// CIN, AutoInt and DMR_U2I : forward
 // against naive float64 references written from the spec (layers-core-and-cross.md 9;
 // layers-trans-seq-multitask-nas.md 1.1, 2.4) on the CPU and reference backends at batch 1, 5
 // and 70, float too; float64 central differences and JVP/VJP duality; the spec's reference

@@ -1,4 +1,4 @@
-// iRazor on the graph-as-data core (include/ctrec/flat/layers): forward against a naive float64
+// iRazor : forward against a naive float64
 // reference written from the spec (layers-trans-seq-multitask-nas.md 1.3: P, the rigid masks R,
 // M = P . R built literally) on the CPU and reference backends at batch 1, 5 and 70, float too;
 // the auxiliary loss; derivatives (central differences, JVP/VJP duality); the spec's reference

@@ -1,4 +1,4 @@
-// GradNorm on the graph-as-data core (include/ctrec/flat/layers): gnorm_loss and weighted_loss
+// GradNorm : gnorm_loss and weighted_loss
 // against a float64 reference with the task gradients written by hand (layers-core-and-cross.md
 // 1.9) on the CPU and reference backends at batch 1, 5 and 70, float too; loss_pow 2, 3 and 1.5,
 // relative_diff both ways, several shared inputs; where the gradients go (central differences;

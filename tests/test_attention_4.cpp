@@ -1,4 +1,4 @@
-// The type-core attention-style tests' remaining checks on the graph-as-data core (ported from
+// The type-core attention-style tests' remaining checks (ported from
 // tests/test_autoint.cpp, test_senet.cpp, test_irazor.cpp, test_dmr_u2i.cpp, test_din.cpp and
 // test_serving.cpp; what test_flat_attention.cpp, test_flat_attention_2.cpp,
 // test_flat_crossing_2.cpp and test_flat_dcn_din.cpp already check is not repeated). References

@@ -1,4 +1,4 @@
-// AddBias, LayerNorm, pooling, merge_tensor_list, GradNorm and the MLP on the graph-as-data core:
+// AddBias, LayerNorm, pooling, merge_tensor_list, GradNorm and the MLP:
 // the checks of the type-core tests test_layers_basic.cpp, test_grad_norm.cpp and test_mlp.cpp
 // that test_flat_crossing_2.cpp, test_flat_attention_3.cpp and test_flat_layers.cpp do not
 // already make, with the same references (spec layers-core-and-cross.md 1.7, 1.8, 1.10, 1.1,
@@ -404,7 +404,7 @@ TEST_CASE("add_bias: channels_first is accepted where it equals channels_last") 
     // all per-example axes equal: the source's reshaped bias keeps the flat order, the same model
     CHECK(flat_port::same_table(f::program<double, ab_cf44_y>::tab, f::program<double, ab_cl44_y>::tab));
     CHECK(flat_port::same_table(f::program<double, ab_cf333_y>::tab, f::program<double, ab_cl333_y>::tab));
-    // (3, 4) with channels_first does not compile (see flat/layers/add_bias.hpp)
+    // (3, 4) with channels_first does not compile (see ctrec/layers/add_bias.hpp)
     check_forward<ab_cf44_y>(B, [](leaves& L, std::size_t b) {
         vec want;
         for (std::size_t i = 0; i < b * 16; ++i) want.push_back(get(L, "x")[i] + get(L, "ab/bias")[i % 16]);

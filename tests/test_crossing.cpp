@@ -1,4 +1,4 @@
-// Feature-crossing layers on the graph-as-data core (include/ctrec/flat/layers): GroupInt / FFM
+// Feature-crossing layers : GroupInt / FFM
 // and the FFM op (spec layers-core-and-cross.md section 4), AllInt (5) and CAN (7), against
 // naive float64 references written from the spec's index formulas (CPU and reference backends,
 // float and double, batches 1, 5, 70), float64 central differences and JVP/VJP duality,

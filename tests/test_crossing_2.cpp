@@ -1,5 +1,5 @@
-// Helper layers and the layers with an MLP tower on the graph-as-data core
-// (include/ctrec/flat/layers): AddBias (spec layers-core-and-cross.md 1.7), LayerNorm (1.8),
+// Helper layers and the layers with an MLP tower
+// : AddBias (spec layers-core-and-cross.md 1.7), LayerNorm (1.8),
 // Sum/Avg/MaxPooling (1.10, with the tie-splitting Max gradient), merge_tensor_list (1.1), CDot
 // (section 6) and SeNet (layers-trans-seq-multitask-nas.md 1.2: tensor and list inputs, cmp_dim
 // None, 26 fields), against naive float64 references written from the spec (CPU and reference

@@ -1,4 +1,4 @@
-// The type-core crossing tests' remaining checks on the graph-as-data core (ported from
+// The type-core crossing tests' remaining checks (ported from
 // tests/test_cdot.cpp, test_can.cpp, test_cin.cpp, test_allint.cpp and test_group_int.cpp; what
 // test_flat_crossing.cpp, test_flat_crossing_2.cpp and test_flat_attention.cpp already check is
 // not repeated; SeNet is in test_flat_attention_4.cpp, for compile time). References are naive

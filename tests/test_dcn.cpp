@@ -1,4 +1,4 @@
-// DCN (spec layers-core-and-cross.md section 8) on the graph-as-data core: the checks of the
+// DCN (spec layers-core-and-cross.md section 8): the checks of the
 // type-core tests test_dcn.cpp, test_dcn_ad.cpp and test_dcn_mixed.cpp that
 // test_flat_dcn_din.cpp does not already make, against the type core's naive scalar-loop
 // reference (vector, matrix, mixed with the documented gating and the source's monolith_compat
@@ -312,7 +312,7 @@ TEST_CASE("dcn mixed, two layers, kernel norm: forward against the naive referen
 }
 
 TEST_CASE("dcn matrix mode: one GEMM per cross layer over all rows, x0 * (acc + b) + x in its epilogue") {
-    // the flat core's form: each layer's x W writes the buffer of the one elementwise step that
+    // the core's form: each layer's x W writes the buffer of the one elementwise step that
     // computes x0 * (. + b) + x (contraction fusion), and the plan has no other contraction
     using M = f::program<float, mat3_y>;
     std::size_t contractions = 0, fused = 0;

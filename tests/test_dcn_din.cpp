@@ -1,5 +1,5 @@
 // DCN (vector / matrix / mixed, kernel norm, the source's gating) and DIN (sum / weighted, mask,
-// decay, shared keys) on the graph-as-data core, against naive float64 references written from
+// decay, shared keys), against naive float64 references written from
 // the spec (layers-core-and-cross.md 8; layers-trans-seq-multitask-nas.md 2.2); float64 central
 // differences and JVP/VJP duality; variable names and creation order.
 #include <doctest/doctest.h>

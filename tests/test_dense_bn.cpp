@@ -1,5 +1,5 @@
 // Dense, BatchNorm, the MLP with BatchNorm and the regularizers' expression forms on the
-// graph-as-data core: the checks of the type-core tests test_dense.cpp, test_batch_norm.cpp,
+// core: the checks of the type-core tests test_dense.cpp, test_batch_norm.cpp,
 // test_mlp_bn.cpp and test_initializers.cpp ("DSL forms") that test_flat_layers.cpp does not
 // already make, with the same references (spec layers-core-and-cross.md 2, 1.5, 3.4, 1.4),
 // tolerances and error formulas (flat_ref_dense_dcn.hpp), on the CPU and reference backends.
@@ -309,7 +309,7 @@ TEST_CASE("dense: y = act(x W + b) in float64 and float32, gradients by finite d
         check_forward<d_relu_y>(B, [](leaves& L, std::size_t b) { return dense_ref(L, b, norm::none, true, relu); });
         check_derivatives<d_relu_y>(B);
         CHECK(flat_port::param_names<f::program<float, d_relu_y>>() == std::vector<std::string>{"d/kernel", "d/bias"});
-        // the flat core's form of "bias and activation in the GEMM epilogue": x W writes the
+        // the core's form of "bias and activation in the GEMM epilogue": x W writes the
         // buffer of the one elementwise step that adds the bias and applies relu
         using P = f::program<float, d_relu_y>;
         std::size_t fused = 0;
@@ -919,7 +919,7 @@ TEST_CASE("batch_norm in a training step: gradients for gamma and beta, moving s
 }
 
 // ================================================================================================
-// test_initializers.cpp: the regularizers' expression forms (the flat core's add_penalty)
+// test_initializers.cpp: the regularizers' expression forms (the core's add_penalty)
 // ================================================================================================
 
 TEST_CASE("DSL forms: value and reverse-mode gradient") {

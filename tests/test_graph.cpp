@@ -1,4 +1,4 @@
-// The graph-as-data core (include/ctrec/flat, issue 11): graph structure (CSE by value, a value
+// The core (include/ctrec/core, issue 11): graph structure (CSE by value, a value
 // used three times is one node, reverse mode visits each edge once, no operand cap), values
 // against naive loops, the CPU backend against the reference backend (forward, gradient, JVP;
 // batches across tiles; batch statistics over several passes; shared inputs), float64 central

@@ -1,4 +1,4 @@
-// Layers on the graph-as-data core (include/ctrec/flat/layers): activations, Dense, BatchNorm,
+// Layers : activations, Dense, BatchNorm,
 // MLP, initialisation, results, against the naive float64 references of flat_layer_reference.hpp
 // (CPU and reference backends, float and double, across tiles), float64 central differences and
 // JVP/VJP duality, and training steps (state updates) against the reference formulas.

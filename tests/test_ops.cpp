@@ -1,4 +1,4 @@
-// Elementwise primitives, activations and random streams on the graph-as-data core (ported from
+// Elementwise primitives, activations and random streams (ported from
 // the type core's test_elementwise.cpp, test_activations.cpp and test_random.cpp): values against
 // the formulas (float64 and float32, CPU and reference backends), gradients against central
 // differences, JVP/VJP duality, TF's derivative conventions at ties and kinks, and random_uniform
@@ -33,7 +33,7 @@ double shift_pos(std::string_view, double v) { return 0.25 + std::abs(v); }
 // One program per group of expressions of the same leaves: their concat along axis 0, every
 // expression a block checked on its own (flat_core::block: its values, and its derivatives with
 // the cotangent zero outside the block), as the type core checked one program per expression.
-// Signed arguments: neg, exp, abs, sigmoid, tanh, erf, pow 3 and pow 2 (the flat core has no
+// Signed arguments: neg, exp, abs, sigmoid, tanh, erf, pow 3 and pow 2 (the core has no
 // pow node: the spellings a model uses instead), constants.
 constexpr auto unary_signed = f::concat<0>(-x, f::exp(x), f::abs(x), f::sigmoid(x), f::tanh(x), f::erf(x), x * x * x, x * x,
                                            x * f::lit<2.5> + f::lit<1.0>);
@@ -79,7 +79,7 @@ constexpr auto w = f::param<"w", 3>;
 constexpr auto c = f::input<"c", 2, 1>;
 constexpr auto binaries = f::concat<0>(
     a + w, c - a, a * w * c, a / (f::lit<2.0> + c), f::maximum(a, w), f::minimum(c, a), f::where(f::greater(a, w), a * c, w),
-    // the flat core has no equal(): equal(a, a) (a constant 1) is left out of the type core's sum
+    // the core has no equal(): equal(a, a) (a constant 1) is left out of the type core's sum
     f::greater(a, w) + f::greater_equal(c, a) + f::lit<0.5> * a * w * c,
     a * a + f::exp(a) * a - a / (f::lit<3.0> + w * w));
 

@@ -1,4 +1,4 @@
-// The plan and the runtime contract on the graph-as-data core, and contractions, ported from the
+// The plan and the runtime contract, and contractions, ported from the
 // type core's test_plan.cpp, test_einsum_order.cpp and test_contract.cpp: fusion is observable
 // through the plan (GEMM epilogues, inlined elementwise nodes, buffer reuse, derived parameters),
 // scoring and gradient evaluation allocate nothing, results do not depend on tiling, bad runtime
@@ -176,7 +176,7 @@ constexpr auto table_model = f::matmul(f::input<"user_vec", 10>, f::param<"table
 } // namespace
 
 TEST_CASE("bad runtime input throws ctrec::error naming the tensor and changes nothing") {
-    // (the type core's id range checks are about gather, which the flat core does not have)
+    // (the type core's id range checks are about gather, which the core does not have)
     using M = f::program<float, table_model>;
     M::parameters p;
     M::workspace ws;
@@ -244,7 +244,7 @@ TEST_CASE("threads share one parameter set, each with its own workspace") {
 
 TEST_CASE("dy . W^T reads W as stored: packed strips, no transposed copy") {
     using G = f::grad_program<float, chain5>;
-    // no derived copy of W (the flat core has no transpose node at all)
+    // no derived copy of W (the core has no transpose node at all)
     CHECK(G::pl.derived_steps == 0);
     // every per-example contraction of the gradient program either streams along N or
     // reads B along k (sbk == 1), which the packed-B kernel handles
@@ -266,7 +266,7 @@ TEST_CASE("dy . W^T reads W as stored: packed strips, no transposed copy") {
 }
 
 // =================================================================================================
-// einsum order (test_einsum_order.cpp). The flat core's einsum takes two operands: a product of
+// einsum order (test_einsum_order.cpp). The core's einsum takes two operands: a product of
 // three or more is written as a tree of two-operand einsums in the order the type core chose
 // (its FLOP-minimising search has no flat counterpart). Checked: the values of those trees against
 // the naive multi-operand sums, derivatives, that the cheap order keeps the workspace small, and

@@ -1,4 +1,4 @@
-// The split of a concatenation in matmul (include/ctrec/flat/matmul.hpp): DIN's [q, k, q - k, q * k] W
+// The split of a concatenation in matmul (include/ctrec/core/matmul.hpp): DIN's [q, k, q - k, q * k] W
 // becomes q (W_a + W_c) once per example plus k (W_b - W_c) and (q * k) W_d. Each case checks the
 // frozen table (no 4H-wide batched value, which products remain, derived weights) and the values
 // and derivatives against naive loops, on both backends. (Port of the type core's test_rewrite.)

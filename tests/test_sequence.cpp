@@ -1,4 +1,4 @@
-// The AGRU / AUGRU attention RNN on the graph-as-data core (include/ctrec/flat/layers/agru.hpp,
+// The AGRU / AUGRU attention RNN (include/ctrec/layers/agru.hpp,
 // spec layers-trans-seq-multitask-nas.md 2.1): the spec's reference step through the layer,
 // the unrolled driver against the naive float64 driver of flat_sequence_reference.hpp (four
 // activations, AGRU and AUGRU, with and without a mask; CPU and reference backends; float),

@@ -1,4 +1,4 @@
-// The type-core sequence tests' remaining checks on the graph-as-data core (ported from
+// The type-core sequence tests' remaining checks (ported from
 // tests/test_agru.cpp, test_agru_ad.cpp, test_dien.cpp, test_dien_ad.cpp, test_dien_ad_mask.cpp,
 // test_dien_pad.cpp and test_dien_plan.cpp; what test_flat_sequence.cpp,
 // test_flat_sequence_dien.cpp and test_flat_sequence_dien_2.cpp already check is not repeated).

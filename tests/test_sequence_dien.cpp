@@ -1,4 +1,4 @@
-// DIEN on the graph-as-data core (include/ctrec/flat/layers/dien.hpp, spec
+// DIEN (include/ctrec/layers/dien.hpp, spec
 // layers-trans-seq-multitask-nas.md 2.3): against the naive float64 reference of
 // flat_sequence_reference.hpp (AGRU and AUGRU, four activations, with and without a mask,
 // monolith_compat; CPU and reference backends; float); padding invariance (garbage at padded

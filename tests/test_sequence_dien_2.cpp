@@ -1,4 +1,4 @@
-// DIEN on the graph-as-data core (include/ctrec/flat/layers/dien.hpp, spec
+// DIEN (include/ctrec/layers/dien.hpp, spec
 // layers-trans-seq-multitask-nas.md 2.3): variables, initializers and the regularizer's
 // coverage; the original test against the naive float64 reference of flat_sequence_reference.hpp;
 // float64 central differences and JVP/VJP duality with a mask and under monolith_compat.

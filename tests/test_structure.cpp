@@ -1,5 +1,5 @@
 // Reductions, softmax / log-softmax / l2-normalize, and data movement (concat, stack, slice,
-// reshape, stop_gradient, batch sums, batch statistics) on the graph-as-data core, ported from
+// reshape, stop_gradient, batch sums, batch statistics), ported from
 // the type core's test_structure.cpp: values against naive loops (float64 and float32, CPU and
 // reference backends), derivatives against central differences, JVP/VJP duality.
 #include <algorithm>
@@ -69,7 +69,7 @@ TEST_CASE("sum, mean and max over chosen axes") {
         }, 2, 1, 4);
     }
     SUBCASE("max over the last and over the first axis") {
-        // values only: the flat core's reduce_max has no derivative (used under stop_gradient)
+        // values only: the core's reduce_max has no derivative (used under stop_gradient)
         over_xyz<max_last, false>([](auto b, auto i, auto j, auto) { double s = -1e300; for (std::size_t k = 0; k < 4; ++k) s = std::max(s, xv(b, i, j, k)); return s; }, 2, 3, 1);
         over_xyz<max_first, false>([](auto b, auto, auto j, auto k) { return std::max(xv(b, 0, j, k), xv(b, 1, j, k)); }, 1, 3, 4);
     }
@@ -123,7 +123,7 @@ constexpr auto R = f::input<"R", 2, 2>;
 double pv(std::size_t b, std::size_t i, std::size_t j) { return leaf_value("P", b * 6 + i * 3 + j); }
 constexpr auto cat0 = f::concat<0>(P, Q);
 constexpr auto cat1 = f::concat<1>(P, R, P);
-// stack<1>(P, P * P): the flat core has no stack node; a new axis is a reshape, then a concat
+// stack<1>(P, P * P): the core has no stack node; a new axis is a reshape, then a concat
 constexpr auto stacked = f::concat<1>(f::reshape<2, 1, 3>(P), f::reshape<2, 1, 3>(P * P));
 constexpr auto sliced = f::slice(X, 1, 1, 3);
 constexpr auto reshaped = f::reshape<4, 6>(X) * f::lit<2.0>;

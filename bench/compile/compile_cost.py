@@ -4,7 +4,7 @@ wall time and peak memory (/usr/bin/time), under a time and memory cap; writes t
 (markdown), the raw results (JSON) and a PNG plot of cost against model size.
 
     python3 bench/compile/compile_cost.py                      # every series
-    python3 bench/compile/compile_cost.py --series flat_dcn_grad --cap-s 120
+    python3 bench/compile/compile_cost.py --series dcn_train --cap-s 120
     python3 bench/compile/compile_cost.py --list
 
 Flags: g++ -std=c++20 -O2 -march=native (the issue's setting), one TU at a time. A series
@@ -16,17 +16,17 @@ MODELS = os.path.join(ROOT, "bench", "compile", "models")
 
 # name -> (model file, x-axis label, [(size, {macro: value})])
 SERIES = {
-    # the graph-as-data core (include/ctrec/flat): DCN-like chains, x used three times a layer
-    "flat_dcn_fwd":        ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 0}) for n in (1, 3, 6, 12, 24)]),
-    "flat_dcn_train":      ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in range(1, 7)] +
+    # mixed DCN chains (x used three times a layer)
+    "dcn_fwd":        ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 0}) for n in (1, 3, 6, 12, 24)]),
+    "dcn_train":      ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in range(1, 7)] +
                                                             [(n, {"LAYERS": n, "KN": "false", "GRAD": 1}) for n in (12, 24)]),
-    "flat_dcn_train_kn":   ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "true", "GRAD": 1}) for n in range(1, 7)]),
-    # the layers on the flat core (include/ctrec/flat/layers)
-    "flat_mlp_bn_train":   ("mlp_bn_train.cpp", "layers", [(n, {"DEPTH": n}) for n in (2, 4, 6, 8, 10, 12)]),
-    "flat_din":            ("din.cpp", "model", [(1, {})]),
-    "flat_dien":           ("dien.cpp", "model", [(1, {"TRAIN": 0}), (2, {"TRAIN": 1})]),
-    "flat_realistic_score": ("realistic.cpp", "model", [(1, {"TRAIN": 0})]),
-    "flat_realistic_train": ("realistic.cpp", "model", [(1, {"TRAIN": 1})]),
+    "dcn_train_kn":   ("dcn.cpp", "cross layers", [(n, {"LAYERS": n, "KN": "true", "GRAD": 1}) for n in range(1, 7)]),
+    # the layers
+    "mlp_bn_train":   ("mlp_bn_train.cpp", "layers", [(n, {"DEPTH": n}) for n in (2, 4, 6, 8, 10, 12)]),
+    "din":            ("din.cpp", "model", [(1, {})]),
+    "dien":           ("dien.cpp", "model", [(1, {"TRAIN": 0}), (2, {"TRAIN": 1})]),
+    "realistic_score": ("realistic.cpp", "model", [(1, {"TRAIN": 0})]),
+    "realistic_train": ("realistic.cpp", "model", [(1, {"TRAIN": 1})]),
 }
 
 

@@ -1,5 +1,5 @@
 #pragma once
-// CPU backend of the graph-as-data core (include/ctrec/flat): runs a program's plan tile by tile.
+// CPU backend of the core : runs a program's plan tile by tile.
 // Step code is instantiated per (program, step index): `exec<P>::step<I>`, a short symbol whatever
 // the model's size, and each step reads its node record from the program's constexpr table. A
 // pass runs the exact list of its steps (a constexpr array), not a filter over every node.

@@ -1,5 +1,5 @@
 #pragma once
-// The reference backend of the graph-as-data core: the program's table interpreted at run time,
+// The reference backend of the core: the program's table interpreted at run time,
 // node by node, over the whole batch at once, with plain scalar loops (a generic einsum for
 // contractions). It shares nothing with the CPU backend but the table itself: no plan, no tiles,
 // no passes, no fusion, no GEMM kernels. The tests use it as an independent oracle for the CPU

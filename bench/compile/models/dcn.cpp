@@ -1,4 +1,4 @@
-// Compile-cost model (graph-as-data core): the DCN layer (include/ctrec/flat/layers/dcn.hpp) in
+// Compile-cost model: the DCN layer (include/ctrec/layers/dcn.hpp) in
 // mixed mode (4 experts, rank 4, D = 16, N = 13 rows), LAYERS cross layers, KN = kernel norm on
 // every variable; GRAD = 1 builds the training program (BCE loss, the gradient of every trainable
 // parameter), GRAD = 0 scoring. Built, not run, by bench/compile/compile_cost.py.

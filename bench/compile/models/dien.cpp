@@ -1,4 +1,4 @@
-// Compile-cost model (graph-as-data core): DIEN (T = 50, E = U = 32, AUGRU), as type_dien.cpp.
+// Compile-cost model: DIEN (T = 50, E = U = 32, AUGRU).
 // TRAIN = 0: scoring program; TRAIN = 1: training program (BCE on the sum of the evolved state,
 // plus the penalty). Both recurrences are unrolled (no scan node on this core yet): the model
 // is 1778 nodes, the training table 5111, both within the default CTREC_MAX_NODES (8192).

@@ -1,4 +1,4 @@
-// Compile-cost model (graph-as-data core): DIN (H = 32, T = 50, MLP [80, 40, 1] relu), scoring
+// Compile-cost model: DIN (H = 32, T = 50, MLP [80, 40, 1] relu), scoring
 // (as type_din.cpp).
 #include <vector>
 

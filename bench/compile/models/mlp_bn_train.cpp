@@ -1,4 +1,4 @@
-// Compile-cost model (graph-as-data core): MLP of DEPTH layers of 64 with BatchNorm, training
+// Compile-cost model: MLP of DEPTH layers of 64 with BatchNorm, training
 // program (as type_mlp_bn_train.cpp).
 #include <array>
 #include <vector>

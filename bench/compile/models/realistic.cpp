@@ -1,4 +1,4 @@
-// Compile-cost model (graph-as-data core): the realistic ranking model of issue 11, as
+// Compile-cost model: the realistic ranking model of issue 11, as
 // type_realistic.cpp. 26 fields x 16, DIN over 50 steps (MLP [80, 40, 1] relu), mixed DCN
 // (3 layers, 4 experts, rank 64) over the concatenation, MLP tower [512, 256, 128, 1] with
 // BatchNorm, sigmoid / BCE loss. TRAIN = 0: scoring program (mode::predict); TRAIN = 1: training

@@ -1,5 +1,5 @@
 #pragma once
-// The DSL on the graph-as-data core: the same spelling as the type core (core/dsl.hpp), but
+// The DSL: the same spelling as the type core (core/dsl.hpp), but
 // every expression is a constexpr value of type `expr`.
 //
 //   constexpr auto x = ctrec::input<"x", 256>;       // (B, 256), B at run time

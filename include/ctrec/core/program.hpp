@@ -1,5 +1,5 @@
 #pragma once
-// Programs on the graph-as-data core, keyed by the expression objects themselves:
+// Programs, keyed by the expression objects themselves:
 //
 //   constexpr auto y = ctrec::sigmoid(ctrec::matmul(x, W) + b);     // namespace scope or static
 //   using M = ctrec::program<float, y>;                             // CPU backend

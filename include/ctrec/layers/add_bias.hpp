@@ -11,8 +11,8 @@
 // channels_first only then, and rejects it at compile time otherwise (the source would fail,
 // or with size-1 axes broadcast to a different output shape).
 //
-// Implementation notes (graph-as-data core):
-// AddBias (spec layers-core-and-cross.md 1.7) on the graph-as-data core, exactly as
+// Implementation:
+// AddBias (spec layers-core-and-cross.md 1.7), exactly as
 // ctrec/layers/add_bias.hpp documents it: y = x + bias, "<scope>/bias" of the whole per-example
 // shape (initializer, zeros by default; regularizer as its penalty); channels_first only where
 // it equals channels_last (every per-example axis of the same size), rejected otherwise.

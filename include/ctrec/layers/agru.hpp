@@ -36,9 +36,9 @@
 //   every step is processed, as in the source.
 // - att_type: agru_att_of("AGRU") / ("augru") parse the source's case-insensitive strings.
 //
-// Implementation notes (graph-as-data core):
+// Implementation:
 // The AGRU / AUGRU attention RNN (spec layers-trans-seq-multitask-nas.md 2.1) on the
-// graph-as-data core, exactly as ctrec/layers/agru.hpp documents it (Monolith's reset-before
+// core, exactly as documented above (Monolith's reset-before
 // cell and AUGRU form, h_0 = 0, variable names / shapes / creation order, He-normal kernels and
 // Ones biases, the regularizer on all four, the mask rule mask_t >= 1, the candidate
 // activations linear / relu / tanh / sigmoid; that header's comment is the specification).

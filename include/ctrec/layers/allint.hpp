@@ -19,15 +19,15 @@
 // stack (N, C), none a std::tuple of N (C) expressions (keep_list is then ignored);
 // keep_list wraps concat / stack in a one-element std::tuple.
 //
-// Implementation notes (graph-as-data core):
-// AllInt (spec layers-core-and-cross.md section 5) on the graph-as-data core, with the decisions
+// Implementation:
+// AllInt (spec layers-core-and-cross.md section 5), with the decisions
 // of ctrec/layers/allint.hpp: per example, X (N, K),
 //   O = X . (X^T . Cm + 1_K beta^T)      (N, C)
 // with "<scope>/allint_kernel" (N, C) [initializer, default GlorotNormal; regularizer] and
 // "<scope>/allint_bias" (C) [zeros, only with use_bias], in that order; out_type / keep_list
 // through merge_tensor_list (merge_list.hpp).
 //
-// The flat einsum takes two operands, so the order is written out: F = X^T . Cm (K, C) first,
+// The einsum takes two operands, so the order is written out: F = X^T . Cm (K, C) first,
 // then X . F (4 N K C, never the N x N matrix), the source's evaluation order; beta is added
 // to F as the source does (the type core's separate (X 1_K) beta^T term is the same value).
 #include "ctrec/layers/merge_list.hpp"

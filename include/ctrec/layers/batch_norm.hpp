@@ -33,8 +33,8 @@
 // Not reproduced: TF skips the moving-average updates when the batch is empty
 // (inputs_size > 0); a batch of size 0 has no statistics here.
 //
-// Implementation notes (graph-as-data core):
-// Keras BatchNormalization (TF 2.4) with batch renormalization on the graph-as-data core, exactly
+// Implementation:
+// Keras BatchNormalization (TF 2.4) with batch renormalization, exactly
 // as ctrec/layers/batch_norm.hpp documents it (variables, creation order, modes, TF's
 // nn.batch_normalization form, renorm clipping, the moving-statistics updates).
 #include <limits>
@@ -119,7 +119,7 @@ constexpr val batch_norm(result& m, const name_string& s, mode M, const batch_no
     m.update(renorm_stddev, detail::moving_average(c.renorm_momentum, renorm_stddev, sd));
     m.update(moving_mean, new_mean);
     m.update(moving_stddev, new_stddev);
-    // assigned, not averaged (the relu guards against rounding below zero); the flat core's
+    // assigned, not averaged (the relu guards against rounding below zero); the core's
     // train program keeps every updated variable, so no where() is needed to make it read
     m.update(moving_variance, maximum(new_stddev * new_stddev - eps, 0.0));
     return y;

@@ -36,8 +36,8 @@
 // - A PReLU activation is rejected: Keras' resolver does not accept it by name, and a
 //   layer instance would be one weight shared by every layer of this unit.
 //
-// Implementation notes (graph-as-data core):
-// CAN, the co-action unit (spec layers-core-and-cross.md section 7) on the graph-as-data core,
+// Implementation:
+// CAN, the co-action unit (spec layers-core-and-cross.md section 7),
 // exactly as ctrec/layers/can.hpp documents it: layer i reads W_i (D, D) and beta_i (D) from the
 // item vector at o_i = i (D^2 + D); every row u of the user tensor becomes act(u . W_i + beta_i)
 // (the activation after every layer, the last included); the sequence modes sum over S; the

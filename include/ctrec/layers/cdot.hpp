@@ -38,8 +38,8 @@
 //   the projection X^T . Wp contracts the batched X with the shared Wp.
 // - Output layout: out[0 : N P] = Z row-major (n outer), out[N P :] = c (spec 6.5).
 //
-// Implementation notes (graph-as-data core):
-// CDot (spec layers-core-and-cross.md section 6) on the graph-as-data core, exactly as
+// Implementation:
+// CDot (spec layers-core-and-cross.md section 6), exactly as
 // ctrec/layers/cdot.hpp documents it: per example, X (N, K),
 //   Q = X^T . Wp (K, P);  c = MLP_compress(flatten(Q)) (K P);  Z = X . reshape(c, (K, P)) (N, P);
 //   out = concat(flatten(Z), c)  (N P + K P)

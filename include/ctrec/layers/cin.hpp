@@ -26,7 +26,7 @@
 // hidden_uints is the source's (and the doc's) spelling; hidden_units is accepted as an
 // alias (give exactly one of them).
 //
-// Implementation notes (graph-as-data core): conv1d[_t]/kernel (1, H_{t-1} N, H_t) with input
+// Implementation: conv1d[_t]/kernel (1, H_{t-1} N, H_t) with input
 // channel h N + m, conv1d[_t]/bias (H_t) zeros, created kernel then bias per layer; the activation
 // (identity by default) on every layer but the last; every layer's maps sum-pooled over the
 // embedding axis and concatenated. Rows are the K embedding positions: X0 = transpose(x) (K, N)

@@ -62,9 +62,9 @@
 //   are always zeros. regularizer: on every raw kernel / U / V / C / G, never on biases or
 //   trainable_norm variables.
 //
-// Implementation notes (graph-as-data core):
-// DCN on the graph-as-data core: vector / matrix / mixed cross layers, kernel norm on every
-// variable, exactly as ctrec/layers/dcn.hpp documents it (variables, names, creation order of
+// Implementation:
+// DCN: vector / matrix / mixed cross layers, kernel norm on every
+// variable, exactly as documented above (variables, names, creation order of
 // the initializers, the documented softmax gating by default and the source's unweighted sum
 // under monolith_compat, the source's tanh after V and C).
 // Dropout (mode::train, use_dropout): inverted dropout of x after every cross layer, kept where

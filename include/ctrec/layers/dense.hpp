@@ -37,9 +37,9 @@
 // (layers/partitioner.hpp: TF's shard count and sizes, and a checked concat_shards).
 // optimizer: likewise not part of the layer (the training loop chooses per variable).
 //
-// Implementation notes (graph-as-data core):
-// Dense on the graph-as-data core: y = act(x . W + b), kernel norm and the inactive-ReLU monitor
-// exactly as ctrec/layers/dense.hpp documents them (same variables, names, initializers and
+// Implementation:
+// Dense: y = act(x . W + b), kernel norm and the inactive-ReLU monitor
+// exactly as documented above (same variables, names, initializers and
 // state update; that header's comment is the specification of this one).
 #include "ctrec/layers/layer.hpp"
 

@@ -46,8 +46,8 @@
 // - The attention is written as the spec states it (v = W_att q once per example, then
 //   T dot products), which is already the cheap order.
 //
-// Implementation notes (graph-as-data core):
-// DIEN (spec layers-trans-seq-multitask-nas.md 2.3) on the graph-as-data core, exactly as
+// Implementation:
+// DIEN (spec layers-trans-seq-multitask-nas.md 2.3), exactly as
 // ctrec/layers/dien.hpp documents it (Keras reset-after GRU, bilinear attention, AGRU / AUGRU
 // evolution as "<scope>/augru_cell"; variable names, shapes, creation order, initializers and
 // regularizer coverage; att_type honoured unless monolith_compat; the mask rule mask_t >= 1 with

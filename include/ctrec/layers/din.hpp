@@ -38,8 +38,8 @@
 // - q and k may be per-example inputs or shared inputs (see above); at least one must be
 //   per-example.
 //
-// Implementation notes (graph-as-data core):
-// DIN (target attention) on the graph-as-data core, exactly as ctrec/layers/din.hpp documents it:
+// Implementation:
+// DIN (target attention), exactly as documented above:
 // an MLP ("<scope>/compress_tower", weight norm on) scores every behaviour k_t against q from
 // [q, k_t, q - k_t, q * k_t]; mode sum pools sum_t w_t k_t, mode weighted gives w_t k_t; decay
 // divides the scores by sqrt(H); a step with mask_t < 1 scores exactly 0.

@@ -37,8 +37,8 @@
 //   2 T U_e C per example (spec 2.4.10); that distribution over the sum is left to a rewrite
 //   pass (the layer states the mathematics, the passes find the fast form).
 //
-// Implementation notes (graph-as-data core):
-// DMR_U2I (spec layers-trans-seq-multitask-nas.md 2.4) on the graph-as-data core, exactly as
+// Implementation:
+// DMR_U2I (spec layers-trans-seq-multitask-nas.md 2.4), exactly as
 // ctrec/layers/dmr_u2i.hpp documents it: per example, item (I_e), seq (T, U_e) (or a shared
 // (T, U_e)),
 //   c_t = pos_emb[t] + seq_t . emb_weight + bias,  l_t = c_t . z_weight,  alpha = softmax_t(l),

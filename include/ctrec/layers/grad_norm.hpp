@@ -30,8 +30,8 @@
 // derivative rules currently keep where(c, 0, 0) nodes for a zero cotangent, so the
 // zero is computed instead. The value is exact either way.)
 //
-// Implementation notes (graph-as-data core):
-// GradNorm (spec layers-core-and-cross.md 1.9) on the graph-as-data core, exactly as
+// Implementation:
+// GradNorm (spec layers-core-and-cross.md 1.9), exactly as
 // ctrec/layers/grad_norm.hpp documents it: "<s>/grad_norm_weights" (n) zeros, w = softmax;
 //   gnorm_i = sqrt(sum over the batch and every shared input of (dloss_i/dshared)^2)
 //   wg = stop_gradient(gnorm) w,  avg = mean(wg),  diff = |wg - avg| [/ (avg + epsilon)]

@@ -56,9 +56,9 @@
 // than "dot" means multiply in the kernel; ffm_interaction_from("...") instead accepts
 // exactly "multiply" and "dot" (as GroupInt asserts) and rejects the rest.
 //
-// Implementation notes (graph-as-data core):
+// Implementation:
 // GroupInt, alias FFM (spec layers-core-and-cross.md section 4), and the FFM op (4.4) on the
-// graph-as-data core, exactly as ctrec/layers/group_int.hpp documents it: pair p = l R + r
+// core, exactly as documented above: pair p = l R + r
 // (left-major); multiply gives (L R K), out[p K + k] = left_l[k] right_r[k]; dot gives (L R);
 // multiply + use_attention scales pair p's vector by a raw (no softmax, no sum) score from the
 // MLP "<scope>/groupint_attention_mlp" (output_dims = attention_units, the last 1, the

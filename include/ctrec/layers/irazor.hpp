@@ -44,8 +44,8 @@
 //   receives no gradient (a plain parameter would be trained, as a TF variable would).
 // - out_type / keep_list: merge_tensor_list (layers/merge.hpp).
 //
-// Implementation notes (graph-as-data core):
-// iRazor (spec layers-trans-seq-multitask-nas.md 1.3) on the graph-as-data core, exactly as
+// Implementation:
+// iRazor (spec layers-trans-seq-multitask-nas.md 1.3), exactly as
 // ctrec/layers/irazor.hpp documents it: nas_weight (N, L) [initializer, regularizer],
 //   P = softmax_1(nas_weight / t),  M[n, k] = P[n, i(k)] (zero for k < nas_space[0]),
 //   Y = X * M merged per out_type,  nas_loss = sum_n fw_n sum_k M[n, k]

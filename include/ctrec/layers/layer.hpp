@@ -1,5 +1,5 @@
 #pragma once
-// Layers on the graph-as-data core: what every layer shares.
+// Layers: what every layer shares.
 //
 // A `result` is a model (or the part of one a layer call produced) under construction: one graph
 // holding the output, the penalty (the sum of the regularizers' terms) and the new values of the

@@ -12,8 +12,8 @@
 // from their derivatives. The source's stop-gradient on mu inside the variance changes
 // nothing in the exact gradient (d s2 / d mu = 0), so it is left out.
 //
-// Implementation notes (graph-as-data core):
-// LayerNorm (spec layers-core-and-cross.md 1.8) on the graph-as-data core, exactly as
+// Implementation:
+// LayerNorm (spec layers-core-and-cross.md 1.8), exactly as
 // ctrec/layers/layer_norm.hpp documents it: over the last axis only (any rank), biased variance,
 // epsilon 1e-6, y = (x - mu) rsqrt(s2 + 1e-6) gamma + beta; "<scope>/beta" (zeros) then
 // "<scope>/gamma" (initializer, ones by default), the regularizer on both. The source's

@@ -29,10 +29,10 @@
 // and a W that num_feature does not divide (the source truncates K = int(W / F), and its
 // reshape then fails, or with an unknown batch silently regroups rows across examples).
 //
-// Implementation notes (graph-as-data core):
+// Implementation:
 // merge_tensor_list (spec layers-core-and-cross.md 1.1) for one (N, K) tensor on the
-// graph-as-data core, as ctrec/layers/merge.hpp documents it: concat gives (N * K) (row-major),
-// stack the tensor unchanged, a (W) tensor is unchanged for every type. A flat result holds one
+// core, as documented above: concat gives (N * K) (row-major),
+// stack the tensor unchanged, a (W) tensor is unchanged for every type. A result holds one
 // output, so keep_list (a one-element list) changes nothing, and out_type none (a list of N
 // tensors) is a compile-time error: use stack and slice row n.
 #include "ctrec/layers/merge_list.hpp"

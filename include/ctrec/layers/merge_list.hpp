@@ -1,8 +1,8 @@
 #pragma once
 // MergeType and merge_tensor_list (spec layers-core-and-cross.md 1.1) with lists, on the
-// graph-as-data core, with the decisions of ctrec/layers/merge.hpp (per-example shapes: the
+// core, with the decisions documented above (per-example shapes: the
 // spec's axis 1 is axis 0 here; the same table of cases; a width that num_feature does not
-// divide is rejected). flat/layers/merge.hpp is the single-tensor subset (out_type none is an
+// divide is rejected). ctrec/layers/merge.hpp is the single-tensor subset (out_type none is an
 // error there); this header has the whole table.
 //
 // A Python list of tensors is a `val_list`: up to max_list vals and a flag saying whether the

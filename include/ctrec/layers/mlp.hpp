@@ -23,9 +23,9 @@
 // with activation_list = true, `activations[i]` is used for layer i (act_none = no
 // activation). Weight norm is on by default (use_weight_norm, use_learnable_weight_norm).
 //
-// Implementation notes (graph-as-data core):
-// MLP on the graph-as-data core: Dense layers with per-layer activations and optional batch
-// normalisation, exactly as ctrec/layers/mlp.hpp documents it (layer stack, variable names and
+// Implementation:
+// MLP: Dense layers with per-layer activations and optional batch
+// normalisation, exactly as documented above (layer stack, variable names and
 // creation order, Keras auto-names of the hidden BatchNorms and PReLUs, weight norm defaults).
 // The stack is a loop, not a template recursion: one constexpr call whatever the depth.
 #include "ctrec/layers/batch_norm.hpp"

@@ -15,15 +15,15 @@
 // derivative splits the cotangent equally among tied inputs (TF's reduce_max gradient,
 // spec 1.10.6), which an elementwise chain of maximum() would not.
 //
-// Implementation notes (graph-as-data core):
-// SumPooling, AvgPooling, MaxPooling (spec layers-core-and-cross.md 1.10) on the graph-as-data
-// core, with the decisions of ctrec/layers/pooling.hpp: M >= 1 values of identical shape (no
+// Implementation:
+// SumPooling, AvgPooling, MaxPooling (spec layers-core-and-cross.md 1.10)
+// core, with the decisions documented above: M >= 1 values of identical shape (no
 // broadcasting), one value returned unchanged by all three, Avg a division by M.
 //
 //   val y = layers::max_pooling(xs, 3);                  // xs: const val*, any M
 //   constexpr expr y = layers::max_pooling({a, b, c});   // expressions
 //
-// Max. The flat core's reduce_max has no derivative, and TF's reduce_max gradient splits the
+// Max. The core's reduce_max has no derivative, and TF's reduce_max gradient splits the
 // cotangent equally among tied inputs (spec 1.10.6). So, with the inputs stacked on a new axis 0
 // and m = stop_gradient(max over it), mask = (x >= m) (no derivative):
 //   y = m + sum_i((x_i - m) mask_i) / sum_i(mask_i)

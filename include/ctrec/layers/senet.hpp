@@ -39,8 +39,8 @@
 // A single (K) vector argument is read as a one-element list (num_feature must then be 1).
 // num_feature must equal N (the number of rows, or of list elements): a static assertion.
 //
-// Implementation notes (graph-as-data core):
-// SeNet (spec layers-trans-seq-multitask-nas.md 1.2) on the graph-as-data core, exactly as
+// Implementation:
+// SeNet (spec layers-trans-seq-multitask-nas.md 1.2), exactly as
 // ctrec/layers/senet.hpp documents it: per example, X (N, K),
 //   z_n = mean_k X[n, k];  a = MLP "cmp_tower" (output_dims {C, N}, relu then sigmoid, weight
 //   norm with learnable scale) of z, or a = z (no sigmoid) for cmp_dim 0 (the source's None);

@@ -1,5 +1,5 @@
 #pragma once
-// Training on the graph-as-data core.
+// Training.
 //
 //   constexpr auto r = ctrec::layers::mlp<"mlp", cfg, layers::mode::train>(x);   // a result
 //   constexpr auto y = r.out();
