@@ -19,11 +19,8 @@
 // [initializer, default He-normal]; gates/bias (2U), candidate/bias (U) [Ones]; the
 // regularizer applies to all four. Rows 0..I-1 of each kernel multiply x, rows I.. the state.
 //
-// How it runs: the x rows of both kernels (and both biases) are one ordinary GEMM over all T
-// steps before the recurrence (x W for the whole sequence); the recurrence is a scan_node
-// (core/expr.hpp) that does only the state products (h W_g[I:], then (r h) W_c[I:]) and keeps
-// a (T, 4U) record per example [h | r | u | c], the BPTT storage. The slices of the kernels
-// are parameter-only values, cached with the parameters.
+// How it runs: see Implementation below (the recurrence is unrolled; the slices of the kernels
+// are parameter-only values, cached with the parameters).
 //
 // Decisions:
 // - activation: None in the source means tanh (the default here). The recurrence kernels
@@ -104,7 +101,7 @@ struct rnn_result : result {
 };
 
 namespace detail {
-// the kernels a future scan node will run (the type core's scan_activation)
+// the activations a future scan node's kernels will support (linear, relu, tanh, sigmoid)
 constexpr void check_recurrent_activation(const activation& A) {
     using W = act_which;
     if (!(A.w == W::none || A.w == W::linear || A.w == W::relu || A.w == W::tanh || A.w == W::sigmoid))

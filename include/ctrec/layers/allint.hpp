@@ -8,12 +8,8 @@
 // Variables: allint_kernel (N, C) [initializer, default GlorotNormal; regularizer],
 // allint_bias (C) [zeros; only with use_bias].
 //
-// The layer is written literally as einsum<"mk,nk,nc->mc">(X, X, Cm): the contraction-
-// ordering pass (core/contract_order.hpp) picks X . (X^T . Cm) by FLOP count, 4 N K C
-// instead of 2 N^2 (K + C), so the N x N matrix is never built (and for the rare shapes
-// where it is cheaper, the pass builds it). The bias is the separate term (X 1_K) beta^T
-// (the source adds beta inside X^T . Cm, which is the same value), so the pass sees the
-// plain three-operand product.
+// The product is evaluated as X . (X^T . Cm): 4 N K C FLOPs instead of 2 N^2 (K + C), and the
+// N x N matrix is never built (see Implementation below).
 //
 // out_type (merge_tensor_list, spec 1.1 / merge.hpp): concat (default) gives (N * C),
 // stack (N, C), none a std::tuple of N (C) expressions (keep_list is then ignored);

@@ -23,11 +23,8 @@
 // attention_weight (U, U) [initializer, regularizer]. Checkpoints usually hold the GRU under
 // "dien/rnn/gru_cell/..." (TF-1 dynamic_rnn scope): importers match by suffix.
 //
-// How it runs: x_t W for all t is one GEMM before the GRU scan, and h_t [W_g[:U] | W_c[:U]]
-// one GEMM before the AGRU scan; each scan (core/expr.hpp scan_node) does only the state
-// products and stores a (T, 5U) / (T, 4U) record per example, which is the BPTT storage of
-// the reverse mode (O(T U) per example, static). The two scans are separated by the softmax,
-// which needs every h_t.
+// How it runs: the GRU and the AGRU are unrolled over T (see Implementation below); the two
+// recurrences are separated by the softmax, which needs every h_t.
 //
 // Decisions:
 // - att_type (spec 7.1): honoured by default (AUGRU runs the AUGRU update of 2.1 with the same

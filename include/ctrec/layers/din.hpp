@@ -8,12 +8,12 @@
 //   constexpr auto r = layers::din<"din", cfg>(q, k, mask);  // mask (T): a step counts when mask >= 1
 //   r.out: (H) in mode sum, (T, H) in mode weighted (w_t k_t per step).
 //
-// The layer is written literally: the (T, 4H) concatenation feeds the MLP. The rewrite
-// passes (core/rewrite.hpp) turn the first layer into
+// The layer is written literally: the (T, 4H) concatenation feeds the MLP. `matmul`'s concat
+// split (core/matmul.hpp) turns the first layer into
 //   broadcast(q (W_a + W_c)) + k (W_b - W_c) + (q * k) W_d
 // on the effective (weight-normalised) kernel, whose column norms are taken over all 4H rows
 // before it is sliced: the 4H-wide row is never built and q's share is computed once per
-// example, in the forward, gradient and JVP programs alike (tests/test_din.cpp checks plans).
+// example, in the forward, gradient and JVP programs alike (tests/test_rewrite.cpp and test_attention_4.cpp check the tables).
 //
 // Serving one user against many candidates: bind the behaviour sequence (and mask) as
 // shared inputs (ctrec::shared_input<"k", T, H>) and the candidate items as the batch.
