@@ -53,19 +53,7 @@ std::vector<double> run(std::size_t batch, const value_fn& f = leaf_value) {
     return test::run<P>(L, batch)[R];
 }
 
-// tests/support.hpp's check_close: |got - want| / max(1, |want|) <= tol, element by element.
-inline void check_close(const std::vector<double>& got, const std::vector<double>& want, double tol) {
-    REQUIRE(got.size() == want.size());
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        const double err = std::abs(got[i] - want[i]) / std::max(1.0, std::abs(want[i]));
-        if (err > tol) {
-            INFO("element " << i << ": got " << got[i] << ", want " << want[i]);
-            CHECK(err <= tol);
-            return;
-        }
-    }
-    CHECK(true);  // one assertion per comparison, so a passing check is counted
-}
+using test::check_close;  // |got - want| / max(1, |want|) <= tol, element by element
 
 // A root made of `count` equal blocks (a concat of several expressions, each of per-example size
 // n = size / count): the checks below look at block `index` only, so one program checks several

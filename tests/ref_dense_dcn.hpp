@@ -26,19 +26,7 @@ using flat_ref::vec;
 using test::leaves;
 using prep_fn = std::function<void(leaves&, std::size_t)>;
 
-// The largest |got - want| / max(1, |want|) (the type core's check_close), checked once.
-inline void check_close(const vec& got, const vec& want, double tol) {
-    REQUIRE(got.size() == want.size());
-    double worst = 0;
-    std::size_t at = 0;
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        const double err = std::abs(got[i] - want[i]) / std::max(1.0, std::abs(want[i]));
-        if (!(err <= worst)) worst = err, at = i;  // NaN counts as the worst
-    }
-    INFO("worst element " << at << " of " << got.size() << ": got " << (got.empty() ? 0.0 : got[at]) << ", want "
-                          << (want.empty() ? 0.0 : want[at]));
-    CHECK(worst <= tol);
-}
+using test::check_close;  // |got - want| / max(1, |want|), the type core's measure
 
 // Every output of P on the leaves (missing leaves from leaf_value), with io.seed = seed.
 template <class P>

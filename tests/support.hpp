@@ -5,6 +5,7 @@
 // does not pull in the type core).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -94,6 +95,21 @@ inline double max_rel_diff(const std::vector<double>& a, const std::vector<doubl
     double m = 0;
     for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]) / (1.0 + std::abs(b[i])));
     return m;
+}
+
+// Every element within tol of the reference, relative to max(1, |want|) (NaN fails); one
+// assertion per comparison, naming the worst element.
+inline void check_close(const std::vector<double>& got, const std::vector<double>& want, double tol) {
+    REQUIRE(got.size() == want.size());
+    double worst = 0;
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        const double err = std::abs(got[i] - want[i]) / std::max(1.0, std::abs(want[i]));
+        if (!(err <= worst)) worst = err, at = i;  // NaN counts as the worst
+    }
+    INFO("worst element " << at << " of " << got.size() << ": got " << (got.empty() ? 0.0 : got[at]) << ", want "
+                          << (want.empty() ? 0.0 : want[at]));
+    CHECK(worst <= tol);
 }
 
 // Output `out` of P on the leaves.

@@ -36,18 +36,7 @@ using test::leaves;
 namespace {
 
 // ---- shared helpers ------------------------------------------------------------------------------
-// The type core's comparison: every element within tol of the reference, relative to max(1, |want|).
-void check_close(const vec& got, const vec& want, double tol) {
-    REQUIRE(got.size() == want.size());
-    double worst = 0;
-    std::size_t at = 0;
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        const double e = std::abs(got[i] - want[i]) / std::max(1.0, std::abs(want[i]));
-        if (e > worst) worst = e, at = i;
-    }
-    INFO("worst element " << at << ": got " << got[at] << ", want " << want[at]);
-    CHECK(worst <= tol);
-}
+using test::check_close;  // |got - want| / max(1, |want|), the type core's measure
 template <class P>
 vec run_on(leaves& L, std::size_t batch, std::size_t out = 0) {
     return test::run<P>(L, batch)[out];
