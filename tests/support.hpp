@@ -147,6 +147,18 @@ void check_forward_all(double tol64, auto reference) {
     }
 }
 
+// Output 0 of Y against `want` (check_close): float64 on the CPU and the reference backends
+// (tol64), float32 on the CPU (tol32), on a copy of L0 (missing leaves from leaf_value).
+template <const auto& Y>
+void check_values(const leaves& L0, std::size_t batch, const std::vector<double>& want, double tol64 = 1e-12,
+                  double tol32 = 2e-5) {
+    INFO("batch " << batch);
+    leaves L = L0;
+    check_close(forward<ctrec::program<double, Y>>(L, batch), want, tol64);
+    check_close(forward<typename ctrec::program<double, Y>::template with_backend<ctrec::reference_backend>>(L, batch), want, tol64);
+    check_close(forward<ctrec::program<float, Y>>(L, batch), want, tol32);
+}
+
 // The CPU backend agrees with the reference backend on every output.
 template <class P>
 void check_backends(std::size_t batch, double tol) {
@@ -226,6 +238,12 @@ void check_derivatives(std::size_t batch, double tol = 1e-6) {
     INFO("JVP " << jvp << ", directional difference " << dir << ", <J^T v, u> " << dual);
     CHECK(std::abs(jvp - dir) <= tol * (1 + std::abs(dir)));
     CHECK(std::abs(jvp - dual) <= 1e-9 * (1 + std::abs(dual)));
+}
+
+// check_derivatives of expression Y (its grad and JVP programs in float64).
+template <const auto& Y>
+void check_ad(std::size_t batch, double tol = 1e-6) {
+    check_derivatives<ctrec::grad_program<double, Y>, ctrec::jvp_program<double, Y>>(batch, tol);
 }
 
 } // namespace test

@@ -36,24 +36,8 @@ using test::leaves;
 namespace {
 
 // ---- shared helpers ------------------------------------------------------------------------------
-using test::check_close;  // |got - want| / max(1, |want|), the type core's measure
-template <class P>
-vec run_on(leaves& L, std::size_t batch, std::size_t out = 0) {
-    return test::run<P>(L, batch)[out];
-}
-// Y in float64 (CPU and reference backends, tol64) and float32 (CPU, tol32) on a copy of L.
-template <const auto& Y>
-void check_fwd(const leaves& L0, std::size_t batch, const vec& want, double tol64 = 1e-12, double tol32 = 2e-5) {
-    INFO("batch " << batch);
-    leaves L = L0;
-    check_close(run_on<f::program<double, Y>>(L, batch), want, tol64);
-    check_close(run_on<typename f::program<double, Y>::template with_backend<f::reference_backend>>(L, batch), want, tol64);
-    check_close(run_on<f::program<float, Y>>(L, batch), want, tol32);
-}
-template <const auto& Y>
-void check_ad(std::size_t batch) {
-    test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
-}
+using test::check_ad;
+using test::check_close;
 template <class P>
 std::vector<std::string> sorted_param_names() {
     std::vector<std::string> v(P::parameters::names.begin(), P::parameters::names.end());
@@ -371,15 +355,15 @@ TEST_CASE("autoint: the spec's reference values (N = 3, K = 2, one and two layer
     // ... and the layer matches the reference in float64 and float32 (stack: (3, 2))
     leaves L;
     L["x"] = {1, 0, 0, 2, 1, 1, 1, 0, 0, 2, 1, 1};
-    check_fwd<ai_spec1>(L, 2, autoint_ref(L["x"], 2, 1, 3, 2));
-    check_fwd<ai_spec2>(L, 2, autoint_ref(L["x"], 2, 2, 3, 2));
+    test::check_values<ai_spec1>(L, 2, autoint_ref(L["x"], 2, 1, 3, 2));
+    test::check_values<ai_spec2>(L, 2, autoint_ref(L["x"], 2, 2, 3, 2));
 }
 
 TEST_CASE("autoint: two layers against the naive reference in float64 and float32; derivatives") {
     leaves L;
     test::fill<f::program<double, ai_main_y>>(L, aB);
     const vec want = autoint_ref(L["x"], aB, 2);
-    check_fwd<ai_main_y>(L, aB, want);
+    test::check_values<ai_main_y>(L, aB, want);
     // one layer is not the identity and two layers differ from one (the loop really iterates)
     const vec one = autoint_ref(L["x"], aB, 1);
     double d01 = 0, d12 = 0;
@@ -427,7 +411,7 @@ TEST_CASE("autoint: the gradient equals the spec's closed form (A^T Ybar + (Sbar
 TEST_CASE("autoint: the original test: layer_num = 2 on ones (100, 10, 10) gives ones (100, 100), sum 10000") {
     leaves L;
     L["x"] = ones(100 * 100);
-    const vec out = run_on<f::program<float, ai_orig>>(L, 100);
+    const vec out = test::forward<f::program<float, ai_orig>>(L, 100);
     REQUIRE(out.size() == 100 * 100);
     double sum = 0;
     for (double v : out) {
@@ -444,8 +428,8 @@ TEST_CASE("autoint: unscaled large logits (S ~ 1e3, exp would overflow) stay fin
     L["x"] = x;
     const vec want = autoint_ref(x, aB, 2);
     REQUIRE(all_finite(want));
-    const vec d = run_on<f::program<double, ai_main_y>>(L, aB);
-    const vec s = run_on<f::program<float, ai_main_y>>(L, aB);
+    const vec d = test::forward<f::program<double, ai_main_y>>(L, aB);
+    const vec s = test::forward<f::program<float, ai_main_y>>(L, aB);
     CHECK(all_finite(d));
     CHECK(all_finite(s));
     check_close(d, want, 1e-9);
@@ -455,12 +439,12 @@ TEST_CASE("autoint: unscaled large logits (S ~ 1e3, exp would overflow) stay fin
 TEST_CASE("autoint: out_type stack, none and keep_list") {
     SUBCASE("stack: (N, K), the same values") {
         leaves L;
-        const vec got = run_on<f::program<double, ai_stack>>(L, aB);
+        const vec got = test::forward<f::program<double, ai_stack>>(L, aB);
         check_close(got, autoint_ref(L["x"], aB, 2), 1e-12);
     }
     SUBCASE("layer_num = 0: the merged input, as the source's empty loop") {
         leaves L;
-        const vec got = run_on<f::program<double, ai_zero>>(L, aB);
+        const vec got = test::forward<f::program<double, ai_zero>>(L, aB);
         check_close(got, L["x"], 0.0);
     }
 }
@@ -492,7 +476,7 @@ TEST_CASE("dmr_u2i: the spec's reference value (T = 2, U_e = C = I_e = 1)") {
     CHECK(ref.alpha[0] == doctest::Approx(0.1090968).epsilon(1e-6));
     CHECK(ref.m[0] == doctest::Approx(2.7818064).epsilon(1e-7));
     CHECK(ref.h[0] == doctest::Approx(1.3909032).epsilon(1e-7));
-    CHECK(run_on<f::program<double, dmr_spec>>(L, 1)[0] == doctest::Approx(4.1727095).epsilon(1e-7));
+    CHECK(test::forward<f::program<double, dmr_spec>>(L, 1)[0] == doctest::Approx(4.1727095).epsilon(1e-7));
 }
 
 TEST_CASE("dmr_u2i: the original test (relu, cmp_dim 5, ones item (100, 10), seq (100, 15, 10)); initializers") {
@@ -516,7 +500,7 @@ TEST_CASE("dmr_u2i: the original test (relu, cmp_dim 5, ones item (100, 10), seq
     load_params<P>(L, p);
     L["item"] = ones(100 * 10);
     L["seq"] = ones(100 * 150);
-    const vec out = run_on<P>(L, 100);
+    const vec out = test::forward<P>(L, 100);
     const auto Wk = p.get<"dmr__u2i/dense/kernel">();
     double sum = 0, want_sum = 0;
     for (std::size_t b = 0; b < 100; ++b)
@@ -531,21 +515,21 @@ TEST_CASE("dmr_u2i: the original test (relu, cmp_dim 5, ones item (100, 10), seq
 
 TEST_CASE("dmr_u2i: regularizer on pos_emb, emb_weight and dense/kernel only; other activations") {
     leaves L;
-    const vec y = run_on<f::program<double, dmr_reg_y>>(L, dB);
+    const vec y = test::forward<f::program<double, dmr_reg_y>>(L, dB);
     double want = 0;
     for (const char* n : {"d/pos_emb", "d/emb_weight", "d/dense/kernel"})
         for (double v : get(L, n)) want += 0.25 * std::abs(v) + 0.5 * v * v;
-    CHECK(run_on<f::program<double, dmr_reg_pen>>(L, 1)[0] == doctest::Approx(want).epsilon(1e-12));
+    CHECK(test::forward<f::program<double, dmr_reg_pen>>(L, 1)[0] == doctest::Approx(want).epsilon(1e-12));
     // tanh projection
     check_close(y, dmr_ref(L, dB, 3).out, 1e-10);
 }
 
 TEST_CASE("dmr_u2i: the attention bias shifts every score by bias . z, so it cannot change the output") {
     leaves L;
-    const vec a = run_on<f::program<double, dmr_prelu>>(L, dB);
+    const vec a = test::forward<f::program<double, dmr_prelu>>(L, dB);
     leaves M = L;
     for (std::size_t i = 0; i < dC; ++i) M["d/bias"][i] = 3.0 + leaf_value("b2", i);
-    const vec b = run_on<f::program<double, dmr_prelu>>(M, dB);
+    const vec b = test::forward<f::program<double, dmr_prelu>>(M, dB);
     check_close(b, dmr_ref(M, dB, 1).out, 1e-12);
     check_close(b, a, 1e-12);
     // and its gradient is zero up to rounding
@@ -562,7 +546,7 @@ TEST_CASE("dmr_u2i: no mask - a zero-padded step still takes part in the softmax
     for (std::size_t i = 0; i < dB * dT * dU; ++i)  // the last two steps of every sequence are zero padding
         if ((i / dU) % dT >= dT - 2) L["seq"][i] = 0.0;
     const dmr_ref ref(L, dB, 1);
-    check_close(run_on<f::program<double, dmr_prelu>>(L, dB), ref.out, 1e-12);
+    check_close(test::forward<f::program<double, dmr_prelu>>(L, dB), ref.out, 1e-12);
     // (the padded steps got weight exp(pos_emb[t] . z + bias . z) / sum, not 0)
     CHECK(ref.alpha[dT - 1] > 1e-3);
 }
@@ -571,10 +555,10 @@ TEST_CASE("dmr_u2i: no mask - a zero-padded step still takes part in the softmax
 
 TEST_CASE("irazor: Y = X * (softmax(w / t) . R) and nas_loss, float64 and float32; derivatives") {
     leaves L;
-    const vec a = run_on<f::program<double, ir_main_y>>(L, rB);
-    const vec b = run_on<f::program<double, ir_nofw_y>>(L, rB);
+    const vec a = test::forward<f::program<double, ir_main_y>>(L, rB);
+    const vec b = test::forward<f::program<double, ir_nofw_y>>(L, rB);
     check_close(b, a, 0.0);
-    CHECK(run_on<f::program<double, ir_nofw_loss>>(L, 1)[0] == 0.0);
+    CHECK(test::forward<f::program<double, ir_nofw_loss>>(L, 1)[0] == 0.0);
 }
 
 TEST_CASE("irazor: nas_space[0] > 0 zeroes the leading columns; a repeated boundary is an empty group") {
@@ -586,13 +570,13 @@ TEST_CASE("irazor: nas_space[0] > 0 zeroes the leading columns; a repeated bound
         for (std::size_t b = 0; b < rB; ++b)
             for (std::size_t a = 0; a < rN; ++a)
                 for (std::size_t c = 0; c < 3; ++c) REQUIRE(want[(b * rN + a) * rK + c] == 0.0);
-        check_fwd<ir_lead>(L, rB, want);
+        test::check_values<ir_lead>(L, rB, want);
     }
     SUBCASE("K = 40 > 16 columns (M is a concatenation of concatenations)") {
         leaves L;
         test::fill<f::program<double, ir_wide>>(L, 3);
         const irazor_ref ref(get(L, "r/nas_weight"), {0, 3, 21, 40}, 0.3, 2, 40);
-        check_fwd<ir_wide>(L, 3, ref.y(get(L, "x"), 3));
+        test::check_values<ir_wide>(L, 3, ref.y(get(L, "x"), 3));
     }
     SUBCASE("{0, 4, 4, 10}: group 2 is empty, its probability weights nothing") {
         vec w(rN * 4);
@@ -609,7 +593,7 @@ TEST_CASE("irazor: nas_space[0] > 0 zeroes the leading columns; a repeated bound
 
 TEST_CASE("irazor: out_type stack and none, keep_list") {
     leaves L;
-    const vec got = run_on<f::program<double, ir_stack>>(L, rB);
+    const vec got = test::forward<f::program<double, ir_stack>>(L, rB);
     const irazor_ref ref(get(L, "r/nas_weight"), {0, 2, 5, 7, 10}, 0.08, rN, rK);
     check_close(got, ref.y(get(L, "x"), rB), 1e-12);
 }
@@ -627,7 +611,7 @@ TEST_CASE("irazor: the original test (nas_space {0, 2, 5, 7, 10}, t = 0.08, ones
     leaves L;
     load_params<P>(L, p);
     L["x"] = ones(100 * 100);
-    const vec out = run_on<P>(L, 100);
+    const vec out = test::forward<P>(L, 100);
     const irazor_ref ref(get(L, "i_razor/nas_weight"), {0, 2, 5, 7, 10}, 0.08, 10, 10);
     double sum = 0, want_sum = 0;
     for (std::size_t b = 0; b < 100; ++b)
@@ -651,7 +635,7 @@ TEST_CASE("irazor: initializer and regularizer options; M is computed with the p
     test::fill<f::program<double, ir_opt_y>>(L, 2);
     double want = 0;
     for (double v : get(L, "r/nas_weight")) want += 0.5 * std::abs(v) + 0.25 * v * v;
-    CHECK(run_on<f::program<double, ir_opt_pen>>(L, 1)[0] == doctest::Approx(want).epsilon(1e-12));
+    CHECK(test::forward<f::program<double, ir_opt_pen>>(L, 1)[0] == doctest::Approx(want).epsilon(1e-12));
     using P = f::program<double, ir_opt_y>;
     P::parameters p;
     fl::initialize<ir_opt>(p, 1);
@@ -674,7 +658,7 @@ TEST_CASE("irazor: initializer and regularizer options; M is computed with the p
 TEST_CASE("din: relu MLP with weight norm, mode sum, against the literal reference; derivatives") {
     leaves L;
     test::fill<f::program<double, din_plain>>(L, nB);
-    check_fwd<din_plain>(L, nB, din_ref(L, nB, {6, 4, 1}, 1, false, false, false));
+    test::check_values<din_plain>(L, nB, din_ref(L, nB, {6, 4, 1}, 1, false, false, false));
     check_ad<din_plain>(nB);
 }
 
@@ -683,7 +667,7 @@ TEST_CASE("din: mask, decay and mode weighted against the reference; derivatives
     set_din_mask(L, nB);
     test::fill<f::program<double, din_masked>>(L, nB);
     const vec want = din_ref(L, nB, {4, 1}, 2, true, true, true);
-    check_fwd<din_masked>(L, nB, want);
+    test::check_values<din_masked>(L, nB, want);
     // padded steps are exactly zero rows in mode weighted
     std::size_t zero_rows = 0;
     for (std::size_t r = 0; r < nB * nT; ++r)
@@ -719,7 +703,7 @@ TEST_CASE("din: padding never changes the result; padded keys get zero gradient"
     for (std::size_t i = 0; i < dk.size(); ++i)
         if (din_mask_value(i / nH) == 0.0) CHECK(dk[i] == 0.0);
     // and the padded steps really were different inputs that matter when unmasked
-    const vec a = run_on<f::program<double, din_nopad>>(clean, nB), b = run_on<f::program<double, din_nopad>>(dirty, nB);
+    const vec a = test::forward<f::program<double, din_nopad>>(clean, nB), b = test::forward<f::program<double, din_nopad>>(dirty, nB);
     double diff = 0;
     for (std::size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::abs(a[i] - b[i]));
     CHECK(diff > 1.0);
@@ -761,7 +745,7 @@ TEST_CASE("din: the original test: hidden_units [10, 1] on ones q (100, 10), k (
     leaves L;
     L["q"] = ones(100 * 10);
     L["k"] = ones(100 * 150);
-    const vec got = run_on<f::program<float, din_orig>>(L, 100);
+    const vec got = test::forward<f::program<float, din_orig>>(L, 100);
     REQUIRE(got.size() == 100 * 10);
     // identity activation (the default): the MLP is affine; on ones every example is the same
     vec h(40);
@@ -793,10 +777,10 @@ TEST_CASE("serving: DIN with a shared behaviour sequence scores like the per-can
     one_user(S, Bt, sB);
     test::fill<f::program<double, serve_din_shared>>(S, sB);
     for (const char* n : {"q"}) Bt[n] = S[n];
-    const vec want = run_on<f::program<double, serve_din_batched>>(Bt, sB);
+    const vec want = test::forward<f::program<double, serve_din_batched>>(Bt, sB);
     check_close(want, din_ref(Bt, sB, {8, 4, 1}, 1, false, false, true, sT, sH), 1e-12);
-    check_close(run_on<f::program<double, serve_din_shared>>(S, sB), want, 1e-12);
-    check_close(run_on<f::program<float, serve_din_shared>>(S, sB), want, 2e-5);
+    check_close(test::forward<f::program<double, serve_din_shared>>(S, sB), want, 1e-12);
+    check_close(test::forward<f::program<float, serve_din_shared>>(S, sB), want, 2e-5);
 }
 
 TEST_CASE("serving: DIN's user-side product runs once per call, the candidate-side ones per candidate") {
@@ -811,8 +795,8 @@ TEST_CASE("serving: DMR_U2I with a shared sequence: everything but the product w
     one_user(S, Bt, sB);
     test::fill<f::program<double, serve_dmr_shared>>(S, sB);
     Bt["item"] = S["item"];
-    const vec batched = run_on<f::program<double, serve_dmr_batched>>(Bt, sB);
-    check_close(run_on<f::program<double, serve_dmr_shared>>(S, sB), batched, 1e-12);
+    const vec batched = test::forward<f::program<double, serve_dmr_batched>>(Bt, sB);
+    check_close(test::forward<f::program<double, serve_dmr_shared>>(S, sB), batched, 1e-12);
     using P = f::program<float, serve_dmr_shared>;
     CHECK(contracts<P>(true) == 0);
     CHECK(contracts<P>(false) >= 3);  // the score, the pooling and the projection
@@ -986,7 +970,7 @@ TEST_CASE("senet: defaults; Y = sigmoid(relu(z W1 + b1) W2 + b2) * X with weight
     CHECK(*std::min_element(a.begin(), a.end()) > 0.0);
     CHECK(*std::max_element(a.begin(), a.end()) < 1.0);
     CHECK(*std::max_element(a.begin(), a.end()) - *std::min_element(a.begin(), a.end()) > 1e-3);
-    check_close(run_on<f::program<double, se_main_y>>(L, eB), se_ref_x(L, eB, eC), 1e-12);
+    check_close(test::forward<f::program<double, se_main_y>>(L, eB), se_ref_x(L, eB, eC), 1e-12);
 }
 
 TEST_CASE("senet: variable names and shapes (cmp_tower, weight norm on)") {
@@ -1002,7 +986,7 @@ TEST_CASE("senet: cmp_dim None: the raw means, no sigmoid, no variables") {
     SUBCASE("the spec's reference value: X = [[1, 3], [2, 2]] -> a = [2, 2], Y = [[2, 6], [4, 4]]") {
         leaves L;
         L["x"] = {1, 3, 2, 2, 1, 3, 2, 2};
-        check_fwd<se_spec>(L, 2, {2, 6, 4, 4, 2, 6, 4, 4});
+        test::check_values<se_spec>(L, 2, {2, 6, 4, 4, 2, 6, 4, 4});
     }
     SUBCASE("random values, derivatives (the weights depend on the input: two paths into dL/dX)") {
         CHECK(se_raw.n_inits == 0);
@@ -1010,14 +994,14 @@ TEST_CASE("senet: cmp_dim None: the raw means, no sigmoid, no variables") {
         CHECK(f::program<double, se_raw_y>::n_params == 0);
         leaves L;
         test::fill<f::program<double, se_raw_y>>(L, eB);
-        check_fwd<se_raw_y>(L, eB, se_ref_x(L, eB, 0));
+        test::check_values<se_raw_y>(L, eB, se_ref_x(L, eB, 0));
         check_ad<se_raw_y>(eB);
     }
 }
 
 TEST_CASE("senet: out_type stack, none and keep_list (tensor input)") {
     leaves L;
-    const vec got = run_on<f::program<double, se_out_types_y>>(L, eB);
+    const vec got = test::forward<f::program<double, se_out_types_y>>(L, eB);
     const vec want = se_ref_x(L, eB, eC);
     REQUIRE(got.size() == eB * 2 * eN * eK);
     for (std::size_t b = 0; b < eB; ++b)
@@ -1030,7 +1014,7 @@ TEST_CASE("senet: out_type stack, none and keep_list (tensor input)") {
 TEST_CASE("senet: list input of different widths (2, 3, 4): concat, none, keep_list, derivatives") {
     SUBCASE("with the tower: concat (2 + 3 + 4) and none (B, 2), (B, 3), (B, 4) in one program") {
         leaves L;
-        const vec got = run_on<f::program<double, se_list_y>>(L, eB);
+        const vec got = test::forward<f::program<double, se_list_y>>(L, eB);
         const vec want = se_ref_list(L, eB, eC);  // (B, 9): the concat rows
         REQUIRE(got.size() == eB * 18);
         for (std::size_t b = 0; b < eB; ++b)
@@ -1042,7 +1026,7 @@ TEST_CASE("senet: list input of different widths (2, 3, 4): concat, none, keep_l
     SUBCASE("derivatives of the list path (means of each element, per-element scales), without the tower") {
         leaves L;
         test::fill<f::program<double, se_list_raw>>(L, eB);
-        check_fwd<se_list_raw>(L, eB, se_ref_list(L, eB, 0));
+        test::check_values<se_list_raw>(L, eB, se_ref_list(L, eB, 0));
         check_ad<se_list_raw>(eB);
     }
 }
@@ -1056,12 +1040,12 @@ TEST_CASE("senet: list input of equal widths: stack equals the tensor path on th
             for (std::size_t k = 0; k < eK; ++k) e[b * eK + k] = get(L, "x")[(b * eN + n) * eK + k];  // e_n[b, k] = x[b, n, k]
         L[se_names[n]] = e;
     }
-    check_close(run_on<f::program<double, se_eq>>(L, eB), se_ref_x(L, eB, 0), 1e-12);
+    check_close(test::forward<f::program<double, se_eq>>(L, eB), se_ref_x(L, eB, 0), 1e-12);
 }
 
 TEST_CASE("senet: a one-element list returns its bare (B, K) element (keep_list wraps it)") {
     leaves L;
-    const vec got = run_on<f::program<double, se_one>>(L, eB);
+    const vec got = test::forward<f::program<double, se_one>>(L, eB);
     const vec want = se_ref(L, eB, {5}, 0, [&](std::size_t b, std::size_t, std::size_t k) { return get(L, "e0")[b * 5 + k]; });
     check_close(got, want, 1e-12);
 }
@@ -1094,7 +1078,7 @@ vec se_orig_check(double (*bound)(int, int), const char* what) {
         L[P::parameters::names[i]] = vec(w.begin(), w.end());
     }
     L["x"] = ones(100 * 100);
-    const vec out = run_on<P>(L, 100);
+    const vec out = test::forward<P>(L, 100);
     // z = 1 everywhere, so every example gives Y[n, k] = a_n: W_eff = W0 at initialisation
     const vec a = se_tower(L, vec(10, 1.0), 10, 4);
     double sum = 0, want = 0;
@@ -1137,6 +1121,6 @@ TEST_CASE("senet: regularizer penalties: regularizer / kernel_regularizer aliase
     const double kernels_l2 = sum_sq("s/cmp_tower/dense_0/kernel") + sum_sq("s/cmp_tower/dense_1/kernel");
     const double biases_l2 = sum_sq("s/cmp_tower/dense_0/bias") + sum_sq("s/cmp_tower/dense_1/bias");
     CHECK(!se_main.has_penalty());  // none by default
-    CHECK(run_on<f::program<double, se_rs_pen>>(L, 1)[0] == doctest::Approx(0.1 * kernels_l1 + 0.5 * kernels_l2).epsilon(1e-12));
-    CHECK(run_on<f::program<double, se_rb_pen>>(L, 1)[0] == doctest::Approx(0.5 * kernels_l2 + 0.25 * biases_l2).epsilon(1e-12));
+    CHECK(test::forward<f::program<double, se_rs_pen>>(L, 1)[0] == doctest::Approx(0.1 * kernels_l1 + 0.5 * kernels_l2).epsilon(1e-12));
+    CHECK(test::forward<f::program<double, se_rb_pen>>(L, 1)[0] == doctest::Approx(0.5 * kernels_l2 + 0.25 * biases_l2).epsilon(1e-12));
 }

@@ -38,26 +38,8 @@ using W = ctrec::init::spec::which;
 namespace {
 
 // ---- shared helpers ------------------------------------------------------------------------------
-using test::check_close;  // |got - want| / max(1, |want|), the type core's measure
-// Output `out` of P on the leaves (missing ones filled from leaf_value).
-template <class P>
-vec run_on(leaves& L, std::size_t batch, std::size_t out = 0) {
-    return test::run<P>(L, batch)[out];
-}
-// Y in float64 (CPU and reference backends, tol64) and float32 (CPU, tol32) on a copy of L.
-template <const auto& Y>
-void check_fwd(const leaves& L0, std::size_t batch, const vec& want, double tol64 = 1e-12, double tol32 = 2e-5) {
-    INFO("batch " << batch);
-    leaves L = L0;
-    check_close(run_on<f::program<double, Y>>(L, batch), want, tol64);
-    check_close(run_on<typename f::program<double, Y>::template with_backend<f::reference_backend>>(L, batch), want, tol64);
-    check_close(run_on<f::program<float, Y>>(L, batch), want, tol32);
-}
-// Derivatives of Y (float64 central differences, JVP, duality; flat_support.hpp).
-template <const auto& Y>
-void check_ad(std::size_t batch) {
-    test::check_derivatives<f::grad_program<double, Y>, f::jvp_program<double, Y>>(batch);
-}
+using test::check_ad;
+using test::check_close;
 std::string var_name(const fl::result& r, std::size_t i) { return std::string(r.g.name_of(r.inits[i].var)); }
 // name -> shape of every parameter of program P
 template <class P>
@@ -251,7 +233,7 @@ TEST_CASE("cdot defaults (relu, GlorotNormal): forward against the reference in 
     for (std::size_t batch : {std::size_t(1), Bc, std::size_t(70)}) {
         leaves L;
         test::fill<f::program<double, cd_relu_y>>(L, batch);
-        check_fwd<cd_relu_y>(L, batch, cdot_ref(L, batch, {5, 4}, relu_));
+        test::check_values<cd_relu_y>(L, batch, cdot_ref(L, batch, {5, 4}, relu_));
     }
     leaves L;
     test::fill<f::program<double, cd_relu_y>>(L, Bc);
@@ -301,16 +283,16 @@ TEST_CASE("cdot variables: names, shapes, creation order; no penalty without a r
 TEST_CASE("cdot with tanh: forward; penalty over project_weight and the tower kernels; derivatives of x and every parameter") {
     leaves L;
     test::fill<f::grad_program<double, cd_loss>>(L, Bc);
-    check_close(run_on<f::program<double, cd_tanh_y>>(L, Bc), cdot_ref(L, Bc, {5}, tanh_), 1e-12);
+    check_close(test::forward<f::program<double, cd_tanh_y>>(L, Bc), cdot_ref(L, Bc, {5}, tanh_), 1e-12);
     // penalty: l1 |w| + l2 w^2 over project_weight and the raw kernels; not over biases or norms
-    CHECK(run_on<f::program<double, cd_tanh_pen>>(L, 1)[0] == doctest::Approx(cd_penalty(L)).epsilon(1e-12));
+    CHECK(test::forward<f::program<double, cd_tanh_pen>>(L, 1)[0] == doctest::Approx(cd_penalty(L)).epsilon(1e-12));
     CHECK(param_shapes<f::program<double, cd_tanh_pen>>().size() == 3);
     // the loss value against the reference
     const vec out = cdot_ref(L, Bc, {5}, tanh_);
     const vec& y = get(L, "y");
     double want = 0;
     for (std::size_t i = 0; i < out.size(); ++i) want += (out[i] - y[i]) * (out[i] - y[i]) / Bc;
-    CHECK(run_on<f::program<double, cd_loss>>(L, Bc)[0] == doctest::Approx(want + cd_penalty(L)).epsilon(1e-12));
+    CHECK(test::forward<f::program<double, cd_loss>>(L, Bc)[0] == doctest::Approx(want + cd_penalty(L)).epsilon(1e-12));
     // reverse mode vs central differences for x, y and every parameter, JVP, duality
     check_ad<cd_loss>(Bc);
     // every element of x, y and every parameter was differenced: nothing is held constant
@@ -341,7 +323,7 @@ TEST_CASE("cdot: one SGD step on the squared error lowers the loss by about lr |
         REQUIRE(w.size() == g[1 + k].size());
         for (std::size_t e = 0; e < w.size(); ++e) w[e] -= lr * g[1 + k][e], g2 += g[1 + k][e] * g[1 + k][e];
     }
-    const double l1v = run_on<f::program<double, cd_loss>>(next, Bc)[0];
+    const double l1v = test::forward<f::program<double, cd_loss>>(next, Bc)[0];
     CHECK(g2 > 0);
     CHECK(l1v < l0);
     CHECK((l0 - l1v) == doctest::Approx(lr * g2).epsilon(0.05).scale(0));  // relative: the drop is ~0.13
@@ -351,7 +333,7 @@ TEST_CASE("cdot with an empty compress_units: one linear tower layer (K P, K P);
     leaves L;
     test::fill<f::program<double, cd_empty_y>>(L, Bc);
     // the single layer is the last one: linear, whatever the activation
-    check_close(run_on<f::program<double, cd_empty_y>>(L, Bc), cdot_ref(L, Bc, {}, ident), 1e-12);
+    check_close(test::forward<f::program<double, cd_empty_y>>(L, Bc), cdot_ref(L, Bc, {}, ident), 1e-12);
     check_ad<cd_empty_y>(Bc);
     using V = std::vector<std::size_t>;
     const std::map<std::string, V> want{{"c/project_weight", V{cN, cP}},
@@ -471,41 +453,41 @@ TEST_CASE("can: the four is_seq / is_stacked modes against the reference, gradie
     SUBCASE("is_seq false, is_stacked true (default): (F, D) -> (F, D)") {
         leaves L;
         test::fill<f::program<double, can_a_y>>(L, Bc);
-        check_fwd<can_a_y>(L, Bc, can_ref(L, Bc, aF, 1, aD, 2, relu_));
+        test::check_values<can_a_y>(L, Bc, can_ref(L, Bc, aF, 1, aD, 2, relu_));
         CHECK(f::program<double, can_a_y>::n_params == 0);  // no variables: the weights are item
         CHECK(can_a.n_inits == 0);
         CHECK(!can_a.has_penalty());
-        CHECK(run_on<f::program<double, can_a_pen>>(L, 1)[0] == 0.0);
+        CHECK(test::forward<f::program<double, can_a_pen>>(L, 1)[0] == 0.0);
     }
     SUBCASE("is_seq true, is_stacked true: (F, S, D) -> (F, D), summed over S") {
         leaves L;
         test::fill<f::program<double, can_b_y>>(L, Bc);
-        check_fwd<can_b_y>(L, Bc, can_ref(L, Bc, aF, aS, aD, 2, relu_));
+        test::check_values<can_b_y>(L, Bc, can_ref(L, Bc, aF, aS, aD, 2, relu_));
     }
     SUBCASE("is_seq true, is_stacked false, tanh, 3 layers: (S, D) -> (D)") {
         leaves L;
         test::fill<f::program<double, can_c_y>>(L, Bc);
-        check_fwd<can_c_y>(L, Bc, can_ref(L, Bc, 1, aS, aD, 3, tanh_));
+        test::check_values<can_c_y>(L, Bc, can_ref(L, Bc, 1, aS, aD, 3, tanh_));
         // no masking: all-zero (padded) steps still contribute act(act(act(beta_0) W_1 + beta_1) W_2 + beta_2)
         L["user"] = vec(Bc * aS * aD, 0.0);
         const vec padded = can_ref(L, Bc, 1, aS, aD, 3, tanh_);
-        check_close(run_on<f::program<double, can_c_y>>(L, Bc), padded, 1e-12);
+        check_close(test::forward<f::program<double, can_c_y>>(L, Bc), padded, 1e-12);
         CHECK(std::any_of(padded.begin(), padded.end(), [](double v) { return std::abs(v) > 1e-3; }));
     }
     SUBCASE("is_seq false, is_stacked false, sigmoid, 1 layer: (D) -> (D), not squeezed") {
         leaves L;
         test::fill<f::program<double, can_d_y>>(L, Bc);
-        check_fwd<can_d_y>(L, Bc, can_ref(L, Bc, 1, 1, aD, 1, sigm));
+        test::check_values<can_d_y>(L, Bc, can_ref(L, Bc, 1, 1, aD, 1, sigm));
     }
 }
 
 TEST_CASE("can (false, false) keeps (B, D) where the source squeezes: B = 1 and D = 1") {
     leaves L;
-    const vec y = run_on<f::program<double, can_1>>(L, 1);
+    const vec y = test::forward<f::program<double, can_1>>(L, 1);
     REQUIRE(y.size() == 1);
     check_close(y, can_ref(L, 1, 1, 1, 1, 2, relu_), 1e-12);
     leaves L4;
-    const vec y4 = run_on<f::program<double, can_1>>(L4, 4);
+    const vec y4 = test::forward<f::program<double, can_1>>(L4, 4);
     check_close(y4, can_ref(L4, 4, 1, 1, 1, 2, relu_), 1e-12);
 }
 
@@ -514,7 +496,7 @@ TEST_CASE("can original tests: all-ones inputs, layer_num 2, relu, item (128, 22
         leaves L;
         L["user"] = ones(128 * 100);
         L["item"] = ones(128 * 220);
-        const vec y = run_on<f::program<float, can_o1>>(L, 128);
+        const vec y = test::forward<f::program<float, can_o1>>(L, 128);
         REQUIRE(y.size() == 128 * 100);
         CHECK(std::all_of(y.begin(), y.end(), [](double v) { return v == 111.0; }));  // relu(10*1 + 1) = 11, relu(10*11 + 1)
         double s = 0;
@@ -525,7 +507,7 @@ TEST_CASE("can original tests: all-ones inputs, layer_num 2, relu, item (128, 22
         leaves L;
         L["user"] = ones(128 * 1200);
         L["item"] = ones(128 * 220);
-        const vec y = run_on<f::program<float, can_o2>>(L, 128);
+        const vec y = test::forward<f::program<float, can_o2>>(L, 128);
         REQUIRE(y.size() == 128 * 100);
         CHECK(std::all_of(y.begin(), y.end(), [](double v) { return v == 1332.0; }));
         double s = 0;
@@ -536,11 +518,11 @@ TEST_CASE("can original tests: all-ones inputs, layer_num 2, relu, item (128, 22
 
 TEST_CASE("can construction test: layer_num 8, sigmoid, stacked (the activation after all eight layers)") {
     leaves L;
-    const vec y8 = run_on<f::program<double, can_8>>(L, Bc);
+    const vec y8 = test::forward<f::program<double, can_8>>(L, Bc);
     check_close(y8, can_ref(L, Bc, aF, 1, a8, 8, sigm), 1e-12);
     // Keras' None is linear: no activation at all
     leaves M;
-    const vec y1 = run_on<f::program<double, can_lin>>(M, Bc);
+    const vec y1 = test::forward<f::program<double, can_lin>>(M, Bc);
     check_close(y1, can_ref(M, Bc, aF, 1, a8, 1, ident), 1e-12);
 }
 
@@ -593,7 +575,7 @@ TEST_CASE("cin: identity by default, the hidden_units alias, three layers with r
     // (one layer with hidden_units and identity: test_flat_attention.cpp)
     SUBCASE("three layers, relu on the first two only") {
         leaves L;
-        const vec y = run_on<f::program<double, cin_relu3>>(L, 2);
+        const vec y = test::forward<f::program<double, cin_relu3>>(L, 2);
         check_close(y, cin_ref(L, 2, 3, 4, {4, 3, 2}, relu_), 1e-12);
         check_ad<cin_relu3>(2);
     }
@@ -623,7 +605,7 @@ TEST_CASE("cin: the original test ([10, 5], relu, ones (128, 10, 10) -> (128, 15
         L[P::parameters::names[k]] = vec(w.begin(), w.end());
     }
     L["x"] = ones(128 * 100);
-    const vec got = run_on<P>(L, 128);
+    const vec got = test::forward<P>(L, 128);
     const vec want = cin_ref(L, 128, 10, 10, {10, 5}, relu_);
     REQUIRE(got.size() == want.size());
     for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-4));
@@ -633,7 +615,7 @@ TEST_CASE("cin: at W2's sizes the outer-product tensor is absent from the forwar
     // (the check that Z is absent from the plans is not ported: this core materialises Z,
     // cin.hpp; the values at these sizes are)
     leaves L;
-    const vec got = run_on<f::program<double, cin_w2>>(L, 2);
+    const vec got = test::forward<f::program<double, cin_w2>>(L, 2);
     check_close(got, cin_ref(L, 2, wN, wK, {128, 128}, ident), 1e-10);
 }
 
@@ -721,12 +703,12 @@ TEST_CASE("allint: O = X (X^T Cm + beta) in float64 and float32, with and withou
     SUBCASE("bias (default)") {
         leaves L;
         test::fill<f::program<double, al_b_y>>(L, iB);
-        check_fwd<al_b_y>(L, iB, allint_source(L, iB, true), 1e-12, 1e-4);
-        check_close(run_on<f::program<double, al_b_y>>(L, iB), allint_gram(L, iB), 1e-12);
+        test::check_values<al_b_y>(L, iB, allint_source(L, iB, true), 1e-12, 1e-4);
+        check_close(test::forward<f::program<double, al_b_y>>(L, iB), allint_gram(L, iB), 1e-12);
     }
     SUBCASE("no bias") {
         leaves L;
-        const vec y = run_on<f::program<double, al_nb>>(L, iB);
+        const vec y = test::forward<f::program<double, al_nb>>(L, iB);
         check_close(y, allint_source(L, iB, false), 1e-12);
         check_ad<al_nb>(2);
         CHECK(f::program<double, al_nb>::n_params == 1);
@@ -735,7 +717,7 @@ TEST_CASE("allint: O = X (X^T Cm + beta) in float64 and float32, with and withou
 
 TEST_CASE("allint: out_type stack, none and keep_list") {
     leaves L;
-    const vec got = run_on<f::program<double, al_lists_y>>(L, iB);
+    const vec got = test::forward<f::program<double, al_lists_y>>(L, iB);
     const vec want = allint_source(L, iB, true);
     REQUIRE(got.size() == iB * (2 * iN * iC + iC));
     for (std::size_t b = 0; b < iB; ++b) {
@@ -776,7 +758,7 @@ TEST_CASE("allint: the N x N matrix is absent from the forward and gradient plan
     CHECK(F::pl.tile_elems < jN * jN);  // workspace per example below the avoided matrix
     // and the values still match the source order at these sizes
     leaves L;
-    const vec y = run_on<f::program<double, al_w>>(L, 2);
+    const vec y = test::forward<f::program<double, al_w>>(L, 2);
     check_close(y, allint_source(L, 2, true, jN, jK, jC), 1e-12);
 }
 
@@ -897,7 +879,7 @@ void check_form(bool dot, bool left_stacked, bool right_stacked) {
     test::fill<f::program<double, Y>>(L, gB);
     const fields l = left_stacked ? stacked_values(L, "left", gL, gB) : tuple_values(L, "l", gL, gB);
     const fields r = right_stacked ? stacked_values(L, "right", gR, gB) : tuple_values(L, "r", gR, gB);
-    check_fwd<Y>(L, gB, group_int_ref(l, r, dot));
+    test::check_values<Y>(L, gB, group_int_ref(l, r, dot));
     CHECK(f::program<double, Y>::n_params == 0);
     if (dot) CHECK(largest_node<f::program<double, Y>>(true) < gL * gR * gK);
 }
@@ -1021,8 +1003,8 @@ TEST_CASE("ffm op: the index formulas of 4.4 on the layer_ops_test shapes (8, 40
                     mul[b * 480 + (l * fR + r) * fK + k] = lv[b * 40 + l * fK + k] * rv[b * 48 + r * fK + k];
                     dot[b * 120 + l * fR + r] += lv[b * 40 + l * fK + k] * rv[b * 48 + r * fK + k];
                 }
-    check_fwd<ffm_mul>(L, fN, mul);
-    check_fwd<ffm_dot>(L, fN, dot);
+    test::check_values<ffm_mul>(L, fN, mul);
+    test::check_values<ffm_dot>(L, fN, dot);
 
     // FFMGrad (4.4) with upstream G = "cotangent": gradient shapes (8, 40) and (8, 48)
     auto grads = [&]<class G>(G*, bool is_dot) {
@@ -1085,7 +1067,7 @@ TEST_CASE("group_int attention: raw MLP score per pair (no softmax, no sum), eve
     SUBCASE("units [1]: forward in float64 / float32, gradients of left, right and every MLP variable") {
         leaves L;
         test::fill<f::program<double, gi_att1_y>>(L, gB);
-        check_fwd<gi_att1_y>(L, gB, attention_ref(L, stacked_values(L, "left", gL, gB), stacked_values(L, "right", gR, gB), {1}, relu_));
+        test::check_values<gi_att1_y>(L, gB, attention_ref(L, stacked_values(L, "left", gL, gB), stacked_values(L, "right", gR, gB), {1}, relu_));
         check_ad<gi_att1_y>(gB);
         CHECK(param_names<f::program<double, gi_att1_y>>() ==
               std::vector<std::string>{"gi/groupint_attention_mlp/dense_0/kernel", "gi/groupint_attention_mlp/dense_0/trainable_kernel_norm",
@@ -1096,7 +1078,7 @@ TEST_CASE("group_int attention: raw MLP score per pair (no softmax, no sum), eve
         leaves L;
         test::fill<f::program<double, gi_att2_y>>(L, gB);
         const vec want = attention_ref(L, tuple_values(L, "l", gL, gB), tuple_values(L, "r", gR, gB), {2, 1}, tanh_);
-        check_close(run_on<f::program<double, gi_att2_y>>(L, gB), want, 1e-12);
+        check_close(test::forward<f::program<double, gi_att2_y>>(L, gB), want, 1e-12);
         // kernels start from the given initializer (default GlorotNormal), biases zeros
         REQUIRE(gi_att2.n_inits == 6);
         CHECK(var_name(gi_att2, 0) == "gi/groupint_attention_mlp/dense_0/kernel");
@@ -1111,14 +1093,14 @@ TEST_CASE("group_int attention: raw MLP score per pair (no softmax, no sum), eve
         double pen = 0;
         for (const char* k : {"gi/groupint_attention_mlp/dense_0/kernel", "gi/groupint_attention_mlp/dense_1/kernel"})
             for (double w : get(L, k)) pen += 0.01 * w * w;
-        CHECK(run_on<f::program<double, gi_att2_pen>>(L, 1)[0] == doctest::Approx(pen).epsilon(1e-12));
+        CHECK(test::forward<f::program<double, gi_att2_pen>>(L, 1)[0] == doctest::Approx(pen).epsilon(1e-12));
     }
 }
 
 TEST_CASE("group_int keep_list and out_type: ignored by default (source), merge_tensor_list as the opt-in extension") {
     // (the list forms are the static_asserts above; stack and none values: test_flat_crossing.cpp)
     leaves L;
-    const vec got = run_on<f::program<double, gi_concat_apply>>(L, gB);
+    const vec got = test::forward<f::program<double, gi_concat_apply>>(L, gB);
     check_close(got, group_int_ref(stacked_values(L, "left", gL, gB), stacked_values(L, "right", gR, gB), false), 1e-12);
 }
 
@@ -1129,7 +1111,7 @@ TEST_CASE("group_int original tests: 5 x ones(100, 10) with 3 x ones(100, 10)") 
     SUBCASE("multiply (default params): (100, 150), every product 1, sum exactly 15000") {
         leaves L;
         all_ones(L);
-        const vec y = run_on<f::program<float, gi_o_mul>>(L, 100);
+        const vec y = test::forward<f::program<float, gi_o_mul>>(L, 100);
         REQUIRE(y.size() == 100 * 150);
         double s = 0;
         for (double v : y) s += v;
@@ -1138,7 +1120,7 @@ TEST_CASE("group_int original tests: 5 x ones(100, 10) with 3 x ones(100, 10)") 
     SUBCASE("dot: (100, 15), every dot 10") {
         leaves L;
         all_ones(L);
-        const vec y = run_on<f::program<float, gi_o_dot>>(L, 100);
+        const vec y = test::forward<f::program<float, gi_o_dot>>(L, 100);
         REQUIRE(y.size() == 100 * 15);
         double s = 0;
         for (double v : y) s += v;
