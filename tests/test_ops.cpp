@@ -438,3 +438,133 @@ TEST_CASE("random_uniform: a dropout mask is the same in the forward and the bac
     CHECK(jy == out);
     for (std::size_t k = 0; k < jt.size(); ++k) CHECK(jt[k] == doctest::Approx(out[k] == 0 ? 0.0 : tx[k] / keep));
 }
+
+// =================================================================================================
+// Random leaves of other kinds (core/random.hpp): open uniform, normal, Gumbel, logistic; shared
+// by every example of a call (unbatched: gate noise drawn once per call); a fixed seed (constants
+// of the model). Checked against the definition, statistically, and CPU against reference.
+// =================================================================================================
+namespace {
+constexpr std::size_t R = 21;
+constexpr auto open_u = f::random_leaf<"open", f::random_kind::open_uniform, false, R>;
+constexpr auto normal_v = f::random_leaf<"normal", f::random_kind::normal, false, R>;
+constexpr auto gumbel_v = f::random_leaf<"gumbel", f::random_kind::gumbel, false, R>;
+constexpr auto logistic_v = f::random_leaf<"logistic", f::random_kind::logistic, false, R>;
+constexpr auto shared_v = f::random_leaf<"shared", f::random_kind::gumbel, true, R>;
+// a shared draw used by every example: x + shared (batched), and the draw itself (unbatched)
+constexpr auto x_plus_shared = f::input<"x", R> + shared_v;
+constexpr auto fixed_v = [] {
+    f::expr e;
+    e.id = f::build::random_leaf(e.g, f::make_dims<R>(), f::random_kind::open_uniform, true, 77, "fixed");
+    return e;
+}();
+
+double open_expected(std::uint64_t seed, std::string_view stream, std::uint64_t e, std::uint64_t i) {
+    std::uint64_t s = 1469598103934665603ull;
+    for (char ch : stream) s = (s ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+    const std::uint64_t h = splitmix64(splitmix64(splitmix64(seed ^ s) + e) + i);
+    return (static_cast<double>(h >> 40) + 0.5) * 0x1p-24;
+}
+} // namespace
+
+TEST_CASE("random leaves: open uniform, normal, Gumbel and logistic as defined, with their moments") {
+    using M = f::program<double, open_u, normal_v, gumbel_v, logistic_v>;
+    const std::size_t batch = 2 * M::tile + 7;
+    M::parameters p;
+    M::workspace ws;
+    std::vector<double> o(batch * R), n(batch * R), g(batch * R), l(batch * R);
+    M::io io;
+    io.seed = 5;
+    io.output<0>(o.data()).output<1>(n.data()).output<2>(g.data()).output<3>(l.data());
+    M::run(p, ws, batch, io);
+    double sn = 0, sn2 = 0, sg = 0, sl = 0, sl2 = 0;
+    bool defined = true, open = true;
+    for (std::size_t e = 0; e < batch; ++e)
+        for (std::size_t i = 0; i < R; ++i) {
+            const std::size_t k = e * R + i;
+            const double u = open_expected(5, "open", e, i);
+            defined = defined && o[k] == u;
+            open = open && o[k] > 0 && o[k] < 1;
+            const double u1 = open_expected(5, "normal", e, 2 * i), u2 = open_expected(5, "normal", e, 2 * i + 1);
+            defined = defined && n[k] == std::sqrt(-2 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+            defined = defined && g[k] == -std::log(-std::log(open_expected(5, "gumbel", e, i)));
+            const double ul = open_expected(5, "logistic", e, i);
+            defined = defined && l[k] == std::log(ul) - std::log1p(-ul);
+            sn += n[k], sn2 += n[k] * n[k], sg += g[k], sl += l[k], sl2 += l[k] * l[k];
+        }
+    CHECK(defined);
+    CHECK(open);
+    const double cnt = double(batch * R);
+    CHECK(std::abs(sn / cnt) < 0.05);
+    CHECK(sn2 / cnt == doctest::Approx(1.0).epsilon(0.05));
+    CHECK(sg / cnt == doctest::Approx(0.5772156649).epsilon(0.05));  // Euler-Mascheroni
+    CHECK(std::abs(sl / cnt) < 0.1);
+    CHECK(sl2 / cnt == doctest::Approx(3.289868).epsilon(0.08));     // pi^2 / 3
+    // the reference backend draws the same numbers
+    using Ref = M::with_backend<f::reference_backend>;
+    Ref::parameters rp;
+    Ref::workspace rws;
+    std::vector<double> ro(batch * R), rn(batch * R), rg(batch * R), rl(batch * R);
+    Ref::io rio;
+    rio.seed = 5;
+    rio.output<0>(ro.data()).output<1>(rn.data()).output<2>(rg.data()).output<3>(rl.data());
+    Ref::run(rp, rws, batch, rio);
+    CHECK(ro == o);
+    CHECK(rn == n);
+    CHECK(rg == g);
+    CHECK(rl == l);
+}
+
+TEST_CASE("random leaves: float open uniforms stay inside (0, 1)") {
+    // 1 - 2^-25 rounds to 1 in float: the generator keeps it below 1
+    CHECK(f::random_value<float>(f::random_kind::open_uniform, 0, 0, 0, 0) < 1.0f);
+    using M = f::program<float, open_u>;
+    M::parameters p;
+    M::workspace ws;
+    const std::size_t batch = 4000;
+    std::vector<float> o(batch * R);
+    M::io io;
+    io.output<0>(o.data());
+    M::run(p, ws, batch, io);
+    bool open = true;
+    for (float v : o) open = open && v > 0.0f && v < 1.0f;
+    CHECK(open);
+}
+
+TEST_CASE("random leaves: a shared draw is the same for every example and tile, new per seed") {
+    using M = f::program<double, x_plus_shared, shared_v>;
+    const std::size_t batch = 3 * M::tile + 2;
+    M::parameters p;
+    M::workspace ws;
+    std::vector<double> xs(batch * R, 0.0), y(batch * R), s(R);
+    M::io io;
+    io.seed = 11;
+    io.input<"x">(xs.data()).output<0>(y.data()).output<1>(s.data());
+    M::run(p, ws, batch, io);
+    CHECK(s[0] == -std::log(-std::log(open_expected(11, "shared", f::shared_example, 0))));
+    bool same = true;
+    for (std::size_t e = 0; e < batch; ++e)
+        for (std::size_t i = 0; i < R; ++i) same = same && y[e * R + i] == s[i];
+    CHECK(same);
+    std::vector<double> s2(R);
+    io.seed = 12;
+    io.output<1>(s2.data());
+    M::run(p, ws, batch, io);
+    CHECK(s2 != s);
+}
+
+TEST_CASE("random leaves: a fixed seed gives constants of the model, whatever io.seed") {
+    using M = f::program<double, fixed_v>;
+    M::parameters p;
+    M::workspace ws;
+    std::vector<double> a(R), b(R);
+    M::io io;
+    io.seed = 1;
+    io.output<0>(a.data());
+    M::run(p, ws, 4, io);
+    io.seed = 2;
+    io.output<0>(b.data());
+    M::run(p, ws, 4, io);
+    CHECK(a == b);
+    for (std::size_t i = 0; i < R; ++i) CHECK(a[i] == open_expected(77, "fixed", f::shared_example, i));
+}

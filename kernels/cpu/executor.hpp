@@ -82,12 +82,17 @@ struct exec {
         if constexpr (o.op == opcode::constant) return vmath<Vt>::splat(o.value);
         else if constexpr (o.op == opcode::batch_size) return vmath<Vt>::splat(c.batch);
         else if constexpr (o.op == opcode::random) {
+            // random.hpp: kind in axis, a fixed seed in value when begin == 1, one draw per call
+            // (shared_example) when unbatched
             static constexpr std::uint64_t h = ctrec::stream_hash(tab.name_of(O));
+            constexpr random_kind kind = static_cast<random_kind>(o.axis);
+            const std::uint64_t seed = o.begin == 1 ? static_cast<std::uint64_t>(o.value) : c.seed;
+            const std::uint64_t e = o.batched ? c.b0 + b : shared_example;
             if constexpr (std::is_same_v<Vt, T>) {
-                return random_uniform_value<T>(c.seed, h, c.b0 + b, k);
+                return random_value<T>(kind, seed, h, e, k);
             } else {
                 alignas(64) T lanes[Vt::size];
-                for (std::size_t l = 0; l < Vt::size; ++l) lanes[l] = random_uniform_value<T>(c.seed, h, c.b0 + b, k + l);
+                for (std::size_t l = 0; l < Vt::size; ++l) lanes[l] = random_value<T>(kind, seed, h, e, k + l);
                 return Vt::load_aligned(lanes);
             }
         }

@@ -174,8 +174,14 @@ void interpret(const Table& tab, const T* params, std::size_t B, const T* const*
                 break;
             case opcode::random: {
                 const std::uint64_t h = stream_hash(tab.name_of(i));
-                for (std::size_t b = 0; b < B; ++b)
-                    for (std::size_t k = 0; k < y.size; ++k) y.v[b * y.size + k] = random_uniform_value<T>(seed, h, b, k);
+                const random_kind kind = static_cast<random_kind>(r.axis);
+                const std::uint64_t s = r.begin == 1 ? static_cast<std::uint64_t>(r.value) : seed;
+                if (r.batched) {
+                    for (std::size_t b = 0; b < B; ++b)
+                        for (std::size_t k = 0; k < y.size; ++k) y.v[b * y.size + k] = random_value<T>(kind, s, h, b, k);
+                } else {
+                    for (std::size_t k = 0; k < y.size; ++k) y.v[k] = random_value<T>(kind, s, h, shared_example, k);
+                }
                 break;
             }
             case opcode::contract: {

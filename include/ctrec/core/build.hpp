@@ -30,6 +30,18 @@ constexpr std::uint32_t leaf(graph& g, opcode op, dims s, bool batched, std::str
     r.batched = batched;
     return g.intern(r, nullptr, name);
 }
+// A random leaf (core/random.hpp): kind in axis; shared = one draw per call for every example
+// (an unbatched leaf); fixed_seed >= 0: seeded by that value (below 2^53) instead of io.seed.
+constexpr std::uint32_t random_leaf(graph& g, dims s, random_kind kind, bool shared, std::int64_t fixed_seed,
+                                    std::string_view name) {
+    node r;
+    r.op = opcode::random;
+    r.shape = s;
+    r.batched = !shared;
+    r.axis = static_cast<std::uint32_t>(kind);
+    if (fixed_seed >= 0) r.begin = 1, r.value = static_cast<double>(fixed_seed);
+    return g.intern(r, nullptr, name);
+}
 constexpr std::uint32_t constant(graph& g, double v, dims s = {}) {
     node r;
     r.op = opcode::constant;

@@ -75,6 +75,14 @@ inline constexpr expr lit = constant(V);
 // Per-example uniform [0, 1) numbers of stream Name (see opcode::random), seeded per call by io.seed.
 template <fixed_string Name, std::size_t... D>
 inline constexpr expr random_uniform = make_leaf(opcode::random, make_dims<D...>(), true, Name.view());
+// Random numbers of any kind (core/random.hpp): per example, or Shared = one draw per call
+// used by every example (an unbatched value).
+template <fixed_string Name, random_kind Kind, bool Shared, std::size_t... D>
+inline constexpr expr random_leaf = [] {
+    expr e;
+    e.id = build::random_leaf(e.g, make_dims<D...>(), Kind, Shared, -1, Name.view());
+    return e;
+}();
 inline constexpr expr batch_size = [] {
     expr e;
     e.id = build::batch_size(e.g);

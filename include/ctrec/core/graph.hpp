@@ -45,8 +45,10 @@ enum class opcode : std::uint8_t {
     param,       // unbatched, owned by the parameters object
     constant,    // a scalar (or a shaped fill) literal
     batch_size,  // examples in the call, as an unbatched scalar
-    random,      // uniform [0, 1) per element of every example: a pure function of (io.seed, the stream
-                 // name, the example's index in the call, the element); derivative zero, no storage
+    random,      // random numbers (core/random.hpp: kind in axis; per example, or unbatched = one draw
+                 // per call shared by every example; seeded by io.seed, or by value when begin == 1):
+                 // a pure function of (seed, stream name, example index in the call, element);
+                 // derivative zero, no storage
     // elementwise (NumPy broadcasting over the per-example axes; batchedness is "any operand")
     add, sub, mul, div, neg, exp, log, log1p, sqrt, rsqrt, tanh, sigmoid, relu, maximum, greater,
     greater_equal, where, minimum, abs, erf, batch_broadcast,

@@ -65,6 +65,13 @@ constexpr val make_batch_size(graph& g) { return {&g, build::batch_size(g)}; }
 // Uniform [0, 1) numbers of stream `name`, shaped s per example (dropout masks): recomputed
 // wherever read, so the forward and backward passes of a call see the same numbers.
 constexpr val make_random(graph& g, std::string_view name, dims s) { return {&g, build::leaf(g, opcode::random, s, true, name)}; }
+// Random numbers of any kind (core/random.hpp): per example, or shared = one draw per call for
+// every example (an unbatched value: gate noise computed once per call); fixed_seed >= 0 gives
+// constants of the model (a layer's mask_seed) instead of numbers seeded per call by io.seed.
+constexpr val make_random(graph& g, std::string_view name, dims s, random_kind kind, bool shared = false,
+                          std::int64_t fixed_seed = -1) {
+    return {&g, build::random_leaf(g, s, kind, shared, fixed_seed, name)};
+}
 
 // ---- elementwise -------------------------------------------------------------------------------
 constexpr val apply(opcode op, val a) { return {a.g, build::map(*a.g, op, a.id)}; }
