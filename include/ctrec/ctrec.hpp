@@ -30,3 +30,5 @@
 #include "ctrec/layers/agru.hpp"
 #include "ctrec/layers/dien.hpp"
 #include "ctrec/train/train_program.hpp"
+#include "ctrec/train/losses.hpp"
+#include "ctrec/train/optimizers.hpp"
