@@ -413,3 +413,51 @@ TEST_CASE("training: an MLP with Adam learns a hidden teacher (loss falls, valid
     MESSAGE("validation AUC " << a << ", epoch losses " << epoch_loss.front() << " -> " << epoch_loss.back());
     CHECK(a > 0.75);
 }
+
+namespace {
+// input gradients from a training step (pooled embeddings updated outside the graph)
+constexpr auto ig_e = f::input<"e", 3, 2>;
+constexpr auto ig_d = f::input<"d", 4>;
+constexpr auto ig_w = f::param<"w", 2, 1>;
+constexpr auto ig_v = f::param<"v", 4>;
+constexpr auto ig_loss =
+    f::batch_mean(f::sum(f::tanh(f::matmul(ig_e, ig_w))) + f::sum(ig_d * ig_v) * f::sum(ig_e * ig_e));
+constexpr f::input_gradients ig_wants{"e", "d"};
+using IGStep = f::train_program<double, ig_loss, ig_wants>;
+using IGGrad = f::grad_program<double, ig_loss>;
+} // namespace
+
+TEST_CASE("train_program: input_gradients returns d loss / d input beside the parameter gradients") {
+    const std::size_t B = 5;
+    test::leaves L;
+    test::fill<IGGrad>(L, B);
+    IGStep::parameters p;
+    IGGrad::parameters gp;
+    for (std::size_t i = 0; i < 2; ++i) p.get<"w">()[i] = gp.get<"w">()[i] = L["w"][i];
+    for (std::size_t i = 0; i < 4; ++i) p.get<"v">()[i] = gp.get<"v">()[i] = L["v"][i];
+    IGStep::workspace ws;
+    IGStep::gradients g;
+    double loss = 0;
+    std::vector<double> de(B * 6), dd(B * 4);
+    IGStep::io io;
+    g.bind(io);
+    io.input<"e">(L["e"].data()).input<"d">(L["d"].data()).output<0>(&loss);
+    io.out[IGStep::input_grad<"e">] = de.data();
+    io.out[IGStep::input_grad<"d">] = dd.data();
+    IGStep::run(p, ws, B, io);
+    // the grad program's input gradients are the reference
+    IGGrad::workspace gws;
+    double gl = 0;
+    std::vector<double> ge(B * 6), gd(B * 4), gw(2), gv(4);
+    IGGrad::io gio;
+    gio.input<"e">(L["e"].data()).input<"d">(L["d"].data()).output<0>(&gl);
+    gio.output<IGGrad::grad<"e">>(ge.data()).output<IGGrad::grad<"d">>(gd.data());
+    gio.output<IGGrad::grad<"w">>(gw.data()).output<IGGrad::grad<"v">>(gv.data());
+    IGGrad::run(gp, gws, B, gio);
+    CHECK(loss == doctest::Approx(gl).epsilon(1e-14));
+    test::check_close(de, ge, 1e-13);
+    test::check_close(dd, gd, 1e-13);
+    test::check_close(std::vector<double>(g.get<"w">().begin(), g.get<"w">().end()), gw, 1e-13);
+    test::check_close(std::vector<double>(g.get<"v">().begin(), g.get<"v">().end()), gv, 1e-13);
+    CHECK(IGStep::input_grad<"d"> == IGStep::input_grad<"e"> + 1);
+}

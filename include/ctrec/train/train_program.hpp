@@ -20,6 +20,8 @@
 #include <algorithm>
 #include <cmath>
 #include <array>
+#include <initializer_list>
+#include <type_traits>
 #include <span>
 #include <string>
 
@@ -29,9 +31,27 @@
 namespace ctrec {
 
 void ctrec_error_train_program_needs_a_per_example_loss_or_an_unbatched_scalar();
+void ctrec_error_input_gradients_names_no_input_of_the_loss();
+void ctrec_error_input_gradients_lists_more_than_16_inputs();
 
-// The training model of `loss` with the state updates of result(s) `state`.
-constexpr model_graph train_model(const expr& loss, const layers::result* const* state, std::size_t n_state) {
+// Inputs whose gradients a training step also returns (after the parameter gradients and the
+// state updates): the pooled embeddings of sparse features, whose tables are updated outside
+// the graph (io/embedding.hpp). Pass it among the results:
+//   constexpr ctrec::input_gradients wants{"sparse", "seq"};
+//   using Step = ctrec::train_program<float, loss, wants>;   // Step::input_grad<"sparse">
+struct input_gradients {
+    std::string_view names[16]{};
+    std::size_t n = 0;
+    constexpr input_gradients(std::initializer_list<std::string_view> l) {
+        if (l.size() > 16) ctrec_error_input_gradients_lists_more_than_16_inputs();
+        for (std::string_view v : l) names[n++] = v;
+    }
+};
+
+// The training model of `loss` with the state updates of result(s) `state` (and the gradients
+// of the inputs named in `wants`, if any).
+constexpr model_graph train_model(const expr& loss, const layers::result* const* state, std::size_t n_state,
+                                  const input_gradients* wants = nullptr) {
     model_graph m;
     m.g = loss.g;
     graph& g = m.g;
@@ -69,14 +89,41 @@ constexpr model_graph train_model(const expr& loss, const layers::result* const*
         m.roots[m.n_roots++] = upd_val[u];
         m.targets[m.n_updates++] = upd_var[u];
     }
+    for (std::size_t k = 0; wants && k < wants->n; ++k) {
+        std::uint32_t i = 0;
+        while (i <= loss.id && !(g.nodes[i].op == opcode::input && g.name_of(i) == wants->names[k])) ++i;
+        if (i > loss.id) ctrec_error_input_gradients_names_no_input_of_the_loss();
+        const node l = g.nodes[i];
+        const std::uint32_t c = ct[i] == none ? build::constant(g, 0.0, l.shape) : ct[i];
+        if (m.n_roots >= max_roots) ctrec_error_too_many_roots();
+        m.roots[m.n_roots++] = build::broadcast_to(g, c, l.shape, l.batched);
+    }
     return m;
 }
 
 namespace detail {
 template <const auto& Loss, const auto&... State>
 constexpr model_graph train_model_of() {
-    const layers::result* s[sizeof...(State) + 1] = {&State..., nullptr};
-    return train_model(Loss, s, sizeof...(State));
+    const layers::result* s[sizeof...(State) + 1]{};
+    std::size_t n = 0;
+    const input_gradients* wants = nullptr;
+    (
+        [&] {
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(State)>, input_gradients>) wants = &State;
+            else s[n++] = &State;
+        }(),
+        ...);
+    return train_model(Loss, s, n, wants);
+}
+template <const auto&... State>
+constexpr const input_gradients* wanted_inputs() {
+    const input_gradients* wants = nullptr;
+    (
+        [&] {
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(State)>, input_gradients>) wants = &State;
+        }(),
+        ...);
+    return wants;
 }
 } // namespace detail
 
@@ -93,6 +140,18 @@ public:
     static constexpr std::size_t n_trainable = base::tab.n_wrt;
     static constexpr std::size_t n_updates = base::tab.n_updates;
     static constexpr std::size_t first_update = 1 + n_trainable;
+    // Output index of the gradient of input Name (listed in an input_gradients argument).
+    template <fixed_string Name>
+    static constexpr std::size_t input_grad = [] {
+        constexpr const input_gradients* w = detail::wanted_inputs<State...>();
+        constexpr std::size_t k = [] {
+            std::size_t i = 0;
+            while (w && i < w->n && w->names[i] != Name.view()) ++i;
+            return w ? i : 0;
+        }();
+        static_assert(w && k < w->n, "ctrec: input_grad<Name>: Name is not listed in the program's input_gradients");
+        return first_update + n_updates + k;
+    }();
 
     // The trainable parameters' names, in output order.
     static constexpr auto trainable = [] {
