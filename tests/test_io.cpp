@@ -12,6 +12,9 @@
 #include <xtensor/xstrided_view.hpp>
 
 #include "ctrec/ctrec.hpp"
+#include <sstream>
+
+#include "ctrec/io/criteo.hpp"
 #include "ctrec/io/embedding.hpp"
 #include "ctrec/io/scorer.hpp"
 #include "ctrec/io/xtensor.hpp"
@@ -228,4 +231,73 @@ TEST_CASE("scorer registry: pick a compiled model by name; clones share paramete
     // a missing binding is an error, not a crash
     float* none[] = {nullptr};
     CHECK_THROWS_AS(d.score(B, in, none), f::error);
+}
+
+// ---- the Criteo text format -------------------------------------------------------------------
+namespace {
+std::string criteo_line(std::string label = "1", std::string i3 = "7", std::string c2 = "68fd1e64", std::string seq = "") {
+    std::string s = label;
+    for (int i = 1; i <= 13; ++i) s += "\t" + (i == 3 ? i3 : i == 5 ? std::string() : std::to_string(i * 10 - 40));
+    for (int i = 1; i <= 26; ++i) s += "\t" + (i == 2 ? c2 : i == 7 ? std::string() : std::string("05db9164"));
+    if (!seq.empty()) s += "\t" + seq;
+    return s;
+}
+} // namespace
+
+TEST_CASE("criteo: a line parses, missing values are marked, and formatting inverts parsing") {
+    f::criteo_record r;
+    f::parse_criteo_line(criteo_line("1", "-3", "68fd1e64", "5,17,-2"), 1, r);
+    CHECK(r.label == 1.0f);
+    CHECK(r.ints[0] == -30);
+    CHECK(r.ints[2] == -3);
+    CHECK_FALSE(r.int_present[4]);
+    CHECK(r.int_present[3]);
+    CHECK(r.cats[1] == 0x68fd1e64);
+    CHECK(r.cats[0] == 0x05db9164);
+    CHECK(r.cats[6] == f::criteo_missing);
+    CHECK(r.sequence == std::vector<std::int64_t>{5, 17, -2});
+    f::criteo_record back;
+    f::parse_criteo_line(f::format_criteo_line(r, false), 2, back);
+    CHECK(back.ints == r.ints);
+    CHECK(back.int_present == r.int_present);
+    CHECK(back.cats == r.cats);
+    CHECK(back.sequence == r.sequence);
+    f::parse_criteo_line(criteo_line("0") + "\r", 3, r);  // CRLF files
+    CHECK(r.label == 0.0f);
+    CHECK(r.sequence.empty());
+}
+
+TEST_CASE("criteo: malformed lines are errors naming the line, the column and the problem") {
+    f::criteo_record r;
+    auto fails = [&](const std::string& line, const char* what) {
+        CHECK_THROWS_WITH_AS(f::parse_criteo_line(line, 12, r), doctest::Contains(what), f::error);
+    };
+    fails(criteo_line("2"), "criteo line 12, column 1: label must be 0 or 1, got '2'");
+    fails(criteo_line("1", "7x"), "column 4: integer feature I3 is not a 64-bit integer: '7x'");
+    fails(criteo_line("1", "99999999999999999999"), "integer feature I3 is not a 64-bit integer");
+    fails(criteo_line("1", "7", "zz"), "column 16: categorical feature C2 is not a hexadecimal hash");
+    fails(criteo_line("1", "7", "12345678901234567"), "categorical feature C2 is not a hexadecimal hash of up to 16 digits");
+    fails(criteo_line("1", "7", "68fd1e64", "1,,2"), "column 41: sequence item 2 is not an integer id: ''");
+    fails("1\t2\t3", "expected 40 tab-separated columns (41 with a sequence), found 3");
+    fails(criteo_line("1", "7", "68fd1e64", "1") + "\textra", "too many columns");
+    fails("", "found 1");
+}
+
+TEST_CASE("criteo: the reader stops at the first bad line, or skips and counts") {
+    const std::string text = criteo_line() + "\n\n" + criteo_line("x") + "\n" + criteo_line("0") + "\n";
+    {
+        std::istringstream in(text);
+        f::criteo_reader rd(in);
+        f::criteo_record r;
+        CHECK(rd.next(r));
+        CHECK_THROWS_WITH_AS(rd.next(r), doctest::Contains("criteo line 3, column 1"), f::error);
+    }
+    std::istringstream in(text);
+    f::criteo_reader rd(in, true);
+    f::criteo_record r;
+    std::size_t n = 0;
+    while (rd.next(r)) ++n;
+    CHECK(n == 2);
+    CHECK(rd.bad_lines() == 1);
+    CHECK(rd.first_error().find("line 3") != std::string::npos);
 }
