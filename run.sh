@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # User-facing entry points for ctrec.
 #
-#   ./run.sh demo    install missing Debian packages, configure ./build, build and run the demo
+#   ./run.sh demo [--data FILE ...]   install missing Debian packages, configure ./build, build and
+#                    run the demo (train on a synthetic click log or a Criteo file, save, reload, score)
 #   ./run.sh test    same, build everything, run the test suite; the last line printed is
 #                    "N passed, N failed[, N skipped]" (doctest cases counted individually)
 #   ./run.sh bench   also install LibTorch/OpenBLAS, configure ./build-bench (release) and run
@@ -85,7 +86,7 @@ cmd_demo() {
   install_packages "${BASE_PACKAGES[@]}"
   configure build
   meson compile -C build demo
-  ./build/examples/demo
+  ./build/examples/demo --out build/demo-out "$@"
 }
 
 cmd_test() {
@@ -124,9 +125,11 @@ cmd_bench() {
   fi
 }
 
-[[ $# -eq 1 ]] || usage
-case "$1" in
-  demo) cmd_demo ;;
+[[ $# -ge 1 ]] || usage
+cmd=$1; shift
+[[ $cmd == demo || $# -eq 0 ]] || usage
+case "$cmd" in
+  demo) cmd_demo "$@" ;;
   test) cmd_test ;;
   bench) cmd_bench ;;
   *) usage ;;
