@@ -13,6 +13,8 @@ cd "$(dirname "$(readlink -f "$0")")"
 BASE_PACKAGES=(g++ meson ninja-build pkg-config cmake libxsimd-dev xtensor-dev libboost-dev
                doctest-dev libeigen3-dev nlohmann-json3-dev libbenchmark-dev python3)
 BENCH_PACKAGES=(libtorch-dev libopenblas0-openmp)
+# the PyTorch interop test (tests/test_interop.cpp) and the safetensors exporter's tests
+TEST_PACKAGES=(python3-numpy python3-torch)
 
 usage() { echo "usage: $0 demo|test|bench" >&2; exit 2; }
 
@@ -90,7 +92,7 @@ cmd_demo() {
 }
 
 cmd_test() {
-  install_packages "${BASE_PACKAGES[@]}"
+  install_packages "${BASE_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
   configure build
   local log=build/meson-logs/testlog.json extra_failed=0 rc=0
   rm -f "$log"
