@@ -67,12 +67,12 @@ def to_numpy(value):
 
 def bf16_bits(a):
     """bfloat16 bit patterns (uint16) of an array, rounded to nearest even from float32."""
-    f = np.ascontiguousarray(a, dtype=np.float32)
+    f = np.asarray(a, dtype=np.float32).reshape(-1)  # 1-d, so that 0-d input stays an array below
     b = f.view(np.uint32)
     r = ((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
     nan = np.isnan(f)
     r[nan] = ((b[nan] >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16)  # quiet NaN, sign kept
-    return r
+    return r.reshape(np.shape(a))
 
 
 def _encode(name, a, cast):
@@ -85,8 +85,8 @@ def _encode(name, a, cast):
     key = a.dtype.name
     if key not in _DTYPE_NAMES:
         raise ValueError(f"tensor '{name}': dtype {a.dtype} has no safetensors equivalent")
-    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    return _DTYPE_NAMES[key], list(a.shape), a.tobytes()
+    a = a.astype(a.dtype.newbyteorder("<"), copy=False)  # 0-d arrays stay 0-d (shape [])
+    return _DTYPE_NAMES[key], list(a.shape), a.tobytes(order="C")
 
 
 def serialize(tensors, metadata=None, verify_inputs=None, verify_outputs=None, verify_batch=None,

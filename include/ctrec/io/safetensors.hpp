@@ -29,9 +29,9 @@
 // convert to P's element type (F16/BF16 exactly, F64 -> float rounds to nearest); any other dtype
 // is rejected by name. Non-finite values (also an F64 overflowing float) are rejected unless
 // load_options::reject_non_finite is false. A tensor of the file that is not a parameter is an
-// error unless load_options::allow_extra; names starting with "__" are sections (verification
-// vectors "__verify__/...", optimizer state "__optimizer__/..." by convention, anything a tool
-// adds) and are never taken for parameters. Everything is parsed and converted into a staging
+// error unless load_options::allow_extra, except names starting with "__": those are sections
+// (verification vectors "__verify__/...", optimizer state "__optimizer__/<param>/<slot>" by
+// convention, anything a tool adds), read by their own functions. Everything is parsed and converted into a staging
 // copy first and, when the file carries verification vectors, checked by running P on them; only
 // then are the values copied into the parameters (which are left prepared). On any error the
 // parameters are untouched.
@@ -799,14 +799,17 @@ public:
 
     // The whole file.
     std::vector<std::byte> bytes() const {
+        const std::string h = header();
+        std::byte length[8];
         std::vector<std::byte> r;
-        for (std::span<const std::byte> c : chunks(header())) r.insert(r.end(), c.begin(), c.end());
+        for (std::span<const std::byte> c : chunks(h, length)) r.insert(r.end(), c.begin(), c.end());
         return r;
     }
     // Atomically (see the header comment): on an error the target is as it was.
     void save(const std::filesystem::path& target) const {
         const std::string h = header();
-        detail::write_atomically(target, chunks(h));
+        std::byte length[8];
+        detail::write_atomically(target, chunks(h, length));
     }
 
 private:
@@ -819,7 +822,6 @@ private:
     std::vector<entry> entries_;
     std::map<std::string, std::size_t> index_;
     std::map<std::string, std::string> meta_;
-    mutable std::byte length_[8]{};
 
     template <class T>
     writer& add_impl(std::string name, std::span<const T> values, shape_t shape, dtype stored) {
@@ -881,10 +883,11 @@ private:
         h.append((8 - h.size() % 8) % 8, ' ');
         return h;
     }
-    std::vector<std::span<const std::byte>> chunks(const std::string& h) const {
+    // The file as spans into h, length (filled here) and the entries.
+    std::vector<std::span<const std::byte>> chunks(const std::string& h, std::byte (&length)[8]) const {
         const std::uint64_t n = h.size();
-        std::memcpy(length_, &n, 8);
-        std::vector<std::span<const std::byte>> c{{length_, 8}, {reinterpret_cast<const std::byte*>(h.data()), h.size()}};
+        std::memcpy(length, &n, 8);
+        std::vector<std::span<const std::byte>> c{{length, 8}, {reinterpret_cast<const std::byte*>(h.data()), h.size()}};
         for (const entry& e : entries_) c.emplace_back(e.data.data(), e.data.size());
         return c;
     }
@@ -904,11 +907,11 @@ struct load_options {
     bool allow_extra = false;        // ignore tensors that are no parameter of the program
     bool reject_non_finite = true;   // NaN / infinity (after conversion) in a parameter is an error
     verification verify = verification::if_present;
-    std::optional<double> tolerance;  // overrides the file's verify_tolerance
+    std::optional<double> tolerance{};  // overrides the file's verify_tolerance
 };
 
 struct verify_options {
-    std::optional<double> tolerance;  // overrides the file's verify_tolerance (default 1e-5)
+    std::optional<double> tolerance{};  // overrides the file's verify_tolerance (default 1e-5)
     bool required = false;            // a file without vectors is an error (else verify returns false)
 };
 
@@ -1190,8 +1193,8 @@ void add_verification(writer& w, Params& p, std::size_t batch,
 }
 
 struct save_options {
-    std::optional<dtype> stored;                   // default: P's element type (F32 / F64)
-    std::map<std::string, std::string> metadata;
+    std::optional<dtype> stored{};                 // default: P's element type (F32 / F64)
+    std::map<std::string, std::string> metadata{};
 };
 
 // Saves every parameter of P (and the extra tensors, e.g. optimizer state) atomically.
