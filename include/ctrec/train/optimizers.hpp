@@ -157,6 +157,7 @@ public:
     const R& rule() const { return rule_; }
     R& rule() { return rule_; }  // e.g. a learning-rate schedule
     std::uint64_t steps() const { return t_; }
+    void set_steps(std::uint64_t t) { t_ = t; }
 
     // The slots back to their initial values, the step count to 0.
     void reset() {
