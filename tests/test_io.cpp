@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include <xtensor/xfixed.hpp>
 #include <xtensor/xtensor.hpp>
 #include <xtensor/xview.hpp>
 #include <xtensor/xstrided_view.hpp>
@@ -163,6 +164,16 @@ TEST_CASE("xtensor: inputs and outputs bind with their shapes checked; parameter
     rio.input<"x">(x.data()).output<0>(raw.data());
     XM::run(static_cast<const XM::parameters&>(p), ws, B, rio);
     for (std::size_t i = 0; i < raw.size(); ++i) CHECK(y.data()[i] == raw[i]);
+    // a fixed-shape xtensor binds the same way (its batch is its first extent)
+    xt::xtensor_fixed<float, xt::xshape<B, In>> xf = x;
+    xt::xtensor_fixed<float, xt::xshape<B, 2>> yf;
+    XM::io fio;
+    CHECK((f::bind_input<"x", XM>(fio, xf)) == B);
+    f::bind_output<0, XM>(fio, yf, B);
+    XM::run(static_cast<const XM::parameters&>(p), ws, B, fio);
+    for (std::size_t i = 0; i < raw.size(); ++i) CHECK(yf.data()[i] == raw[i]);
+    xt::xtensor_fixed<float, xt::xshape<B, In + 2>> xbad;
+    CHECK_THROWS_WITH_AS((f::bind_input<"x", XM>(fio, xbad)), doctest::Contains("has (7, 8)"), f::error);
     // a contiguous row-major view binds (rows 2..5)
     auto rows = xt::view(x, xt::range(2, 5), xt::all());
     XM::io vio;
