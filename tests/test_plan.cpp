@@ -693,3 +693,27 @@ TEST_CASE("large B: cache-blocked vec-N GEMM (k and n blocks, epilogue on the la
     check_large<double>(1e-12);
     check_large<float>(1e-4);
 }
+
+// A root that reads parameters only, read in turn by a parameter-only step: the step cannot be a
+// derived parameter (prepare() would read the root from an output that is not bound yet).
+namespace {
+constexpr auto pr_w = ctrec::param<"W", 3, 2>;
+constexpr auto pr_s = ctrec::sigmoid(ctrec::param<"a", 2>);
+constexpr auto pr_y = ctrec::matmul(ctrec::input<"x", 3>, pr_w * pr_s);
+} // namespace
+
+TEST_CASE("plan: a parameter-only root read by a parameter-only step (regression: prepare() read a null output)") {
+    using P = ctrec::program<double, pr_y, pr_s>;
+    P::parameters p;
+    for (std::size_t k = 0; k < P::n_params; ++k)
+        for (auto& v : p.get(k)) v = 0.5;
+    P::workspace ws;
+    double x[3] = {1, 2, 3}, y[2] = {}, s[2] = {};
+    P::io io;
+    io.input<"x">(x).output<0>(y).output<1>(s);
+    P::run(p, ws, 1, io);
+    const double sig = 1 / (1 + std::exp(-0.5));
+    CHECK(s[0] == doctest::Approx(sig));
+    CHECK(y[0] == doctest::Approx(6 * 0.5 * sig));
+    CHECK(y[1] == doctest::Approx(6 * 0.5 * sig));
+}

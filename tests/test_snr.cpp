@@ -144,6 +144,7 @@ constexpr fl::snr_config cfg_av{.num_out_subnet = NO, .out_subnet_dim = DI, .snr
 constexpr auto av = fl::snr<"snr", cfg_av, mode::train>(fl::result(f::input<"xs", NI, DI>));
 constexpr auto av_y = av.out();
 constexpr auto av_z = av.gates();
+constexpr auto tr_st_y = fl::snr<"snr", cfg_tr, mode::train>(fl::result(f::input<"xs", NI, DI>)).out();
 constexpr auto av_loss = f::batch_mean(f::sum(av_y * f::input<"w", NO, DI>)) + av.l0_loss();
 
 // injected noise (spec 0.3.3): an unbatched input holding L
@@ -272,6 +273,8 @@ TEST_CASE("snr: trans and aver against the reference, sampled (train and eval) a
             test::check_close(aout[0], snr_ref(ac, {&L["x0"], &L["x1"]}, nullptr, ag, batch), 1e-12);
             for (std::size_t r = 0; r < R; ++r) CHECK(aout[1][r] == doctest::Approx(ag[r].z).epsilon(1e-13));
             test::check_close(run_seeded<f::program<float, av_y>>(L, batch, seed)[0], aout[0], 2e-5);
+            // trans with the inputs as one (n_in, D) value: the list form's result
+            test::check_close(run_seeded<f::program<double, tr_st_y>>(L, batch, seed)[0], want, 1e-12);
         }
     }
     // variables: log_alpha (R, 1) zeros; weight (R, D_in D_out), Glorot-uniform over that 2-D shape
@@ -330,8 +333,10 @@ TEST_CASE("snr: seeds: the same io.seed is bit-identical, another io.seed or lay
     L["snr/log_alpha"] = vec(R, 0.0);
     std::size_t open = 0, n = 0;
     double mean = 0;
-    for (std::uint64_t seed = 0; seed < 1000; ++seed)
-        for (double z : run_seeded<f::program<double, tr_z>>(L, 1, seed)[0]) open += z > 0, mean += z, ++n;
+    for (std::uint64_t seed = 0; seed < 1000; ++seed) {
+        const vec zs = run_seeded<f::program<double, tr_z>>(L, 1, seed)[0];
+        for (double z : zs) open += z > 0, mean += z, ++n;
+    }
     CHECK(double(open) / n == doctest::Approx(0.7683375).epsilon(0.04));
     CHECK(mean / n == doctest::Approx(0.5).epsilon(0.04));
 }

@@ -295,7 +295,7 @@ constexpr plan<Table::size> make_plan(const Table& t) {
         if (is_leaf(r.op) || r.batched || p.reducer[i]) continue;
         bool only = true;
         for (std::size_t j = 0; j < r.nops; ++j) only = only && param_only[t.operand(i, j)];
-        param_only[i] = only;
+        param_only[i] = only && p.root[i] < 0;  // a root is written by run() into an output: its readers cannot be derived
         p.derived[i] = only && p.step[i] && p.root[i] < 0 && !p.alias[i];
         p.derived_steps += p.derived[i];
     }

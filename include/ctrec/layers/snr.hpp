@@ -115,9 +115,10 @@ constexpr val snr_gates(result& m, const name_string& s, const snr_config& c, mo
 }
 } // namespace detail
 
-// xs: n_in values (D_in) per example.
-constexpr snr_vals snr(result& m, const name_string& s, const snr_config& c, mode M, const val* xs, std::size_t n_in,
-                       val noise = {}) {
+namespace detail {
+// xcat: the inputs concatenated, (n_in D_in) (a reshape when they came stacked), or none
+constexpr snr_vals snr_impl(result& m, const name_string& s, const snr_config& c, mode M, const val* xs, std::size_t n_in,
+                            val xcat, val noise) {
     const std::size_t n_out = c.num_out_subnet, Do = c.out_subnet_dim;
     if (n_out == 0 || Do == 0) ctrec_shape_error_snr_num_out_subnet_and_out_subnet_dim_must_be_positive();
     if (n_in == 0 || n_in > ctrec::layers::snr_max_subnets || n_out > ctrec::layers::snr_max_subnets)
@@ -146,7 +147,7 @@ constexpr snr_vals snr(result& m, const name_string& s, const snr_config& c, mod
         }
         const val block = reshape(detail::snr_cat(0, rows, n_in), dims_of({n_in, Di, n_out, Do}));
         const val scaled = reshape(block * reshape(v.gates, dims_of({n_in, 1, n_out, 1})), dims_of({n_in * Di, n_out * Do}));
-        const val y = matmul(detail::snr_cat(0, xs, n_in), scaled);
+        const val y = matmul(xcat.g ? xcat : detail::snr_cat(0, xs, n_in), scaled);
         for (std::size_t j = 0; j < n_out; ++j) v.out[j] = n_out == 1 ? y : slice(y, 0, j * Do, (j + 1) * Do);
         v.stacked = reshape(y, dims_of({n_out, Do}));
     } else {
@@ -162,6 +163,13 @@ constexpr snr_vals snr(result& m, const name_string& s, const snr_config& c, mod
     v.l0_loss = sum(sigmoid(la - c.beta * __builtin_log(-c.gamma / c.zeta)));
     return v;
 }
+} // namespace detail
+
+// xs: n_in values (D_in) per example.
+constexpr snr_vals snr(result& m, const name_string& s, const snr_config& c, mode M, const val* xs, std::size_t n_in,
+                       val noise = {}) {
+    return detail::snr_impl(m, s, c, M, xs, n_in, {}, noise);
+}
 
 // x: (n_in, D_in) per example, its rows the list.
 constexpr snr_vals snr(result& m, const name_string& s, const snr_config& c, mode M, val x, val noise = {}) {
@@ -170,7 +178,7 @@ constexpr snr_vals snr(result& m, const name_string& s, const snr_config& c, mod
     if (n_in > ctrec::layers::snr_max_subnets) ctrec_shape_error_snr_needs_1_to_64_inputs_and_at_most_64_outputs();
     val xs[ctrec::layers::snr_max_subnets]{};
     for (std::size_t i = 0; i < n_in; ++i) xs[i] = reshape(slice(x, 0, i, i + 1), dims_of({Di}));
-    return snr(m, s, c, M, xs, n_in, noise);
+    return detail::snr_impl(m, s, c, M, xs, n_in, reshape(x, dims_of({n_in * Di})), noise);
 }
 
 // The facade's result: out() is the stacked (n_out, D_out) output; output(j), l0_loss() and
