@@ -10,6 +10,7 @@
 // evaluated, on either branch of a select (the unselected branch's derivative is multiplied by
 // zero, and 0 * inf would be NaN).
 #include "ctrec/core/dsl.hpp"
+#include "ctrec/core/val.hpp"
 
 namespace ctrec {
 
@@ -57,6 +58,16 @@ constexpr expr mean_squared_error(const expr& pred, const expr& target) {
     const std::size_t a = pred.shape().rank - 1;
     const expr d = pred - target;
     return sum(d * d, {a}) / constant(static_cast<double>(pred.shape().d[a]));
+}
+
+// The same forms on in-place values (core/val.hpp), for models written as one constexpr function.
+constexpr val softplus(val x) {
+    return where(greater(x, 0.0), x + log1p(exp(-maximum(x, 0.0))), log1p(exp(minimum(x, 0.0))));
+}
+constexpr val log_sigmoid(val x) { return -softplus(-x); }
+constexpr val sigmoid_cross_entropy(val logits, val labels) { return softplus(logits) - logits * labels; }
+constexpr val sigmoid_cross_entropy(val logits, val labels, val weights) {
+    return sigmoid_cross_entropy(logits, labels) * weights;
 }
 
 // sum(loss * w) / sum(w) over the batch (weights may be zero for padding examples); an unbatched
