@@ -568,3 +568,41 @@ TEST_CASE("random leaves: a fixed seed gives constants of the model, whatever io
     CHECK(a == b);
     for (std::size_t i = 0; i < R; ++i) CHECK(a[i] == open_expected(77, "fixed", f::shared_example, i));
 }
+
+namespace {
+// views of a random leaf (no buffer of its own) and a random leaf as a GEMM operand
+constexpr auto vu = f::random_leaf<"vu", f::random_kind::uniform, false, 6>;
+constexpr auto v_sg = f::input<"x", 3> * f::stop_gradient(f::reshape(f::slice(vu, 0, 0, 3), f::make_dims<3>()));
+constexpr auto v_mm = f::matmul(f::reshape(vu, f::make_dims<2, 3>()), f::param<"W", 3, 2>);
+constexpr auto v_cat = f::concat(0, {f::reshape(vu, f::make_dims<6>()), f::input<"x", 3>});
+constexpr auto v_shared = f::matmul(f::input<"x", 3>, f::reshape(f::random_leaf<"vs", f::random_kind::normal, true, 6>, f::make_dims<3, 2>()));
+} // namespace
+
+TEST_CASE("random leaves: reshaped, under stop_gradient, concatenated and as GEMM operands (CPU = reference)") {
+    using P = f::program<double, v_sg, v_mm, v_cat, v_shared>;
+    using Ref = P::with_backend<f::reference_backend>;
+    const std::size_t batch = 5;
+    std::vector<double> x(batch * 3), w(6);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = 0.1 * double(i) - 0.4;
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.3 * double(i) - 0.5;
+    auto run = [&](auto tag) {
+        using Q = decltype(tag);
+        typename Q::parameters p;
+        p.set("W", w);
+        typename Q::workspace ws;
+        std::vector<std::vector<double>> out = {std::vector<double>(batch * 3), std::vector<double>(batch * 2),
+                                                std::vector<double>(batch * 9), std::vector<double>(batch * 2)};
+        typename Q::io io;
+        io.seed = 21;
+        io.in[0] = x.data();
+        for (std::size_t r = 0; r < 4; ++r) io.out[r] = out[r].data();
+        Q::run(p, ws, batch, io);
+        return out;
+    };
+    const auto got = run(P{}), want = run(Ref{});
+    for (std::size_t r = 0; r < 4; ++r) CHECK(got[r] == want[r]);
+    // the concatenation's first six values are the stream itself
+    for (std::size_t e = 0; e < batch; ++e)
+        for (std::size_t k = 0; k < 6; ++k)
+            CHECK(got[2][e * 9 + k] == f::random_uniform_value<double>(21, f::stream_hash("vu"), e, k));
+}

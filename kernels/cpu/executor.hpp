@@ -76,10 +76,23 @@ struct exec {
         return c.base[O] + (o.batched ? b * o.shape.size() : 0);
     }
     // Element k of operand O for example b (constants and the batch size have no buffer).
+    // The node a chain of views (reshape, stop_gradient) reads: element k of a view is element k
+    // of its base, so a view of a leaf without a buffer (a constant, the batch size, a random
+    // leaf) is read from that leaf.
+    template <std::uint32_t O>
+    static constexpr std::uint32_t view_base() {
+        std::uint32_t i = O;
+        while (is_view(tab.nodes[i].op)) i = tab.operand(i, 0);
+        return i;
+    }
     template <class Vt, std::uint32_t O>
     static Vt read(const context& c, std::size_t b, std::size_t k) {
         constexpr node o = tab.nodes[O];
-        if constexpr (o.op == opcode::constant) return vmath<Vt>::splat(o.value);
+        constexpr std::uint32_t base = view_base<O>();
+        constexpr opcode bop = tab.nodes[base].op;
+        if constexpr (base != O && (bop == opcode::constant || bop == opcode::batch_size || bop == opcode::random))
+            return read<Vt, base>(c, b, k);
+        else if constexpr (o.op == opcode::constant) return vmath<Vt>::splat(o.value);
         else if constexpr (o.op == opcode::batch_size) return vmath<Vt>::splat(c.batch);
         else if constexpr (o.op == opcode::random) {
             // random.hpp: kind in axis, a fixed seed in value when begin == 1, one draw per call

@@ -87,7 +87,16 @@ constexpr std::uint32_t map(graph& g, opcode op, std::uint32_t a, std::uint32_t 
     return g.intern(r, ops);
 }
 
+// A value with a buffer of its own: a constant, the batch size or a random leaf (which have
+// none; GEMM operands must be stored) is copied by an elementwise step (-(-x) is exact).
+constexpr std::uint32_t stored(graph& g, std::uint32_t a) {
+    const opcode o = g.nodes[a].op;
+    if (o != opcode::constant && o != opcode::batch_size && o != opcode::random) return a;
+    return g.nodes[a].batched ? map(g, opcode::batch_broadcast, a) : map(g, opcode::neg, map(g, opcode::neg, a));
+}
+
 constexpr std::uint32_t contract(graph& g, contract_spec s, std::uint32_t a, std::uint32_t b, bool keep_batch = true) {
+    if (g.nodes[a].op == opcode::random || g.nodes[b].op == opcode::random) a = stored(g, a), b = stored(g, b);
     const node& x = g.nodes[a];
     const node& y = g.nodes[b];
     if (!ctrec::detail::contract_ok(s, x.shape, y.shape)) ctrec_shape_error_einsum_spec_does_not_fit_the_operand_shapes();
@@ -109,6 +118,14 @@ constexpr std::uint32_t reshape(graph& g, std::uint32_t a, dims s) {
     // values without a buffer are not viewed: a constant is refilled, the batch size broadcast
     if (x.op == opcode::constant) return constant(g, x.value, s);
     if (x.op == opcode::batch_size) return map(g, opcode::add, a, constant(g, 0.0, s));
+    if (x.op == opcode::random) {  // the same stream in the new shape: element k is still element k
+        node r = x;
+        r.shape = s;
+        const std::string_view nm = g.name_of(a);
+        char buf[256]{};  // intern may grow the name pool while reading the name
+        for (std::size_t i = 0; i < nm.size() && i < sizeof buf; ++i) buf[i] = nm[i];
+        return g.intern(r, nullptr, std::string_view(buf, nm.size() < sizeof buf ? nm.size() : sizeof buf));
+    }
     if (x.op == opcode::reshape) a = g.operand(a, 0);  // a reshape of a reshape is one reshape
     if (g.nodes[a].shape == s) return a;
     node r;
@@ -129,7 +146,10 @@ constexpr std::uint32_t unary_struct(graph& g, opcode op, std::uint32_t a, dims 
 }
 
 constexpr std::uint32_t stop_gradient(graph& g, std::uint32_t a) {
-    if (g.nodes[a].op == opcode::stop_gradient || g.nodes[a].op == opcode::constant) return a;
+    // values without a derivative are not wrapped (nor viewed: a constant, the batch size and a
+    // random leaf have no buffer for a view to alias)
+    const opcode o = g.nodes[a].op;
+    if (o == opcode::stop_gradient || o == opcode::constant || o == opcode::batch_size || o == opcode::random) return a;
     return unary_struct(g, opcode::stop_gradient, a, g.nodes[a].shape, g.nodes[a].batched);
 }
 

@@ -51,7 +51,10 @@
 //   1[u24_d < s_j / s_{C-1}] for the 24-bit u, in float and in double programs (a double
 //   program draws 53-bit u; the grid threshold makes its mask bit-identical): the masks are
 //   constants of the model, identical after save / load given mask_seed, and
-//   mixed_nas_mask_bit() recomputes them when the model is built (to persist or compare).
+//   mixed_nas_mask_bit() / mixed_nas_generated_masks<C>() give them when the model is built (to
+//   persist or compare; constant evaluation only). Injected u (threshold_mask_to_slot) is
+//   compared with the same grid thresholds, so a u within 2^-24 above s_j / s_{C-1} still counts
+//   as below it.
 // - Explicit masks (the spec's `masks`, for exact import) override the generated ones: the
 //   in-place functions take them as a span of 0 / 1 bytes, the concatenation over features of
 //   the row-major C_i x W_i matrices (widths per the share mode); the facade takes a constexpr
@@ -65,6 +68,7 @@
 // - Injected noise (spec 0.3.3): an optional unbatched (sum C_i) Gumbel value replaces the leaf.
 // - q = softmax max-subtracted (the kernel: exp(min(v, 80)) normalised; equal unless v > 80).
 // - arch_update_rate (P6) is not provided (a no-op at its default).
+#include <array>
 #include <span>
 
 #include "ctrec/layers/nas_gates.hpp"
@@ -155,6 +159,19 @@ constexpr bool mixed_nas_mask_bit(const mixed_nas_config& c, const mixed_nas_lay
 }
 constexpr bool mixed_nas_mask_bit(const mixed_nas_config& c, std::size_t i, std::size_t j, std::size_t d) {
     return mixed_nas_mask_bit(c, mixed_nas_layout_of(c), i, j, d);
+}
+
+// Every generated mask of configuration C, as the explicit `masks` argument takes them (the
+// concatenation over features of the row-major C_i x W_i matrices): to persist or inspect them.
+template <mixed_nas_config C>
+constexpr auto mixed_nas_generated_masks() {
+    constexpr mixed_nas_layout l = mixed_nas_layout_of(C);
+    std::array<std::uint8_t, l.mask_bits> bits{};
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < l.N; ++i)
+        for (std::size_t j = 0; j < l.C[i]; ++j)
+            for (std::size_t d = 0; d < l.W[i]; ++d) bits[k++] = mixed_nas_mask_bit(C, l, i, j, d) ? 1 : 0;
+    return bits;
 }
 
 constexpr nas::nas_values mixed_nas_values(result& m, const name_string& s, const mixed_nas_config& c, mode M, val x,

@@ -17,10 +17,9 @@
 //   P1:  out = b + sg(D) * d                                  d out_i / d alpha_i = D_i
 //   P2/P3: out = h + h * sg(q) * (d - <sg(q), d>) / tau       the softmax Jacobian row of q at
 //        the selected entries: d out_j / d alpha_k = h_j q_j (delta_jk - q_k) / tau
-// The second form has the derivative of the brief's h + h * (q - sg(q)) with respect to alpha
-// (none with respect to injected noise), but its forward value is 0 + 0 exactly whatever
-// rounding q's two evaluations would see, since nothing in it depends on q's value at first
-// order.
+// The second form has the derivative of the usual h + h * (q - sg(q)) with respect to alpha
+// (none with respect to injected noise), but its forward value is h exactly whatever rounding
+// two evaluations of q would see: its correction term is a multiple of d = 0.
 //
 // Decisions (the kernels' own numerics vs. ctrec's):
 // - q = softmax(v) is computed max-subtracted (softmax in val.hpp); the kernel normalises
@@ -65,6 +64,10 @@ enum class nas_ste { none, softplus, clip };
 void ctrec_shape_error_nas_gate_logits_must_be_an_unbatched_vector();
 void ctrec_shape_error_nas_gate_noise_must_be_unbatched_and_shaped_like_the_logits();
 void ctrec_shape_error_nas_mask_to_slot_supports_at_most_64_rows();
+void ctrec_shape_error_nas_segment_sizes_must_be_a_list_without_gaps_of_at_most_64_entries();
+void ctrec_shape_error_nas_layer_needs_at_least_one_segment_and_one_column();
+void ctrec_shape_error_nas_layer_input_must_be_batched_B_by_D_with_D_the_sum_of_the_segment_widths();
+void ctrec_shape_error_nas_layer_temperature_must_be_positive();
 
 namespace nas {
 
@@ -94,21 +97,22 @@ constexpr val clamped_softplus(val x) {
     return where(greater(x, 80.0), x, where(greater(detail::lit(g, -80.0), x), detail::lit(g, 0.0), sp));
 }
 
-// 0, 1, ..., n - 1 as an unbatched (n) vector (ctrec has no constant-tensor leaf).
-constexpr val iota(graph& g, std::size_t n) {
+// 0, 1, ..., n - 1 along `axis` of an unbatched (n, 1) or (1, n) matrix (ctrec has no
+// constant-tensor leaf: constant pieces, concatenated).
+constexpr val iota(graph& g, std::size_t n, std::size_t axis) {
     val parts[nas_max_segments * nas_max_choices]{};
-    for (std::size_t i = 0; i < n; ++i) parts[i] = constant(g, static_cast<double>(i), dims_of({1}));
-    return n == 1 ? parts[0] : concat(0, parts, n);
+    for (std::size_t i = 0; i < n; ++i) parts[i] = constant(g, static_cast<double>(i), dims_of({1, 1}));
+    return n == 1 ? parts[0] : concat(axis, parts, n);
 }
 
 // One-hot (C) of the first maximum of key (C): h_j = 1 iff no l beats j (key_l > key_j, or
-// key_l = key_j and l < j). No derivative (comparisons).
+// key_l = key_j and l < j). No derivative (comparisons). key must not be a random leaf itself
+// (it is reshaped; a view of a random leaf has no buffer on the CPU backend).
 constexpr val first_argmax_onehot(val key) {
     graph& g = *key.g;
     const std::size_t C = key.dim(0);
     if (C == 1) return constant(g, 1.0, dims_of({1}));
-    const val idx = iota(g, C);
-    const val lower = greater(reshape(idx, dims_of({C, 1})), reshape(idx, dims_of({1, C})));  // [j, l] = 1[l < j]
+    const val lower = greater(iota(g, C, 0), iota(g, C, 1));  // [j, l] = 1[l < j]
     const val kj = reshape(key, dims_of({C, 1})), kl = reshape(key, dims_of({1, C}));
     const val beats = where(lower, greater_equal(kl, kj), greater(kl, kj));  // [j, l]: l beats j
     return stop_gradient(greater(detail::lit(g, 0.5), sum(beats, {1})));
@@ -257,16 +261,16 @@ constexpr val mask_to_slot(val w, std::size_t W, Bit bit) {
     return n == 1 ? pieces[0] : concat(0, pieces, n);
 }
 
-// s[d] = sum_j w_j 1[u_d < r_j] for a mask drawn in the graph: u (W) an unbatched value, r (C)
-// thresholds known when the model is built. One [C, W] comparison and one (C) x (C, W) product.
+// s[d] = sum_j w_j 1[u_d < r_j] for a mask drawn in the graph: u (W) an unbatched value (a
+// random leaf is read directly, never through a view), r (C) thresholds known when the model
+// is built. One [C, W] comparison and one (C) x (C, W) product.
 constexpr val threshold_mask_to_slot(val w, val u, const double* r) {
     graph& g = *w.g;
-    const std::size_t C = w.dim(0), W = u.dim(0);
+    const std::size_t C = w.dim(0);
     val parts[nas_max_choices]{};
-    for (std::size_t j = 0; j < C; ++j) parts[j] = constant(g, r[j], dims_of({1}));
-    const val thr = C == 1 ? parts[0] : concat(0, parts, C);
-    const val M = greater(reshape(thr, dims_of({C, 1})), reshape(u, dims_of({1, W})));
-    return matmul(w, stop_gradient(M));
+    for (std::size_t j = 0; j < C; ++j) parts[j] = constant(g, r[j], dims_of({1, 1}));
+    const val thr = C == 1 ? parts[0] : concat(0, parts, C);  // (C, 1)
+    return matmul(w, stop_gradient(greater(thr, u)));           // (C, 1) vs (W): M[j, d] = 1[u_d < r_j]
 }
 
 // The scale of columns laid out as segments: s[d] = gate_i for d in segment i (widths W_i,
@@ -284,10 +288,6 @@ constexpr val segment_scale(val gate, const std::size_t* widths, std::size_t N) 
 }
 
 // ---- what the layers share ----------------------------------------------------------------------
-void ctrec_shape_error_nas_segment_sizes_must_be_a_list_without_gaps_of_at_most_64_entries();
-void ctrec_shape_error_nas_layer_needs_at_least_one_segment_and_one_column();
-void ctrec_shape_error_nas_layer_input_must_be_batched_B_by_D_with_D_the_sum_of_the_segment_widths();
-void ctrec_shape_error_nas_layer_temperature_must_be_positive();
 
 // A NAS layer's output and what it computed once per call (diagnostics, spec 6.1).
 struct nas_values {
