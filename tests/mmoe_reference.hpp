@@ -21,7 +21,7 @@ using test::leaves;
 struct config {
     std::size_t E = 3, T = 2, D = 5, Dg = 5;
     std::vector<std::vector<std::size_t>> dims;  // per expert
-    std::vector<int> act;                        // per expert: 0 linear, 1 relu, 2 tanh
+    std::vector<int> act;                        // per expert: 0 linear, 1 relu, 2 tanh, 3 PReLU
     flat_ref::norm nrm = flat_ref::norm::trainable;
     bool bias = true, bn = false, bn_train = false;
     int gate = 0;  // 0 softmax, 1 topk, 2 noise_topk
@@ -83,8 +83,12 @@ inline outputs run(leaves& L, std::size_t B, const config& c) {
             h = flat_ref::dense(L, h, B, in, w, ex + "/dense_" + std::to_string(j), c.nrm, c.bias);
             if (c.bn && j + 1 < depth)
                 h = flat_ref::bn(L, h, B, 1, w, ex + (j == 0 ? "/BatchNorm/out" : "/BatchNorm/out_" + std::to_string(j)), c.bn_train);
-            if (j + 1 < depth)
+            if (j + 1 < depth && c.act[e] == 3) {  // alpha per unit: p_re_lu, p_re_lu_1, ..
+                const vec& alpha = get(L, ex + "/p_re_lu" + (j == 0 ? std::string() : "_" + std::to_string(j)) + "/alpha");
+                for (std::size_t i = 0; i < h.size(); ++i) h[i] = h[i] > 0 ? h[i] : alpha[i % w] * h[i];
+            } else if (j + 1 < depth) {
                 for (double& v : h) v = act(c.act[e], v);
+            }
             in = w;
         }
         o[e] = h;
@@ -151,6 +155,29 @@ std::vector<vec> run_seeded(leaves& L, std::size_t batch, std::uint64_t seed) {
     std::vector<vec> res(P::n_outputs);
     for (std::size_t r = 0; r < P::n_outputs; ++r) res[r].assign(out[r].begin(), out[r].end());
     return res;
+}
+
+// Outputs, CV^2 and gates of the float64 program on both backends, and the float program's
+// outputs, against the reference, at batches 1, 5 and 70 (across tiles).
+template <const auto& Out, const auto& Cv2, const auto& Gates>
+void check_mmoe(const mmoe_ref::config& rc, void (*prepare)(leaves&) = nullptr, double tol = 1e-10) {
+    using P = ctrec::program<double, Out, Cv2, Gates>;
+    using R = typename P::template with_backend<ctrec::reference_backend>;
+    using F = ctrec::program<float, Out>;
+    for (std::size_t B : {1, 5, 70}) {
+        INFO("batch " << B);
+        leaves L;
+        if (prepare) prepare(L);
+        const auto cpu = run_seeded<P>(L, B, rc.seed);
+        const auto ref = run_seeded<R>(L, B, rc.seed);
+        const mmoe_ref::outputs want = mmoe_ref::run(L, B, rc);
+        for (const auto* got : {&cpu, &ref}) {
+            test::check_close((*got)[0], want.out, tol);
+            test::check_close((*got)[1], want.cv2, tol);
+            test::check_close((*got)[2], want.gates, tol);
+        }
+        test::check_close(run_seeded<F>(L, B, rc.seed)[0], want.out, 2e-5);
+    }
 }
 
 } // namespace mmoe_ref

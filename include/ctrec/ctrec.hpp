@@ -27,6 +27,7 @@
 #include "ctrec/layers/mlp.hpp"
 #include "ctrec/layers/pooling.hpp"
 #include "ctrec/layers/senet.hpp"
+#include "ctrec/layers/mmoe.hpp"
 #include "ctrec/layers/agru.hpp"
 #include "ctrec/layers/dien.hpp"
 #include "ctrec/layers/lhuc_tower.hpp"
