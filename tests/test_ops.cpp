@@ -606,3 +606,33 @@ TEST_CASE("random leaves: reshaped, under stop_gradient, concatenated and as GEM
         for (std::size_t k = 0; k < 6; ++k)
             CHECK(got[2][e * 9 + k] == f::random_uniform_value<double>(21, f::stream_hash("vu"), e, k));
 }
+
+namespace {
+// reverse mode of a per-example einsum under sum: the cotangent reaching the einsum is a constant
+// (ones), which the contraction's VJP uses as a GEMM operand (regression: a compile error)
+constexpr auto ce_a = f::input<"a", 2, 3>;
+constexpr auto ce_s = f::input<"s", 2, 3>;
+constexpr auto ce_o = f::input<"o", 3, 4>;
+constexpr auto ce_y = f::batch_sum(f::sum(f::einsum<"te,ed->td">(ce_a / ce_s, ce_o)));
+} // namespace
+
+TEST_CASE("reverse mode: a constant cotangent as a contraction operand is stored") {
+    using G = f::grad_program<double, ce_y>;
+    G::parameters p;
+    G::workspace ws;
+    G::io io;
+    double av[6] = {1, 2, 3, 4, 5, 6}, sv[6] = {1, 1, 1, 2, 2, 2}, ov[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    double out[1], da[6], ds[6], dov[12];
+    io.input<"a">(av).input<"s">(sv).input<"o">(ov).output<0>(out);
+    io.output<G::grad<"a">>(da).output<G::grad<"s">>(ds).output<G::grad<"o">>(dov);
+    G::run(p, ws, 1, io);
+    CHECK(out[0] == doctest::Approx(399));
+    const double rows[3] = {10, 26, 42};
+    for (int t = 0; t < 2; ++t)
+        for (int e = 0; e < 3; ++e) {
+            CHECK(da[t * 3 + e] == doctest::Approx(rows[e] / sv[t * 3 + e]));
+            CHECK(ds[t * 3 + e] == doctest::Approx(-rows[e] * av[t * 3 + e] / (sv[t * 3 + e] * sv[t * 3 + e])));
+        }
+    for (int e = 0; e < 3; ++e)
+        for (int d = 0; d < 4; ++d) CHECK(dov[e * 4 + d] == doctest::Approx(av[e] / sv[e] + av[3 + e] / sv[3 + e]));
+}

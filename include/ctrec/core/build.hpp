@@ -96,7 +96,7 @@ constexpr std::uint32_t stored(graph& g, std::uint32_t a) {
 }
 
 constexpr std::uint32_t contract(graph& g, contract_spec s, std::uint32_t a, std::uint32_t b, bool keep_batch = true) {
-    if (g.nodes[a].op == opcode::random || g.nodes[b].op == opcode::random) a = stored(g, a), b = stored(g, b);
+    a = stored(g, a), b = stored(g, b);  // e.g. the ones cotangent of a sum, in reverse mode
     const node& x = g.nodes[a];
     const node& y = g.nodes[b];
     if (!ctrec::detail::contract_ok(s, x.shape, y.shape)) ctrec_shape_error_einsum_spec_does_not_fit_the_operand_shapes();
