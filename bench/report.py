@@ -8,7 +8,7 @@
     python3 bench/report.py --json w1.json --json roofline.json   # no run, read files
     python3 bench/report.py --save-json out/       # keep the raw JSON of this run
 
-One table per workload (W1 MLP, W2 CIN, W3 AutoInt, W4 DIN, W5 DCN, W6 DIEN) with the
+One table per workload (W1 MLP, W2 CIN, W3 AutoInt, W4 DIN, W5 DCN, W6 DIEN, W7 MMoE) with the
 implementations each binary has: ctrec, eigen and (when built with LibTorch) torch, the
 ratios Eigen/ctrec and Torch/ctrec (> 1x: ctrec faster), and a second table on thread CPU
 time. Times are per-iteration medians: for each benchmark, the median over repetitions of the
@@ -55,6 +55,11 @@ FLOP_PER_EXAMPLE = {  # GEMM FLOPs (multiply-add = 2)
     # forward+backward 3x
     ("W6", "fwd"): 50 * (6 * 32 * 32 + 18 * 32 * 32) + 2 * 32 * 32 + 2 * 50 * 32.0,
     ("W6", "fwdbwd"): 3 * (50 * (6 * 32 * 32 + 18 * 32 * 32) + 2 * 32 * 32 + 2 * 50 * 32.0),
+    # W7 MMoE 512 -> 8 experts [256, 128], 3 softmax gates: 2 (512 (8 x 256 + 24) + 8 x 256 x 128
+    # + 3 x 8 x 128) = 2.65 M (first layers and gate, second layers, mixture); fwd+bwd and JVP 3x
+    ("W7", "fwd"): 2 * (512 * 2072 + 8 * 256 * 128 + 3 * 8 * 128.0),
+    ("W7", "fwdbwd"): 6 * (512 * 2072 + 8 * 256 * 128 + 3 * 8 * 128.0),
+    ("W7", "jvp"): 6 * (512 * 2072 + 8 * 256 * 128 + 3 * 8 * 128.0),
 }
 # W4 also against the FLOPs left after the concat-split and hoisting rewrites (~0.85 M)
 FLOP_PER_EXAMPLE_REWRITTEN = {
@@ -69,10 +74,11 @@ TITLES = {
     "W5": "W5 DCN matrix D=624, 3 cross layers, float32, one thread",
     "W4": "W4 DIN attention H=32 T=50, MLP [80, 40, 1] relu, sum, float32, one thread",
     "W6": "W6 DIEN T=50 E=32, GRU 32 units then AUGRU, float32, one thread",
+    "W7": "W7 MMoE 512 -> 8 experts [256, 128] relu, 3 softmax gates, float32, one thread",
 }
 # binary name per workload, in the order they run
 BINARIES = (("w1", "bench_w1_mlp"), ("w2", "bench_w2_cin"), ("w4", "bench_w4_din"), ("w3", "bench_w3_autoint"),
-            ("w5", "bench_w5_dcn"), ("w6", "bench_w6_dien"))
+            ("w5", "bench_w5_dcn"), ("w6", "bench_w6_dien"), ("w7", "bench_w7_mmoe"))
 IMPLS = ("ctrec", "eigen", "torch")
 MODES = ("fwd", "fwdbwd", "jvp")
 
@@ -136,6 +142,7 @@ def w1_rows(doc):
             "cpu": pick(runs, name, "cpu_p50_us"),
             "p99": pick(runs, name, "p99_us"),
             "mean": to_us(pick(runs, name, "real_time"), unit),
+            "bw_frac": pick(runs, name, "bw_frac"),
         }
     return rows
 
@@ -215,9 +222,20 @@ def print_w1(doc, peak_override):
     print("  cpu: the same from the thread CPU time of each call (time descheduled on a loaded machine excluded)")
     wn = [(k, rows[k]["ctrec_wn"]["p50"], rows[k].get("ctrec", {}).get("p50")) for k in order if "ctrec_wn" in rows[k]]
     if wn:
-        print("  MLP with Monolith's default weight norm (effective kernels folded by prepare()):")
+        print("  ctrec_wn, the layer with Monolith's default weight norm (effective kernels folded by prepare()):")
         for (wl, mode, B), v, c in wn:
-            print(f"    {wl} {mode} B={B}: {fmt_us(v)} us (plain tower {fmt_us(c)} us)")
+            print(f"    {wl} {mode} B={B}: {fmt_us(v)} us (without weight norm {fmt_us(c)} us)")
+    bw = [(k, rows[k]) for k in order if any(r.get("bw_frac") is not None for r in rows[k].values())]
+    if bw:
+        # bw_frac is a mean-time rate; here: parameter bytes / median time / the measured read bandwidth
+        pb, gbs = float(ctx.get("param_bytes", "nan")), float(ctx.get("read_bw_gbs", "nan"))
+        print(f"  weight streaming: {pb / 1e6:.2f} MB of parameters per call, read bandwidth {gbs:.1f} GB/s "
+              f"({ctx.get('bw_source', '?')}), limit at B = 1 {pb / (gbs * 1e9) * 1e6:.1f} us; fraction of that limit:")
+        for (wl, mode, B), r in bw:
+            if mode != "fwd" or B != 1:  # (at B > 1 the weights are read once per B examples)
+                continue
+            fr = ", ".join(f"{i} {pb / (r[i]['p50'] * 1e-6) / (gbs * 1e9):.2f}" for i in IMPLS + ("ctrec_wn",) if i in r)
+            print(f"    {wl} {mode} B={B}: {fr}")
     cpu_rows = [k for k in order if any(r.get("cpu") is not None for r in rows[k].values())]
     if cpu_rows:
         print_cpu_table(rows, cpu_rows, peak)
@@ -267,6 +285,7 @@ def main():
     ap.add_argument("--skip-w5", action="store_true", help="do not run bench_w5_dcn (run when built)")
     ap.add_argument("--skip-w3", action="store_true", help="do not run bench_w3_autoint (run when built)")
     ap.add_argument("--skip-w6", action="store_true", help="do not run bench_w6_dien (run when built)")
+    ap.add_argument("--skip-w7", action="store_true", help="do not run bench_w7_mmoe (run when built)")
     ap.add_argument("--only", action="append", default=[], choices=[w for w, _ in BINARIES],
                     help="run only this workload (repeatable; implies --skip-roofline)")
     ap.add_argument("--taskset", default=None, help="pin the benchmarks to this CPU (taskset -c)")
