@@ -80,8 +80,10 @@
 //   computes once per parameter change), and x_e runs through ONE GEMM; bias and activation
 //   act on the stacked row when every expert's first activation is the same, per slice
 //   otherwise; each expert continues on its slice.
-// - join_gate (default): when x_g is x_e, gate_weight (and gate_noise when noise is drawn) join
-//   that GEMM's columns, so no narrow (E T columns) GEMM runs on its own.
+// - join_gate (default): when x_g is x_e and the experts' first layers are at most 2 D columns
+//   (or 256) wide in all, gate_weight (and gate_noise when noise is drawn) join that GEMM's columns, so no
+//   narrow (E T columns) GEMM runs on its own (wider: the copy of the expert columns out of the
+//   joined row costs more than the narrow GEMM; W7 is ~10% faster unjoined).
 // - batch_deeper_layers (default off): with equal widths, the deeper layers as one contraction
 //   batched over the expert axis, h (E, d_in) x stacked kernels (E, d_in, d_out).
 // - Batch normalisation inside the experts (a different normalised input per expert) and
@@ -378,10 +380,14 @@ constexpr mmoe_vals mmoe_values(result& m, const name_string& s, const mmoe_conf
         gate_vars(gw, gn);
 
         // first layer: one GEMM over [W_1 | .. | W_E (| gate_weight (| gate_noise))]
-        const bool join = c.join_gate && x_g.id == x_e.id;
         val parts[ctrec::layers::mmoe_max_experts + 2]{};
         std::size_t np = 0, S1 = 0;
         for (std::size_t e = 0; e < E; ++e) parts[np++] = K[e][0], S1 += dd.width(e, 0);
+        // joining costs a copy of the S1 expert columns out of the joined row (the slice) and
+        // saves a narrow GEMM that reads x again: worth it while S1 <= 2 D or the row is short
+        // (W7, S1 = 2048 with D = 512, runs ~10% faster unjoined; D = 128 with S1 = 256 ~40%
+        // faster joined)
+        const bool join = c.join_gate && x_g.id == x_e.id && (S1 <= 2 * x_e.dim(x_e.rank() - 1) || S1 < 256);
         if (join) {
             parts[np++] = gw;
             if (noise) parts[np++] = gn;
