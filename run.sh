@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 BASE_PACKAGES=(g++ meson ninja-build pkg-config cmake libxsimd-dev xtensor-dev libboost-dev
-               doctest-dev libeigen3-dev nlohmann-json3-dev libbenchmark-dev python3)
+               doctest-dev libeigen3-dev nlohmann-json3-dev libbenchmark-dev python3 libthrust-dev)
 BENCH_PACKAGES=(libtorch-dev libopenblas0-openmp)
 # the PyTorch interop test (tests/test_interop.cpp) and the safetensors exporter's tests
 TEST_PACKAGES=(python3-numpy python3-torch)

@@ -306,7 +306,8 @@ TEST_CASE("P2 DiscreteGate: the published soft values, one-hot Gumbel / categori
         leaves L;
         for (auto n : p2_names) L[n] = published;
         L["G"] = {0.3, 2.5, -0.4, 1.0}, L["c"] = ones;
-        for (double v : nas_ref::run_both<G>(L, 1, 0)[G::grad<"b0">]) CHECK(std::abs(v) < 1e-15);
+        const auto outs = nas_ref::run_both<G>(L, 1, 0);  // kept: a range-for over a temporary's element dangles
+        for (double v : outs[G::grad<"b0">]) CHECK(std::abs(v) < 1e-15);
     }
     // ties go to the lowest index: [1, 3, 3, 0] (EVAL), + G = [0.25, 0.5, 0.5, 2] (Gumbel and
     // categorical keys tie exactly at 1 and 2)

@@ -590,7 +590,7 @@ TEST_CASE("random leaves: reshaped, under stop_gradient, concatenated and as GEM
         typename Q::parameters p;
         p.set("W", w);
         typename Q::workspace ws;
-        std::vector<std::vector<double>> out = {std::vector<double>(batch * 3), std::vector<double>(batch * 2),
+        std::vector<std::vector<double>> out = {std::vector<double>(batch * 3), std::vector<double>(batch * 4),
                                                 std::vector<double>(batch * 9), std::vector<double>(batch * 2)};
         typename Q::io io;
         io.seed = 21;
