@@ -115,15 +115,24 @@ constexpr model_graph train_model_of() {
         ...);
     return train_model(Loss, s, n, wants);
 }
+// The input_gradients among State (none listed when there is none).
 template <const auto&... State>
-constexpr const input_gradients* wanted_inputs() {
-    const input_gradients* wants = nullptr;
+constexpr input_gradients wanted_inputs() {
+    input_gradients wants({});
     (
         [&] {
-            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(State)>, input_gradients>) wants = &State;
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(State)>, input_gradients>) wants = State;
         }(),
         ...);
     return wants;
+}
+// Position of input `name` among them, ~0 when it is not listed.
+template <const auto&... State>
+constexpr std::size_t wanted_position(std::string_view name) {
+    const input_gradients w = wanted_inputs<State...>();
+    for (std::size_t i = 0; i < w.n; ++i)
+        if (w.names[i] == name) return i;
+    return ~std::size_t(0);
 }
 } // namespace detail
 
@@ -143,13 +152,8 @@ public:
     // Output index of the gradient of input Name (listed in an input_gradients argument).
     template <fixed_string Name>
     static constexpr std::size_t input_grad = [] {
-        constexpr const input_gradients* w = detail::wanted_inputs<State...>();
-        constexpr std::size_t k = [] {
-            std::size_t i = 0;
-            while (w && i < w->n && w->names[i] != Name.view()) ++i;
-            return w ? i : 0;
-        }();
-        static_assert(w && k < w->n, "ctrec: input_grad<Name>: Name is not listed in the program's input_gradients");
+        constexpr std::size_t k = detail::wanted_position<State...>(Name.view());
+        static_assert(k != ~std::size_t(0), "ctrec: input_grad<Name>: Name is not listed in the program's input_gradients");
         return first_update + n_updates + k;
     }();
 
