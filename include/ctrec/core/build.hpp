@@ -203,6 +203,25 @@ constexpr std::uint32_t slice(graph& g, std::uint32_t a, std::uint32_t axis, std
     dims s = g.nodes[a].shape;
     if (axis >= s.rank || begin + len > s.d[axis]) ctrec_shape_error_slice_out_of_range();
     if (begin == 0 && len == s.d[axis]) return a;
+    // A slice of a batch-summed contraction (a parameter gradient) along an axis of one operand
+    // only is the contraction of that operand's slice: the gradient of one of
+    // several parameters used as a concatenation (MMoE's stacked expert kernels) is its own GEMM
+    // over the batch instead of a block copied out of the whole gradient (per example the slice
+    // copies len / d columns of the operand, not of the (K, d) result).
+    if (g.nodes[a].op == opcode::contract && !g.nodes[a].batched) {
+        const contract_spec sp = g.nodes[a].spec;
+        const std::uint32_t x = g.operand(a, 0), y = g.operand(a, 1);
+        const char l = sp.c[axis];
+        int ia = -1, ib = -1;
+        for (std::size_t i = 0; i < sp.ra; ++i)
+            if (sp.a[i] == l) ia = static_cast<int>(i);
+        for (std::size_t i = 0; i < sp.rb; ++i)
+            if (sp.b[i] == l) ib = static_cast<int>(i);
+        if (g.nodes[x].batched || g.nodes[y].batched) {
+            if (ia >= 0 && ib < 0) return contract(g, sp, slice(g, x, static_cast<std::uint32_t>(ia), begin, len), y, false);
+            if (ib >= 0 && ia < 0) return contract(g, sp, x, slice(g, y, static_cast<std::uint32_t>(ib), begin, len), false);
+        }
+    }
     s.d[axis] = len;
     node r;
     r.op = opcode::slice;
