@@ -16,7 +16,7 @@ BENCH_PACKAGES=(libtorch-dev libopenblas0-openmp)
 # the PyTorch interop test (tests/test_interop.cpp) and the safetensors exporter's tests
 TEST_PACKAGES=(python3-numpy python3-torch)
 
-usage() { echo "usage: $0 demo|test|bench" >&2; exit 2; }
+usage() { echo "usage: $0 demo [--data FILE] [--skip-bad] [--rows N] [--epochs N] [--vocab N] | test | bench" >&2; exit 2; }
 
 # Install the given Debian packages that are not installed yet.
 install_packages() {
