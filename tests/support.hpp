@@ -58,9 +58,10 @@ void fill(leaves& L, std::size_t batch) {
     }
 }
 
-// Runs every output of P on the leaves (converted to P's element type).
+// Runs every output of P on the leaves (converted to P's element type), with io.seed = seed
+// (the random leaves' call counter).
 template <class P>
-std::vector<std::vector<double>> run(leaves& L, std::size_t batch) {
+std::vector<std::vector<double>> run(leaves& L, std::size_t batch, std::uint64_t seed = 0) {
     using T = typename P::element_type;
     fill<P>(L, batch);
     typename P::parameters p;
@@ -71,6 +72,7 @@ std::vector<std::vector<double>> run(leaves& L, std::size_t batch) {
     }
     std::vector<std::vector<T>> in(P::n_inputs), out(P::n_outputs);
     typename P::io io;
+    io.seed = seed;
     for (std::size_t k = 0; k < P::n_inputs; ++k) {
         const auto& x = L[P::tab.name_of(P::input_ids[k])];
         in[k].reserve(1);  // an empty batch still binds a pointer

@@ -201,7 +201,7 @@ TEST_CASE("thrust: a model too large for the per-example kernel is refused") {
     test::leaves L;
     std::string what;
     try {
-        thrust_test::run<P>(L, 3, 0);
+        test::run<P>(L, 3, 0);
     } catch (const ctrec::error& e) {
         what = e.what();
     }

@@ -13,39 +13,6 @@
 
 namespace thrust_test {
 
-// test::run with a seed (io.seed): every output of P on the leaves (missing ones from leaf_value).
-template <class P>
-std::vector<std::vector<double>> run(test::leaves& L, std::size_t batch, std::uint64_t seed) {
-    using T = typename P::element_type;
-    test::fill<P>(L, batch);
-    typename P::parameters p;
-    for (std::size_t k = 0; k < P::n_params; ++k) {
-        auto w = p.get(k);
-        const auto& x = L[P::parameters::names[k]];
-        for (std::size_t e = 0; e < w.size(); ++e) w[e] = static_cast<T>(x[e]);
-    }
-    std::vector<std::vector<T>> in(P::n_inputs), out(P::n_outputs);
-    typename P::io io;
-    io.seed = seed;
-    for (std::size_t k = 0; k < P::n_inputs; ++k) {
-        const auto& x = L[P::tab.name_of(P::input_ids[k])];
-        in[k].reserve(1);
-        in[k].assign(x.begin(), x.end());
-        io.in[k] = in[k].data();
-    }
-    for (std::size_t r = 0; r < P::n_outputs; ++r) {
-        const auto& n = P::tab.nodes[P::tab.roots[r]];
-        out[r].reserve(1);
-        out[r].assign(n.shape.size() * (n.batched ? batch : 1), T(-777));
-        io.out[r] = out[r].data();
-    }
-    typename P::workspace ws;
-    P::run(p, ws, batch, io);
-    std::vector<std::vector<double>> res(P::n_outputs);
-    for (std::size_t r = 0; r < P::n_outputs; ++r) res[r].assign(out[r].begin(), out[r].end());
-    return res;
-}
-
 // Every output of P on the Thrust backend B against the CPU backend, within tol relative to
 // max(1, |cpu|) (test::check_close). L: leaves set by the caller (the rest from leaf_value).
 template <class P, class B = ctrec::thrust_backend>
@@ -54,8 +21,8 @@ void same(std::size_t batch, std::uint64_t seed = 0, double tol = 1e-9, test::le
     for (auto& [name, v] : L.v)  // BatchNorm's moving variances (predict mode) must be positive
         if (name.find("variance") != std::string::npos)
             for (double& x : v) x = 0.5 + (x < 0 ? -x : x);
-    const auto cpu = run<P>(L, batch, seed);
-    const auto dev = run<typename P::template with_backend<B>>(L, batch, seed);
+    const auto cpu = test::run<P>(L, batch, seed);
+    const auto dev = test::run<typename P::template with_backend<B>>(L, batch, seed);
     REQUIRE(cpu.size() == dev.size());
     for (std::size_t r = 0; r < cpu.size(); ++r) {
         INFO("output " << r << " of " << cpu.size() << ", batch " << batch << ", seed " << seed);
