@@ -28,38 +28,7 @@ using prep_fn = std::function<void(leaves&, std::size_t)>;
 
 using test::check_close;  // |got - want| / max(1, |want|), the type core's measure
 
-// Every output of P on the leaves (missing leaves from leaf_value), with io.seed = seed.
-template <class P>
-std::vector<vec> run(leaves& L, std::size_t batch, std::uint64_t seed = 0) {
-    using T = typename P::element_type;
-    test::fill<P>(L, batch);
-    typename P::parameters p;
-    for (std::size_t k = 0; k < P::n_params; ++k) {
-        auto w = p.get(k);
-        const auto& x = L[P::parameters::names[k]];
-        for (std::size_t e = 0; e < w.size(); ++e) w[e] = static_cast<T>(x[e]);
-    }
-    std::vector<std::vector<T>> in(P::n_inputs), out(P::n_outputs);
-    typename P::io io;
-    io.seed = seed;
-    for (std::size_t k = 0; k < P::n_inputs; ++k) {
-        const auto& x = L[P::tab.name_of(P::input_ids[k])];
-        in[k].reserve(1);
-        in[k].assign(x.begin(), x.end());
-        io.in[k] = in[k].data();
-    }
-    for (std::size_t r = 0; r < P::n_outputs; ++r) {
-        const auto& n = P::tab.nodes[P::tab.roots[r]];
-        out[r].reserve(1);
-        out[r].assign(n.shape.size() * (n.batched ? batch : 1), T(-777));
-        io.out[r] = out[r].data();
-    }
-    typename P::workspace ws;
-    P::run(p, ws, batch, io);
-    std::vector<vec> res(P::n_outputs);
-    for (std::size_t r = 0; r < P::n_outputs; ++r) res[r].assign(out[r].begin(), out[r].end());
-    return res;
-}
+using test::run;  // every output of P on the leaves, with io.seed = seed
 
 // Output `out` of P on the CPU backend and on the reference backend against want.
 template <class P>
