@@ -71,7 +71,7 @@ inline void score_tile(const T* const* q, const T* xt, std::size_t j0, std::size
         for (std::size_t v = 0; v < NV; ++v) col[v] = V::load_aligned(xt + c * Np + j0 + v * W);
         for (std::size_t r = 0; r < rows; ++r) {
             const V qa(q[r][c]);
-            for (std::size_t v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(qa, col[v], acc[r][v]);
+            for (std::size_t v = 0; v < NV; ++v) acc[r][v] = simd_fma(qa, col[v], acc[r][v]);
         }
     }
     if (valid < NV * W) {
@@ -150,8 +150,8 @@ struct row_acc {
             for (; j + 2 <= n; j += 2) {
                 const V m0 = V::load_unaligned(m + j * K), m1 = V::load_unaligned(m + (j + 1) * K);
                 for (std::size_t r = 0; r < rows; ++r) {
-                    v[r][0] = xsimd::fma(V(w[r * ld + j]), m0, v[r][0]);
-                    u[r] = xsimd::fma(V(w[r * ld + j + 1]), m1, u[r]);
+                    v[r][0] = simd_fma(V(w[r * ld + j]), m0, v[r][0]);
+                    u[r] = simd_fma(V(w[r * ld + j + 1]), m1, u[r]);
                 }
             }
             for (std::size_t r = 0; r < rows; ++r) v[r][0] += u[r];
@@ -163,7 +163,7 @@ struct row_acc {
             for (std::size_t r = 0; r < rows; ++r) {
                 const T wr = w[r * ld + j];
                 const V wv(wr);
-                for (std::size_t k = 0; k < KV; ++k) v[r][k] = xsimd::fma(wv, mv[k], v[r][k]);
+                for (std::size_t k = 0; k < KV; ++k) v[r][k] = simd_fma(wv, mv[k], v[r][k]);
                 for (std::size_t k = 0; k < KT; ++k) t[r][k] += wr * mj[KV * W + k];
             }
         }
@@ -211,7 +211,7 @@ inline T dot(const T* a, const T* b, std::size_t n) {
     using V = typename simd<T>::V;
     constexpr std::size_t W = simd<T>::W;
     V acc(T(0));
-    for (std::size_t j = 0; j < n; j += W) acc = xsimd::fma(V::load_aligned(a + j), V::load_aligned(b + j), acc);
+    for (std::size_t j = 0; j < n; j += W) acc = simd_fma(V::load_aligned(a + j), V::load_aligned(b + j), acc);
     return xsimd::hadd(acc);
 }
 // exp(x) for the softmax's shifted scores x <= 0 (or -inf, a masked key).
@@ -258,7 +258,7 @@ inline T row_dot(const T* a, const T* b) {
     T s = 0;
     if constexpr (KV > 0) {
         V acc(T(0));
-        for (std::size_t k = 0; k < KV; ++k) acc = xsimd::fma(V::load_unaligned(a + k * W), V::load_unaligned(b + k * W), acc);
+        for (std::size_t k = 0; k < KV; ++k) acc = simd_fma(V::load_unaligned(a + k * W), V::load_unaligned(b + k * W), acc);
         s = xsimd::hadd(acc);
     }
     for (std::size_t k = KV * W; k < K; ++k) s += a[k] * b[k];
@@ -424,11 +424,11 @@ void attention_backward(const T* x, const T* o, const T* dout, T* dx, std::size_
                     V t = V::load_unaligned(dj + k * W), u(T(0));
                     for (std::size_t r = 0; r < rows; ++r) {
                         if constexpr (KV == 1) {
-                            t = xsimd::fma(V(a[r * Np + j]), qv[r][0], t);
-                            u = xsimd::fma(V(dp[r * Np + j]), gv[r][0], u);
+                            t = simd_fma(V(a[r * Np + j]), qv[r][0], t);
+                            u = simd_fma(V(dp[r * Np + j]), gv[r][0], u);
                         } else {
-                            t = xsimd::fma(V(a[r * Np + j]), V::load_unaligned(q[r] + k * W), t);
-                            u = xsimd::fma(V(dp[r * Np + j]), V::load_unaligned(g[r] + k * W), u);
+                            t = simd_fma(V(a[r * Np + j]), V::load_unaligned(q[r] + k * W), t);
+                            u = simd_fma(V(dp[r * Np + j]), V::load_unaligned(g[r] + k * W), u);
                         }
                     }
                     (t + u).store_unaligned(dj + k * W);

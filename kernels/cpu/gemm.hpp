@@ -1,12 +1,21 @@
 #pragma once
 // Strided GEMM micro-kernels over xsimd batches:
-//   C[m, n] = (C[m, n] if accumulate) + sum_k A[m*sam + k*sak] * B[k*sbk + n*sbn]
+//   C[m, n] = (C[m, n] if accumulate) + sum_k A[m*sam + k*sak] * B[k*sbk + n*sbn]   (see "Batch invariance")
 // then `epi` (a fused elementwise epilogue) on each result before the store.
 //   vec-N  (sbn == 1, scn == 1): register-blocked MR x NV vectors, A broadcast,
 //          B rows streamed; the main kernel (x.W, x^T.dy).
 //   dot    (sak == 1, sbk == 1): blocked dot products along contiguous k (dy.W^T).
 //   scalar fallback for any other strides.
 // Epilogue contract: Epi::identity, Epi::vector_ok, epi.vec(m, n, V), epi.scalar(m, n, T).
+//
+// Batch invariance: C[m, n] is the same chain c = fma(A[m, k], B[k, n], c) over k = 0 .. K-1
+// whatever M is and whichever kernel, row block, column window or k block computes it: an
+// accumulating call (acc, and every k block after the first) starts the chain from C's value
+// instead of adding a separate partial sum to it, and the scalar paths use fma_like_simd, the
+// rounding of the vector FMA (cpu/simd.hpp). The kernel choice never depends on M. So an example's results are
+// bit-identical whatever batch (size, position, tile) it is scored in; the batch is M.
+// The dot kernel (contiguous k on both sides) sums in SIMD lanes: a different, also fixed order.
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 
@@ -39,9 +48,8 @@ struct blocking {
 };
 
 template <class T, class Epi>
-inline void finish_vec(T* cp, std::size_t m, std::size_t n, simd_t<T> v, bool acc, const Epi& epi) {
+inline void finish_vec(T* cp, std::size_t m, std::size_t n, simd_t<T> v, const Epi& epi) {
     using V = simd_t<T>;
-    if (acc) v += V::load_unaligned(cp);
     if constexpr (!Epi::identity) {
         if constexpr (Epi::vector_ok) {
             v = epi.vec(m, n, v);
@@ -62,8 +70,9 @@ inline void kernel_n(const T* A, const T* B, T* C, const gemm_args& g, std::size
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
     V c[MR][NV];
-    for (int r = 0; r < MR; ++r)
-        for (int v = 0; v < NV; ++v) c[r][v] = V(T(0));
+    for (int r = 0; r < MR; ++r)  // accumulating: the chain continues from C (see the top)
+        for (int v = 0; v < NV; ++v)
+            c[r][v] = acc ? V::load_unaligned(C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n0 + v * W) : V(T(0));
     const T* a = A + static_cast<std::ptrdiff_t>(am0) * g.sam;
     const T* b = B + bn0;
     for (std::size_t k = 0; k < g.K; ++k) {
@@ -73,13 +82,12 @@ inline void kernel_n(const T* A, const T* B, T* C, const gemm_args& g, std::size
         const T* ak = a + static_cast<std::ptrdiff_t>(k) * g.sak;
         for (int r = 0; r < MR; ++r) {
             V av(ak[r * g.sam]);
-            for (int v = 0; v < NV; ++v) c[r][v] = xsimd::fma(av, bv[v], c[r][v]);
+            for (int v = 0; v < NV; ++v) c[r][v] = simd_fma(av, bv[v], c[r][v]);
         }
     }
     for (int r = 0; r < MR; ++r)
         for (int v = 0; v < NV; ++v)
-            finish_vec(C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n0 + v * W, m0 + r, n0 + v * W, c[r][v], acc,
-                       epi);
+            finish_vec(C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n0 + v * W, m0 + r, n0 + v * W, c[r][v], epi);
 }
 
 // The last g.N % W columns (fewer than one vector) from a K x W panel of them, zero padded
@@ -91,21 +99,24 @@ inline void kernel_tail(const T* A, const T* tail, T* C, const gemm_args& g, std
     using V = simd_t<T>;
     constexpr std::size_t W = V::size;
     V c[MR];
-    for (int r = 0; r < MR; ++r) c[r] = V(T(0));
+    for (int r = 0; r < MR; ++r) {
+        alignas(64) T lanes[W] = {};
+        const T* cp = C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n0;
+        if (acc)
+            for (std::size_t l = 0; l < rem; ++l) lanes[l] = cp[l];
+        c[r] = V::load_aligned(lanes);
+    }
     const T* a = A + static_cast<std::ptrdiff_t>(am0) * g.sam;
     for (std::size_t k = 0; k < g.K; ++k) {
         const V bv = V::load_aligned(tail + k * W);
         const T* ak = a + static_cast<std::ptrdiff_t>(k) * g.sak;
-        for (int r = 0; r < MR; ++r) c[r] = xsimd::fma(V(ak[r * g.sam]), bv, c[r]);
+        for (int r = 0; r < MR; ++r) c[r] = simd_fma(V(ak[r * g.sam]), bv, c[r]);
     }
     for (int r = 0; r < MR; ++r) {
         alignas(64) T lanes[W];
         c[r].store_aligned(lanes);
         T* cp = C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n0;
-        for (std::size_t l = 0; l < rem; ++l) {
-            T s = lanes[l] + (acc ? cp[l] : T(0));
-            cp[l] = Epi::identity ? s : epi.scalar(m0 + r, n0 + l, s);
-        }
+        for (std::size_t l = 0; l < rem; ++l) cp[l] = Epi::identity ? lanes[l] : epi.scalar(m0 + r, n0 + l, lanes[l]);
     }
 }
 inline constexpr std::size_t max_tail_k = 1024;  // the tail panel lives on the stack (32 KiB of float)
@@ -143,12 +154,11 @@ inline void rows_n(const T* A, const T* B, T* C, const gemm_args& g, std::size_t
     }
     for (; n < g.N; ++n)  // fewer than W columns left, no panel of them
         for (int r = 0; r < MR; ++r) {
-            T s = 0;
-            for (std::size_t k = 0; k < g.K; ++k)
-                s += A[static_cast<std::ptrdiff_t>(am0 + r) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
-                     B[static_cast<std::ptrdiff_t>(k) * g.sbk + n];
             T* cp = C + static_cast<std::ptrdiff_t>(m0 + r) * g.scm + n;
-            if (acc) s += *cp;
+            T s = acc ? *cp : T(0);
+            for (std::size_t k = 0; k < g.K; ++k)
+                s = fma_like_simd(A[static_cast<std::ptrdiff_t>(am0 + r) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak],
+                                  B[static_cast<std::ptrdiff_t>(k) * g.sbk + n], s);
             *cp = Epi::identity ? s : epi.scalar(m0 + r, n, s);
         }
 }
@@ -222,7 +232,7 @@ inline void dot_block(const T* A, const T* B, T* C, const gemm_args& g, std::siz
         for (std::size_t j = 0; j < NB; ++j) bv[j] = V::load_unaligned(b[j] + k);
         for (std::size_t r = 0; r < MB; ++r) {
             V av = V::load_unaligned(a[r] + k);
-            for (std::size_t j = 0; j < NB; ++j) s[r][j] = xsimd::fma(av, bv[j], s[r][j]);
+            for (std::size_t j = 0; j < NB; ++j) s[r][j] = simd_fma(av, bv[j], s[r][j]);
         }
     }
     for (std::size_t r = 0; r < MB; ++r)
@@ -319,12 +329,11 @@ inline void gemm_packed_b(const T* A, const T* B, T* C, const gemm_args& g, bool
     // columns left over (fewer than one vector): plain dot products
     for (std::size_t m = 0; m < g.M; ++m)
         for (std::size_t n = nfull + nvr * W; n < g.N; ++n) {
-            T s = 0;
-            for (std::size_t k = 0; k < g.K; ++k)
-                s += A[static_cast<std::ptrdiff_t>(m) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
-                     B[static_cast<std::ptrdiff_t>(k) + static_cast<std::ptrdiff_t>(n) * g.sbn];
             T* cp = C + static_cast<std::ptrdiff_t>(m) * g.scm + static_cast<std::ptrdiff_t>(n) * g.scn;
-            if (acc) s += *cp;
+            T s = acc ? *cp : T(0);
+            for (std::size_t k = 0; k < g.K; ++k)
+                s = fma_like_simd(A[static_cast<std::ptrdiff_t>(m) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak],
+                                  B[static_cast<std::ptrdiff_t>(k) + static_cast<std::ptrdiff_t>(n) * g.sbn], s);
             *cp = Epi::identity ? s : epi.scalar(m, n, s);
         }
 }
@@ -370,12 +379,11 @@ template <class T, class Epi>
 inline void gemm_scalar(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
     for (std::size_t m = 0; m < g.M; ++m)
         for (std::size_t n = 0; n < g.N; ++n) {
-            T s = 0;
-            for (std::size_t k = 0; k < g.K; ++k)
-                s += A[static_cast<std::ptrdiff_t>(m) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak] *
-                     B[static_cast<std::ptrdiff_t>(k) * g.sbk + static_cast<std::ptrdiff_t>(n) * g.sbn];
             T* cp = C + static_cast<std::ptrdiff_t>(m) * g.scm + static_cast<std::ptrdiff_t>(n) * g.scn;
-            if (acc) s += *cp;
+            T s = acc ? *cp : T(0);
+            for (std::size_t k = 0; k < g.K; ++k)
+                s = fma_like_simd(A[static_cast<std::ptrdiff_t>(m) * g.sam + static_cast<std::ptrdiff_t>(k) * g.sak],
+                                  B[static_cast<std::ptrdiff_t>(k) * g.sbk + static_cast<std::ptrdiff_t>(n) * g.sbn], s);
             *cp = Epi::identity ? s : epi.scalar(m, n, s);
         }
 }
@@ -388,7 +396,8 @@ template <class T>
 constexpr gemm_kernel choose_gemm(const gemm_args& g) {
     constexpr std::size_t W = simd_t<T>::size;
     if (g.sbn == 1 && g.scn == 1 && g.N >= W) return gemm_kernel::vec_n;
-    if (g.sbk == 1 && g.scn == 1 && g.N >= detail::blocking<T>::NV * W && g.K >= W && g.M >= 2) return gemm_kernel::packed_b;
+    // (not on M: one row and many rows must take the same kernel, see the top)
+    if (g.sbk == 1 && g.scn == 1 && g.N >= detail::blocking<T>::NV * W && g.K >= W) return gemm_kernel::packed_b;
     if (g.sak == 1 && g.sbk == 1 && g.K >= W) return gemm_kernel::dot;
     return gemm_kernel::scalar;
 }

@@ -141,7 +141,7 @@ inline void kr_matmul(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t 
                             const V pa(p[a]), pa2(p2[a]);
                             std::size_t b = 0;
                             for (; b + W <= nbk; b += W)
-                                xsimd::fma(pa2, V::load_unaligned(q2 + b), pa * V::load_unaligned(q + b)).store_unaligned(d + b);
+                                simd_fma(pa2, V::load_unaligned(q2 + b), pa * V::load_unaligned(q + b)).store_unaligned(d + b);
                             for (; b < nbk; ++b) d[b] = p[a] * q[b] + p2[a] * q2[b];
                         }
                     }
@@ -323,8 +323,8 @@ inline void kr_dual(const T* P, std::ptrdiff_t sp, const T* Q, std::ptrdiff_t sq
                         std::size_t t = 0;
                         for (; t + W <= len; t += W) {
                             const V zv = V::load_unaligned(z + pos + t);
-                            dot = xsimd::fma(zv, V::load_unaligned(q + b + t), dot);
-                            xsimd::fma(pa, zv, V::load_unaligned(dq + b + t)).store_unaligned(dq + b + t);
+                            dot = simd_fma(zv, V::load_unaligned(q + b + t), dot);
+                            simd_fma(pa, zv, V::load_unaligned(dq + b + t)).store_unaligned(dq + b + t);
                         }
                         T s = xsimd::hadd(dot);
                         for (; t < len; ++t) {

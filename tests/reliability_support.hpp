@@ -1,0 +1,168 @@
+#pragma once
+// Issue 15's per-layer guarantees, as checks any test file can run on a program:
+//   check_batch_invariance<P>(n)  every batched output of every example is bit-identical
+//                                 whether the example is scored alone, in a batch of n, or at
+//                                 another position of a batch (rotated order): tiles, GEMM row
+//                                 blocks and kernel choices must not change its arithmetic.
+//   check_no_allocation<P>(n)     run() performs no heap allocation after setup, at batch n,
+//                                 batch 1 and on const parameters (the test binary counts every
+//                                 operator new: define CTREC_TEST_COUNT_ALLOCATIONS in exactly one
+//                                 file of the binary before including this header).
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "support.hpp"
+
+namespace test {
+inline std::atomic<std::size_t> allocations{0};
+} // namespace test
+
+#ifdef CTREC_TEST_COUNT_ALLOCATIONS
+void* operator new(std::size_t n) {
+    test::allocations.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    test::allocations.fetch_add(1, std::memory_order_relaxed);
+    return std::malloc(n ? n : 1);
+}
+void* operator new[](std::size_t n, const std::nothrow_t& t) noexcept { return operator new(n, t); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#endif
+
+namespace test {
+
+// Fills P's leaves; BatchNorm's moving variances are made positive (leaf values lie in [-1, 1]),
+// so that every output is a number and a comparison means something.
+template <class P>
+void fill_positive_variances(leaves& L, std::size_t n) {
+    fill<P>(L, n);
+    for (auto& [name, v] : L.v)
+        if (name.find("variance") != std::string::npos)
+            for (double& x : v) x = 0.5 + std::abs(x);
+}
+
+// The leaves of example e of `all` (a batch) as a batch of one; unbatched leaves are shared.
+template <class P>
+leaves example_of(leaves& all, std::size_t e) {
+    leaves one = all;
+    for (std::size_t k = 0; k < P::n_inputs; ++k) {
+        const auto id = P::input_ids[k];
+        const auto& node = P::tab.nodes[id];
+        if (!node.batched) continue;
+        const std::size_t sz = node.shape.size();
+        auto& src = all[P::tab.name_of(id)];
+        one[P::tab.name_of(id)].assign(src.begin() + static_cast<std::ptrdiff_t>(e * sz),
+                                       src.begin() + static_cast<std::ptrdiff_t>((e + 1) * sz));
+    }
+    return one;
+}
+// The batch `all` with its examples in the order (e + shift) mod n.
+template <class P>
+leaves rotated(leaves& all, std::size_t n, std::size_t shift) {
+    leaves r = all;
+    for (std::size_t k = 0; k < P::n_inputs; ++k) {
+        const auto id = P::input_ids[k];
+        const auto& node = P::tab.nodes[id];
+        if (!node.batched) continue;
+        const std::size_t sz = node.shape.size();
+        auto& src = all[P::tab.name_of(id)];
+        auto& dst = r[P::tab.name_of(id)];
+        for (std::size_t e = 0; e < n; ++e)
+            for (std::size_t i = 0; i < sz; ++i) dst[e * sz + i] = src[((e + shift) % n) * sz + i];
+    }
+    return r;
+}
+
+template <class P>
+void check_batch_invariance(std::size_t n = 70) {
+    leaves all;
+    fill_positive_variances<P>(all, n);
+    const auto full = run<P>(all, n);
+    std::size_t non_finite = 0;
+    for (const auto& o : full)
+        for (double v : o) non_finite += !std::isfinite(v);
+    REQUIRE(non_finite == 0);
+    const std::size_t shift = 29;
+    leaves rot_leaves = rotated<P>(all, n, shift);
+    const auto rot = run<P>(rot_leaves, n);
+    std::size_t compared = 0, differ_alone = 0, differ_moved = 0;
+    for (std::size_t e = 0; e < n; ++e) {
+        leaves one_leaves = example_of<P>(all, e);
+        const auto one = run<P>(one_leaves, 1);
+        const std::size_t at = (e + n - shift) % n;  // e's position in the rotated batch
+        for (std::size_t r = 0; r < P::n_outputs; ++r) {
+            if (!P::tab.nodes[P::tab.roots[r]].batched) continue;
+            const std::size_t sz = one[r].size();
+            for (std::size_t i = 0; i < sz; ++i) {
+                ++compared;
+                differ_alone += one[r][i] != full[r][e * sz + i];
+                differ_moved += rot[r][at * sz + i] != full[r][e * sz + i];
+            }
+        }
+    }
+    INFO("batch " << n << " (tile " << P::tile << "): " << compared << " values compared");
+    CHECK(compared > 0);
+    CHECK(differ_alone == 0);  // alone vs in the batch
+    CHECK(differ_moved == 0);  // at another position of a batch of the same size
+}
+
+// Binds every leaf, runs once (setup), then counts allocations over runs at batch n, batch 1 and
+// on const parameters.
+template <class P>
+void check_no_allocation(std::size_t n = 70) {
+    using T = typename P::element_type;
+    leaves L;
+    fill_positive_variances<P>(L, n);
+    typename P::parameters p;
+    for (std::size_t k = 0; k < P::n_params; ++k) {
+        auto w = p.get(k);
+        const auto& x = L[P::parameters::names[k]];
+        for (std::size_t e = 0; e < w.size(); ++e) w[e] = static_cast<T>(x[e]);
+    }
+    std::vector<std::vector<T>> in(P::n_inputs), out(P::n_outputs);
+    typename P::io io;
+    for (std::size_t k = 0; k < P::n_inputs; ++k) {
+        const auto& x = L[P::tab.name_of(P::input_ids[k])];
+        in[k].assign(x.begin(), x.end());
+        io.in[k] = in[k].data();
+    }
+    for (std::size_t r = 0; r < P::n_outputs; ++r) {
+        const auto& node = P::tab.nodes[P::tab.roots[r]];
+        out[r].assign(node.shape.size() * (node.batched ? n : 1), T(0));
+        io.out[r] = out[r].data();
+    }
+    typename P::workspace ws;
+    P::run(p, ws, n, io);  // setup done: from here on nothing may allocate
+    const std::size_t before = allocations.load();
+    for (std::uint64_t step = 1; step <= 2; ++step) {
+        io.seed = step;
+        P::run(p, ws, n, io);
+        P::run(p, ws, 1, io);
+        if constexpr (requires { P::run(static_cast<const typename P::parameters&>(p), ws, n, io); })
+            P::run(static_cast<const typename P::parameters&>(p), ws, n, io);  // scoring on shared weights
+    }
+    CHECK(allocations.load() == before);
+}
+
+// Both checks for the scoring program of Y and both for its gradient program (d Y / d inputs per
+// example must not depend on the batch either; the parameter gradients are batch sums).
+template <const auto& Y>
+void check_layer_guarantees() {
+    using F = ctrec::program<float, Y>;
+    using G = ctrec::grad_program<float, Y>;
+    SUBCASE("forward: batch invariance") { check_batch_invariance<F>(); }
+    SUBCASE("forward: no allocation") { check_no_allocation<F>(); }
+    SUBCASE("backward: batch invariance of the per-example outputs") { check_batch_invariance<G>(); }
+    SUBCASE("backward: no allocation") { check_no_allocation<G>(); }
+}
+
+} // namespace test
