@@ -6,6 +6,9 @@
 #define CTREC_TEST_COUNT_ALLOCATIONS
 #include "reliability_support.hpp"
 
+#include <limits>
+#include <utility>
+
 #include "../examples/m1_model.hpp"
 #include "ctrec/ctrec.hpp"
 
@@ -45,3 +48,72 @@ TEST_CASE("the realistic model (DIN + CIN + DCN + MLP, examples/m1_model.hpp): s
 }
 
 TEST_CASE("the realistic model: a training step allocates nothing") { test::check_no_allocation<m1::train_step>(64); }
+
+// ---- checked mode (kernels/reference/checked.hpp) ----------------------------------------------
+namespace {
+constexpr auto cx = f::input<"x", 6>;
+constexpr auto checked_net = fl::mlp<"tower", cl::mlp_config<2>{.output_dims = {5, 1}}, cl::mode::predict>(
+                                 f::log(fl::dense<"d", {.units = 4, .activation = cl::act_relu}>(cx).out() + f::lit<0.5>))
+                                 .out();
+using Plain = f::program<float, checked_net>;
+using Checked = Plain::with_backend<f::checked_backend<>>;
+
+template <class P>
+std::vector<float> score(const typename P::parameters& p, const std::vector<float>& x, std::size_t batch) {
+    typename P::workspace ws;
+    std::vector<float> y(batch, -1.0f);
+    typename P::io io;
+    io.template input<"x">(x.data()).template output<0>(y.data());
+    P::run(p, ws, batch, io);
+    return y;
+}
+} // namespace
+
+TEST_CASE("checked mode: finite runs are unchanged; the first non-finite value is named with its layer") {
+    Checked::parameters p;
+    for (std::size_t k = 0; k < Checked::n_params; ++k) {
+        auto w = p.get(k);
+        for (std::size_t e = 0; e < w.size(); ++e) w[e] = static_cast<float>(test::leaf_value(Checked::parameters::names[k], e));
+    }
+    p.prepare();
+    Plain::parameters pp;
+    for (std::size_t k = 0; k < Plain::n_params; ++k) {
+        const auto w = std::as_const(p).get(k);
+        std::copy(w.begin(), w.end(), pp.get(k).begin());
+    }
+    pp.prepare();
+    const std::size_t batch = 9;
+    std::vector<float> x(batch * 6);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(test::leaf_value("x", i));
+    CHECK(score<Checked>(p, x, batch) == score<Plain>(pp, x, batch));  // relu + 0.5 > 0: finite
+
+    auto bad_x = x;
+    bad_x[3 * 6 + 2] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH_AS(score<Checked>(p, bad_x, batch), "ctrec: checked mode: input 'x', example 3, element 2 is nan",
+                         ctrec::error);
+    // unchecked, the NaN reaches example 3's score and no other
+    const auto plain = score<Plain>(pp, bad_x, batch), clean = score<Plain>(pp, x, batch);
+    for (std::size_t e = 0; e < batch; ++e) CHECK(std::isnan(plain[e]) == (e == 3));
+    for (std::size_t e = 0; e < batch; ++e)
+        if (e != 3) CHECK(plain[e] == clean[e]);
+
+    p.get<"tower/dense_0/kernel">()[0] = std::numeric_limits<float>::infinity();
+    p.prepare();
+    CHECK_THROWS_WITH_AS(score<Checked>(p, x, batch),
+                         doctest::Contains("parameter 'tower/dense_0/kernel', element 0 is inf"), ctrec::error);
+    p.get<"tower/dense_0/kernel">()[0] = 0.1f;
+    // finite weights whose products overflow inside layer "d" (column 0 of its kernel)
+    for (std::size_t k = 0; k < 6; ++k) p.get<"d/kernel">()[k * 4] = 3e38f;
+    p.get<"d/bias">()[0] = 3e38f;
+    p.prepare();
+    std::string what;
+    try {
+        score<Checked>(p, x, batch);
+    } catch (const ctrec::error& e) {
+        what = e.what();
+    }
+    INFO(what);
+    CHECK(what.find("checked mode: output 0, example ") != std::string::npos);
+    CHECK(what.find("first produced by contract('x', 'd/kernel') in layer 'd', example ") != std::string::npos);
+    CHECK(what.find("its inputs are finite") != std::string::npos);
+}

@@ -8,3 +8,4 @@
 #include "ctrec/core/program.hpp"
 #include "cpu/executor.hpp"
 #include "reference/executor.hpp"
+#include "reference/checked.hpp"

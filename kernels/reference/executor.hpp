@@ -146,8 +146,16 @@ void attention(opcode op, std::size_t n, std::size_t k, const T* x, const T* ct,
             }
 }
 
-template <class T, class Table, class Prog>
-void interpret(const Table& tab, const T* params, std::size_t B, const T* const* in, T* const* out, std::uint64_t seed) {
+struct no_hook {
+    template <class V>
+    bool operator()(std::size_t, const V&) const { return false; }
+};
+
+// Evaluates the table node by node. After node i, hook(i, its value) may return true to stop
+// (checked.hpp uses it to find the first non-finite value); the outputs are then not written.
+template <class T, class Table, class Prog, class Hook = no_hook>
+void interpret(const Table& tab, const T* params, std::size_t B, const T* const* in, T* const* out, std::uint64_t seed,
+               Hook&& hook = {}) {
     constexpr std::size_t N = Table::size;
     std::vector<value<T>> vals(N);
     for (std::size_t i = 0; i < N; ++i) {
@@ -304,7 +312,9 @@ void interpret(const Table& tab, const T* params, std::size_t B, const T* const*
                 break;
             }
         }
+        if (hook(i, vals[i])) return;
     }
+    if (!out) return;  // a hook-only run
     for (std::size_t r = 0; r < Table::n_roots; ++r) {
         const value<T>& y = vals[tab.roots[r]];
         for (std::size_t k = 0; k < y.v.size(); ++k) out[r][k] = y.v[k];
