@@ -7,7 +7,9 @@
 //   check_no_allocation<P>(n)     run() performs no heap allocation after setup, at batch n,
 //                                 batch 1 and on const parameters (the test binary counts every
 //                                 operator new: define CTREC_TEST_COUNT_ALLOCATIONS in exactly one
-//                                 file of the binary before including this header).
+//                                 file of the binary before including this header; malloc,
+//                                 calloc, realloc and aligned_alloc are counted too outside the
+//                                 sanitizer builds).
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -21,8 +23,39 @@ inline std::atomic<std::size_t> allocations{0};
 } // namespace test
 
 #ifdef CTREC_TEST_COUNT_ALLOCATIONS
-void* operator new(std::size_t n) {
+// malloc and its relatives too (a library could call them directly), through glibc's own entry
+// points; not under the sanitizers, whose runtimes own malloc.
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+void* malloc(std::size_t n) {
     test::allocations.fetch_add(1, std::memory_order_relaxed);
+    return __libc_malloc(n);
+}
+void* calloc(std::size_t n, std::size_t s) {
+    test::allocations.fetch_add(1, std::memory_order_relaxed);
+    return __libc_calloc(n, s);
+}
+void* realloc(void* p, std::size_t n) {
+    test::allocations.fetch_add(1, std::memory_order_relaxed);
+    return __libc_realloc(p, n);
+}
+void* aligned_alloc(std::size_t a, std::size_t n) {
+    test::allocations.fetch_add(1, std::memory_order_relaxed);
+    return __libc_memalign(a, n);
+}
+int posix_memalign(void** p, std::size_t a, std::size_t n) {
+    test::allocations.fetch_add(1, std::memory_order_relaxed);
+    *p = __libc_memalign(a, n);
+    return *p ? 0 : 12;  // ENOMEM
+}
+}
+#endif
+void* operator new(std::size_t n) {
+    test::allocations.fetch_add(1, std::memory_order_relaxed);  // and once more if malloc is hooked
     if (void* p = std::malloc(n ? n : 1)) return p;
     throw std::bad_alloc();
 }

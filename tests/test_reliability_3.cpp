@@ -50,3 +50,18 @@ TEST_CASE("LogitCorrection") { test::check_layer_guarantees<lc_y>(); }
 TEST_CASE("NASGating") { test::check_layer_guarantees<gating_y>(); }
 TEST_CASE("SimpleNas (predict)") { test::check_layer_guarantees<simple_pr>(); }
 TEST_CASE("MixedNAS (random share mode)") { test::check_layer_guarantees<mixed_y>(); }
+
+TEST_CASE("the allocation counter sees operator new and (outside the sanitizers) malloc") {
+    const std::size_t a = test::allocations.load();
+    auto* v = new std::vector<int>(100);
+    delete v;
+    CHECK(test::allocations.load() >= a + 2);
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    const std::size_t b = test::allocations.load();
+    void* volatile p = std::malloc(64);
+    std::free(p);
+    void* q = std::aligned_alloc(64, 128);
+    std::free(q);
+    CHECK(test::allocations.load() == b + 2);
+#endif
+}
