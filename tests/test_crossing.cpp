@@ -99,9 +99,9 @@ constexpr fl::result gi_misc_model() {
     const fl::val_list st = fl::group_int(m, "g2", cl::group_int_config<>{.out_type = merge_type::stack, .apply_out_type = true}, &l, 1, r, 2);
     if (st.list || st[0].rank() != 2 || st[0].dim(0) != 6) throw "stack: (L R, K)";
     parts[n++] = flat(st[0]);
-    // dot, keep_list: a one-element list of (L R); out_type ignored by default
+    // dot, keep_list: a one-element list of (L R); out_type ignored by default (acknowledged)
     const fl::val_list kl = fl::group_int(m, "g3", cl::group_int_config<>{.interaction_type = ffm_interaction::dot, .out_type = merge_type::none,
-                                                                          .keep_list = true},
+                                                                          .acknowledge_ignored_out_type = true, .keep_list = true},
                                           &l, 1, r, 2);
     if (!kl.list || kl.n != 1 || kl[0].rank() != 1 || kl[0].dim(0) != 6) throw "keep_list: [(L R)]";
     parts[n++] = kl[0];

@@ -937,9 +937,9 @@ static_assert([] {
     ok = ok && kept.list && kept.n == 1 && kept[0].id == flat[0].id;
     const fl::val_list kept_dot = gi(cl::group_int_config<>{.interaction_type = ffm_interaction::dot, .keep_list = true});
     ok = ok && kept_dot.list && kept_dot.n == 1 && kept_dot[0].id == flat_dot[0].id;
-    // out_type is stored but ignored unless apply_out_type
-    const fl::val_list ign_s = gi(cl::group_int_config<>{.out_type = merge_type::stack});
-    const fl::val_list ign_n = gi(cl::group_int_config<>{.out_type = merge_type::none});
+    // out_type is stored but ignored unless apply_out_type (acknowledged: otherwise a compile error)
+    const fl::val_list ign_s = gi(cl::group_int_config<>{.out_type = merge_type::stack, .acknowledge_ignored_out_type = true});
+    const fl::val_list ign_n = gi(cl::group_int_config<>{.out_type = merge_type::none, .acknowledge_ignored_out_type = true});
     ok = ok && !ign_s.list && ign_s[0].id == flat[0].id && !ign_n.list && ign_n[0].id == flat[0].id;
     // stack with keep_list: a one-element list of the (L R, K) value
     const fl::val_list st = gi(cl::group_int_config<>{.out_type = merge_type::stack, .apply_out_type = true});

@@ -45,6 +45,7 @@ constexpr auto c_pr_gates = rc_pr.gates();
 constexpr cl::mmoe_config cfg_c_compat = [] {
     cl::mmoe_config c = cfg_c;
     c.monolith_compat = true;
+    c.acknowledge_compat_overrides = true;  // noise in mode::predict, as the source draws it
     return c;
 }();
 constexpr auto rc_cp = cl::mmoe<"m_mo_e", cfg_c_compat, mode::predict>(xe, xg);

@@ -96,7 +96,8 @@ constexpr auto d_augru = fl::dien<"d", {.num_units = dU, .att_type = fl::agru_at
 constexpr auto d_masked = fl::dien<"d", {.num_units = dU}>(q, k, dmask).out();
 constexpr auto d_augru_tanh = fl::dien<"d", {.num_units = dU, .att_type = fl::agru_att_of("AUGRU"), .activation = cl::act_tanh}>(q, k).out();
 constexpr auto d_agru_sigmoid = fl::dien<"d", {.num_units = dU, .activation = cl::act_sigmoid}>(q, k).out();
-constexpr auto d_compat = fl::dien<"d", {.num_units = dU, .att_type = fl::agru_att::augru, .monolith_compat = true}>(q, k, dmask).out();
+constexpr auto d_compat = fl::dien<"d", {.num_units = dU, .att_type = fl::agru_att::augru, .monolith_compat = true,
+                                         .acknowledge_compat_overrides = true}>(q, k, dmask).out();
 // padded (0) / real (1, 2) steps; every example keeps at least one real step (test_dien.cpp's rule)
 double dien_mask_value(std::size_t i) {
     const std::size_t b = i / dT, t = i % dT;

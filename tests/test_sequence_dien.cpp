@@ -38,7 +38,8 @@ constexpr auto rt = fl::dien<"d", {.num_units = U, .att_type = fl::agru_att_of("
 constexpr auto rt_y = rt.out();
 constexpr auto rs = fl::dien<"d", {.num_units = U, .activation = cl::act_sigmoid}>(q, k);
 constexpr auto rs_y = rs.out();
-constexpr auto rc = fl::dien<"d", {.num_units = U, .att_type = fl::agru_att::augru, .monolith_compat = true}>(q, k, mask);
+constexpr auto rc = fl::dien<"d", {.num_units = U, .att_type = fl::agru_att::augru, .monolith_compat = true,
+                                   .acknowledge_compat_overrides = true}>(q, k, mask);
 constexpr auto rc_y = rc.out();
 constexpr auto m = fl::dien<"d", {.num_units = U}>(q, k, mask);
 constexpr auto m_y = m.out();

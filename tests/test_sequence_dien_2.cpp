@@ -116,7 +116,8 @@ TEST_CASE("dien: the original test (num_units 10, ones q (100, 10), k (100, 15, 
 TEST_CASE("dien: derivatives (float64) with a mask, and under monolith_compat") {
     static constexpr auto dm = fl::dien<"d", {.num_units = U, .att_type = fl::agru_att::augru, .activation = cl::act_tanh}>(q, k, mask_of_raw);
     static constexpr auto dm_y = dm.out();
-    static constexpr auto dc = fl::dien<"d", {.num_units = U, .activation = cl::act_sigmoid, .monolith_compat = true}>(q, k, mask_of_raw);
+    static constexpr auto dc = fl::dien<"d", {.num_units = U, .activation = cl::act_sigmoid, .monolith_compat = true,
+                                              .acknowledge_compat_overrides = true}>(q, k, mask_of_raw);
     static constexpr auto dc_y = dc.out();
     test::check_derivatives<f::grad_program<double, dm_y>, f::jvp_program<double, dm_y>>(3);
     test::check_derivatives<f::grad_program<double, dc_y>, f::jvp_program<double, dc_y>>(3);

@@ -1,5 +1,8 @@
 // MMoE: a top-k gate cannot keep more experts than there are (top_k > num_experts).
 // expect: ctrec_shape_error_mmoe_top_k_must_be_at_most_num_experts
+// expect: {"m_mo_e"}
+// expect: ctrec::shape_error::got[4]
+// expect: ctrec::shape_error::want[3]
 #include "ctrec/ctrec.hpp"
 #include "ctrec/layers/mmoe.hpp"
 namespace cl = ctrec::layers;

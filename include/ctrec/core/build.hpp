@@ -3,9 +3,12 @@
 // shapes and derive its shape and batchedness. The DSL (dsl.hpp) and differentiation
 // (autodiff.hpp) both build through these, so every node is checked the same way.
 //
-// A shape error calls a non-constexpr function named for the mistake; GCC reports that name
-// with the chain of the user's calls ("in 'constexpr' expansion of ...") that led to it.
+// A shape error calls report_shape_error (core/shape_error.hpp) with a non-constexpr function
+// named for the mistake and the offending numbers; GCC reports both with the chain of the user's
+// calls ("in 'constexpr' expansion of ...") that led to it.
 #include "ctrec/core/graph.hpp"
+#include "ctrec/core/shape_error.hpp"
+#include <bit>
 
 namespace ctrec {
 
@@ -70,7 +73,7 @@ constexpr std::uint32_t map(graph& g, opcode op, std::uint32_t a, std::uint32_t 
     bool batched = false;
     for (std::uint32_t j = 0; j < n; ++j) {
         const node& o = g.nodes[ops[j]];
-        if (!can_broadcast(s, o.shape)) ctrec_shape_error_elementwise_operands_do_not_broadcast();
+        if (!can_broadcast(s, o.shape)) report_broadcast_error(ctrec_shape_error_elementwise_operands_do_not_broadcast, s, o.shape);
         s = broadcast(s, o.shape);
         batched = batched || o.batched;
     }
@@ -95,11 +98,21 @@ constexpr std::uint32_t stored(graph& g, std::uint32_t a) {
     return g.nodes[a].batched ? map(g, opcode::batch_broadcast, a) : map(g, opcode::neg, map(g, opcode::neg, a));
 }
 
+// An einsum spec that does not fit: the rank of the operand it misfits, else a shared index's
+// extent in b and in a.
+constexpr void report_contract_error(void (*mistake)(), contract_spec p, dims a, dims b) {
+    if (p.parsed && p.ra != a.rank) report_shape_error(mistake, a.rank, p.ra);
+    if (p.parsed && p.rb != b.rank) report_shape_error(mistake, b.rank, p.rb);
+    for (std::size_t i = 0; p.parsed && i < p.ra; ++i)
+        for (std::size_t j = 0; j < p.rb; ++j)
+            if (p.b[j] == p.a[i] && b.d[j] != a.d[i]) report_shape_error(mistake, b.d[j], a.d[i]);
+    mistake();
+}
 constexpr std::uint32_t contract(graph& g, contract_spec s, std::uint32_t a, std::uint32_t b, bool keep_batch = true) {
     a = stored(g, a), b = stored(g, b);  // e.g. the ones cotangent of a sum, in reverse mode
     const node& x = g.nodes[a];
     const node& y = g.nodes[b];
-    if (!ctrec::detail::contract_ok(s, x.shape, y.shape)) ctrec_shape_error_einsum_spec_does_not_fit_the_operand_shapes();
+    if (!ctrec::detail::contract_ok(s, x.shape, y.shape)) report_contract_error(ctrec_shape_error_einsum_spec_does_not_fit_the_operand_shapes, s, x.shape, y.shape);
     node r;
     r.op = opcode::contract;
     r.spec = s;
@@ -113,7 +126,7 @@ constexpr std::uint32_t contract(graph& g, contract_spec s, std::uint32_t a, std
 
 constexpr std::uint32_t reshape(graph& g, std::uint32_t a, dims s) {
     const node& x = g.nodes[a];
-    if (s.size() != x.shape.size()) ctrec_shape_error_reshape_changes_the_number_of_elements();
+    if (s.size() != x.shape.size()) report_shape_error(ctrec_shape_error_reshape_changes_the_number_of_elements, s.size(), x.shape.size());
     if (s == x.shape) return a;
     // values without a buffer are not viewed: a constant is refilled, the batch size broadcast
     if (x.op == opcode::constant) return constant(g, x.value, s);
@@ -155,7 +168,7 @@ constexpr std::uint32_t stop_gradient(graph& g, std::uint32_t a) {
 
 constexpr std::uint32_t reduce(graph& g, opcode op, std::uint32_t a, unsigned mask) {
     const node& x = g.nodes[a];
-    if (mask >> x.shape.rank) ctrec_shape_error_reduction_axis_out_of_range();
+    if (mask >> x.shape.rank) report_shape_error(ctrec_shape_error_reduction_axis_out_of_range, std::bit_width(mask) - 1u, x.shape.rank);
     if (mask == 0) return a;
     node r;
     r.op = op;
@@ -178,14 +191,14 @@ constexpr std::uint32_t batch_sum(graph& g, std::uint32_t a) {
 constexpr std::uint32_t concat(graph& g, std::uint32_t axis, const std::uint32_t* ops, std::uint32_t n) {
     if (n == 1) return ops[0];
     dims s = g.nodes[ops[0]].shape;
-    if (axis >= s.rank) ctrec_shape_error_reduction_axis_out_of_range();
+    if (axis >= s.rank) report_shape_error(ctrec_shape_error_reduction_axis_out_of_range, axis, s.rank);
     bool batched = false;
     std::size_t total = 0;
     for (std::uint32_t j = 0; j < n; ++j) {
         const dims o = g.nodes[ops[j]].shape;
-        if (o.rank != s.rank) ctrec_shape_error_concat_operands_differ_off_the_axis();
+        if (o.rank != s.rank) report_shape_error(ctrec_shape_error_concat_operands_differ_off_the_axis, o.rank, s.rank);
         for (std::size_t k = 0; k < s.rank; ++k)
-            if (k != axis && o.d[k] != s.d[k]) ctrec_shape_error_concat_operands_differ_off_the_axis();
+            if (k != axis && o.d[k] != s.d[k]) report_shape_error(ctrec_shape_error_concat_operands_differ_off_the_axis, o.d[k], s.d[k]);
         total += o.d[axis];
         batched = batched || g.nodes[ops[j]].batched;
     }
@@ -201,7 +214,8 @@ constexpr std::uint32_t concat(graph& g, std::uint32_t axis, const std::uint32_t
 
 constexpr std::uint32_t slice(graph& g, std::uint32_t a, std::uint32_t axis, std::uint32_t begin, std::size_t len) {
     dims s = g.nodes[a].shape;
-    if (axis >= s.rank || begin + len > s.d[axis]) ctrec_shape_error_slice_out_of_range();
+    if (axis >= s.rank) report_shape_error(ctrec_shape_error_slice_out_of_range, axis, s.rank);
+    if (begin + len > s.d[axis]) report_shape_error(ctrec_shape_error_slice_out_of_range, begin + len, s.d[axis]);
     if (begin == 0 && len == s.d[axis]) return a;
     // A slice of a batch-summed contraction (a parameter gradient) along an axis of one operand
     // only is the contraction of that operand's slice: the gradient of one of
@@ -235,7 +249,8 @@ constexpr std::uint32_t slice(graph& g, std::uint32_t a, std::uint32_t axis, std
 
 constexpr std::uint32_t pad(graph& g, std::uint32_t a, std::uint32_t axis, std::uint32_t before, std::size_t total) {
     dims s = g.nodes[a].shape;
-    if (axis >= s.rank || before + s.d[axis] > total) ctrec_shape_error_slice_out_of_range();
+    if (axis >= s.rank) report_shape_error(ctrec_shape_error_slice_out_of_range, axis, s.rank);
+    if (before + s.d[axis] > total) report_shape_error(ctrec_shape_error_slice_out_of_range, before + s.d[axis], total);
     if (total == s.d[axis]) return a;
     s.d[axis] = total;
     node r;
@@ -311,10 +326,13 @@ constexpr std::uint32_t attention_node(graph& g, opcode op, const std::uint32_t*
 }
 constexpr std::uint32_t attention(graph& g, std::uint32_t x) {
     const node& xn = g.nodes[x];
-    if (!xn.batched || xn.shape.rank != 2 || xn.shape.d[0] == 0 || xn.shape.d[1] == 0)
-        ctrec_shape_error_self_attention_needs_a_batched_N_by_K_matrix();
+    if (!xn.batched || xn.shape.rank != 2)  // axes counted with the batch axis: B, N, K
+        report_shape_error(ctrec_shape_error_self_attention_needs_a_batched_N_by_K_matrix, xn.shape.rank + xn.batched, 3);
+    if (xn.shape.d[0] == 0 || xn.shape.d[1] == 0)
+        report_shape_error(ctrec_shape_error_self_attention_needs_a_batched_N_by_K_matrix, xn.shape.size(), 1);
     if ((2 * xn.shape.d[1] + 24) * (xn.shape.d[0] + 16) * 8 > attention_max_scratch_bytes)
-        ctrec_shape_error_self_attention_N_by_K_too_large_for_the_cpu_kernels_stack_scratch();
+        report_shape_error(ctrec_shape_error_self_attention_N_by_K_too_large_for_the_cpu_kernels_stack_scratch,
+                           (2 * xn.shape.d[1] + 24) * (xn.shape.d[0] + 16) * 8, attention_max_scratch_bytes);
     const std::uint32_t ops[1] = {stored_per_example(g, x, xn.shape)};
     return attention_node(g, opcode::attention, ops, 1);
 }
@@ -373,9 +391,16 @@ constexpr std::uint32_t kr_node(graph& g, opcode op, dims s, bool batched, const
 }
 constexpr std::uint32_t kr_matmul(graph& g, std::uint32_t p, std::uint32_t q, std::uint32_t w) {
     const dims ps = g.nodes[p].shape, qs = g.nodes[q].shape, ws = g.nodes[w].shape;
-    if (ps.rank != 2 || qs.rank != 2 || ws.rank != 2 || ps.d[0] != qs.d[0] || ps.d[1] == 0 || qs.d[1] == 0 ||
-        ws.d[0] != ps.d[1] * qs.d[1] || ws.d[1] == 0)
-        ctrec_shape_error_khatri_rao_matmul_needs_P_R_by_H_Q_R_by_M_and_W_H_times_M_by_J();
+    // the first misfit: a rank (P, Q, W), R (Q's rows against P's), W's rows against H M, a zero width
+    if (ps.rank != 2 || qs.rank != 2 || ws.rank != 2)
+        report_shape_error(ctrec_shape_error_khatri_rao_matmul_needs_P_R_by_H_Q_R_by_M_and_W_H_times_M_by_J,
+                           ps.rank != 2 ? ps.rank : qs.rank != 2 ? qs.rank : ws.rank, 2);
+    if (ps.d[0] != qs.d[0])
+        report_shape_error(ctrec_shape_error_khatri_rao_matmul_needs_P_R_by_H_Q_R_by_M_and_W_H_times_M_by_J, qs.d[0], ps.d[0]);
+    if (ws.d[0] != ps.d[1] * qs.d[1])
+        report_shape_error(ctrec_shape_error_khatri_rao_matmul_needs_P_R_by_H_Q_R_by_M_and_W_H_times_M_by_J, ws.d[0], ps.d[1] * qs.d[1]);
+    if (ps.d[1] == 0 || qs.d[1] == 0 || ws.d[1] == 0)
+        report_shape_error(ctrec_shape_error_khatri_rao_matmul_needs_P_R_by_H_Q_R_by_M_and_W_H_times_M_by_J, 0, 1);
     if (g.nodes[w].batched) ctrec_shape_error_khatri_rao_matmul_needs_an_unbatched_W();
     std::uint32_t wb = w;
     while (is_view(g.nodes[wb].op)) wb = g.operand(wb, 0);
@@ -406,7 +431,7 @@ constexpr std::uint32_t kr_matmul2(graph& g, std::uint32_t y, std::uint32_t tp, 
 // The last two per-example axes swapped (a copy; CIN's X^T).
 constexpr std::uint32_t transpose(graph& g, std::uint32_t a) {
     const node& x = g.nodes[a];
-    if (x.shape.rank < 2) ctrec_shape_error_transpose_needs_rank_2_or_more();
+    if (x.shape.rank < 2) report_shape_error(ctrec_shape_error_transpose_needs_rank_2_or_more, x.shape.rank, 2);
     dims s = x.shape;
     s.d[s.rank - 2] = x.shape.d[s.rank - 1], s.d[s.rank - 1] = x.shape.d[s.rank - 2];
     if (x.op == opcode::constant) return constant(g, x.value, s);

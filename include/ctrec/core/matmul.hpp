@@ -107,8 +107,11 @@ constexpr std::uint32_t plain_matmul(graph& g, std::uint32_t a, std::uint32_t w)
 // x . W for x of rank 1-3 (last axis K) and W (K, N).
 constexpr std::uint32_t matmul(graph& g, std::uint32_t a, std::uint32_t w) {
     const dims sa = g.nodes[a].shape, sw = g.nodes[w].shape;
-    if (!(sw.rank == 2 && sa.rank >= 1 && sa.rank <= 3 && sa.d[sa.rank - 1] == sw.d[0]))
-        ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis();
+    if (sw.rank != 2) report_shape_error(ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis, sw.rank, 2);
+    if (sa.rank < 1 || sa.rank > 3)
+        report_shape_error(ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis, sa.rank, sa.rank < 1 ? 1 : 3);
+    if (sa.d[sa.rank - 1] != sw.d[0])  // got: W's rows, want: x's last axis
+        report_shape_error(ctrec_shape_error_matmul_needs_K_by_N_weights_matching_the_last_axis, sw.d[0], sa.d[sa.rank - 1]);
     const bool batched = g.nodes[a].batched;
     const node& ra = g.nodes[a];
     if (g.nodes[w].batched || ra.op != opcode::concat || ra.axis != sa.rank - 1) return matmul_split::plain_matmul(g, a, w);

@@ -46,7 +46,8 @@ void ctrec_shape_error_allint_input_must_be_B_by_N_by_K();
 
 constexpr val_list allint(result& m, const name_string& s, const allint_config& c, val x) {
     if (c.cmp_dim == 0) ctrec_shape_error_allint_cmp_dim_must_be_positive();
-    if (!x.batched() || x.rank() != 2) ctrec_shape_error_allint_input_must_be_B_by_N_by_K();
+    if (!x.batched() || x.rank() != 2)  // axes with the batch axis
+        report_shape_error(ctrec_shape_error_allint_input_must_be_B_by_N_by_K, x.rank() + x.batched(), 3);
     const std::size_t N = x.dim(0), C = c.cmp_dim;
     val Cm = m.var(scoped(s, "allint_kernel").view(), dims_of({N, C}), c.initializer);
     add_penalty(m, c.regularizer, Cm);

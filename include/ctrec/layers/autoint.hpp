@@ -46,7 +46,8 @@ constexpr val autoint_layers(std::size_t layer_num, val x) {
 }
 
 constexpr val autoint(result&, const name_string&, const autoint_config& c, val x) {
-    if (!x.batched() || x.rank() != 2) ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor();
+    if (!x.batched() || x.rank() != 2)  // axes with the batch axis
+        report_shape_error(ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor, x.rank() + x.batched(), 3);
     return merge(c.out_type, autoint_layers(c.layer_num, x));
 }
 

@@ -69,10 +69,12 @@ void ctrec_shape_error_can_prelu_is_not_a_keras_activation_name();
 constexpr val can(result& m, const name_string& s, const can_config& c, val user, val item) {
     if (c.layer_num < 1) ctrec_shape_error_can_layer_num_must_be_at_least_1();
     const std::size_t rank = c.is_stacked ? (c.is_seq ? 3 : 2) : (c.is_seq ? 2 : 1);
-    if (user.rank() != rank) ctrec_shape_error_can_user_rank_must_match_is_seq_and_is_stacked();
+    if (user.rank() != rank) report_shape_error(ctrec_shape_error_can_user_rank_must_match_is_seq_and_is_stacked, user.rank(), rank);
     if (c.activation.w == act_which::prelu) ctrec_shape_error_can_prelu_is_not_a_keras_activation_name();
     const std::size_t D = user.last();
-    if (item.rank() != 1 || item.dim(0) != c.layer_num * (D * D + D)) ctrec_shape_error_can_item_must_be_layer_num_times_D_squared_plus_D();
+    if (item.rank() != 1) report_shape_error(ctrec_shape_error_can_item_must_be_layer_num_times_D_squared_plus_D, item.rank(), 1);
+    if (item.dim(0) != c.layer_num * (D * D + D))
+        report_shape_error(ctrec_shape_error_can_item_must_be_layer_num_times_D_squared_plus_D, item.dim(0), c.layer_num * (D * D + D));
     val u = user;
     for (std::size_t i = 0; i < c.layer_num; ++i) {
         const std::size_t o = i * (D * D + D);

@@ -70,7 +70,8 @@ void ctrec_shape_error_cdot_compress_units_must_be_positive();
 template <std::size_t M>
 constexpr val cdot(result& m, const name_string& s, const cdot_config<M>& c, val x) {
     if (c.project_dim == 0) ctrec_shape_error_cdot_project_dim_must_be_positive();
-    if (!x.batched() || x.rank() != 2) ctrec_shape_error_cdot_input_must_be_B_by_N_by_K();
+    if (!x.batched() || x.rank() != 2)  // axes with the batch axis
+        report_shape_error(ctrec_shape_error_cdot_input_must_be_B_by_N_by_K, x.rank() + x.batched(), 3);
     for (std::size_t u : c.compress_units)
         if (u == 0) ctrec_shape_error_cdot_compress_units_must_be_positive();
     const std::size_t N = x.dim(0), K = x.dim(1), P = c.project_dim;

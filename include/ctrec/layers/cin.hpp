@@ -71,7 +71,8 @@ constexpr std::size_t cin_units(const cin_config<T>& c, std::size_t t) {
 template <std::size_t T>
 constexpr val cin(result& m, const name_string& s, const cin_config<T>& c, val x) {
     if (T == 0) ctrec_shape_error_cin_every_layer_needs_at_least_one_feature_map();
-    if (!x.batched() || x.rank() != 2) ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor();
+    if (!x.batched() || x.rank() != 2)  // axes with the batch axis
+        report_shape_error(ctrec_shape_error_cin_input_must_be_a_batched_B_by_N_by_K_tensor, x.rank() + x.batched(), 3);
     if (c.activation.w == act_which::prelu || c.activation.w == act_which::softmax)
         ctrec_shape_error_cin_the_activation_must_be_elementwise();
     const std::size_t N = x.dim(0);

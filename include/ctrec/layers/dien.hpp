@@ -33,9 +33,14 @@
 //   rule). A padded step leaves both recurrent states unchanged and gets attention weight 0:
 //   the softmax runs over the real steps only (max-shifted over them), so padding values,
 //   wherever the padded steps are, never change the output or the parameter gradients, and
-//   padded keys get zero gradient. If no step is real, every weight is 0 and the output is 0.
+//   padded keys get zero gradient (NaN or inf padding included: padded keys are replaced by 0
+//   before the GRU reads them). If no step is real, every weight is 0 and the output is 0.
 //   monolith_compat ignores the mask, as the source does (padded steps run through both
 //   recurrences and the softmax).
+// - acknowledge_compat_overrides: monolith_compat overrides two things the caller states, a mask
+//   (dropped) and att_type = augru (AGRU runs). Either combination is a compile-time error
+//   naming it unless acknowledge_compat_overrides = true says the source's behaviour is meant
+//   (an error, not a warning: a model that silently loses its mask scores padding).
 // - activation (default relu) is the candidate activation of both cells; the recurrence
 //   kernels support linear, relu, tanh and sigmoid. The gate activation is sigmoid.
 // - initializer: He-uniform (the source passes the class, spec 7.3).
@@ -63,11 +68,14 @@ namespace ctrec::layers {
 
 struct dien_config {
     std::size_t num_units = 0;                     // U
-    agru_att att_type = agru_att::agru;            // honoured unless monolith_compat
+    agru_att att_type = agru_att::agru;            // honoured unless monolith_compat (augru with it: see below)
     layers::activation activation = act_relu;      // candidate activation of the GRU and the AGRU
     init::spec initializer = init::HeUniform{};     // GRU kernel, AGRU kernels, attention_weight
     layers::regularizer regularizer{};              // GRU kernel, all AGRU variables, attention_weight
     bool monolith_compat = false;                  // ignore the mask and att_type, as the source
+    // monolith_compat with a mask or with att_type = augru is a compile error unless this is set:
+    // the mask is then dropped and AGRU runs (ctrec_error_dien_monolith_compat_ignores_...)
+    bool acknowledge_compat_overrides = false;
 };
 
 
@@ -77,6 +85,8 @@ void ctrec_shape_error_dien_q_must_be_a_batched_B_by_U();
 void ctrec_shape_error_dien_k_must_be_a_batched_B_by_T_by_E();
 void ctrec_shape_error_dien_the_query_width_must_equal_num_units();
 void ctrec_shape_error_dien_mask_must_be_a_batched_B_by_T();
+void ctrec_error_dien_monolith_compat_ignores_the_mask_set_acknowledge_compat_overrides();
+void ctrec_error_dien_monolith_compat_ignores_att_type_augru_set_acknowledge_compat_overrides();
 
 namespace detail {
 // softmax over the real steps (real != 0) of s (T); weight 0 at padded steps, all 0 if none
@@ -91,14 +101,21 @@ constexpr val masked_softmax(val s, val real) {
 
 constexpr val dien(result& m, const name_string& s, const dien_config& c, val q, val k, val mask = {}) {
     const std::size_t U = c.num_units;
+    // shape errors report (got, want); ranks count the batch axis (B by U: 2)
     if (U == 0) ctrec_shape_error_dien_num_units_must_be_positive();
-    if (q.rank() != 1 || !q.batched()) ctrec_shape_error_dien_q_must_be_a_batched_B_by_U();
-    if (k.rank() != 2 || !k.batched()) ctrec_shape_error_dien_k_must_be_a_batched_B_by_T_by_E();
-    if (q.dim(0) != U) ctrec_shape_error_dien_the_query_width_must_equal_num_units();
+    if (q.rank() != 1 || !q.batched()) report_shape_error(ctrec_shape_error_dien_q_must_be_a_batched_B_by_U, q.rank() + q.batched(), 2);
+    if (k.rank() != 2 || !k.batched()) report_shape_error(ctrec_shape_error_dien_k_must_be_a_batched_B_by_T_by_E, k.rank() + k.batched(), 3);
+    if (q.dim(0) != U) report_shape_error(ctrec_shape_error_dien_the_query_width_must_equal_num_units, q.dim(0), U);
     const std::size_t T = k.dim(0), E = k.dim(1);
-    if (mask.g && (mask.rank() != 1 || mask.dim(0) != T || !mask.batched())) ctrec_shape_error_dien_mask_must_be_a_batched_B_by_T();
+    if (mask.g && (mask.rank() != 1 || !mask.batched()))
+        report_shape_error(ctrec_shape_error_dien_mask_must_be_a_batched_B_by_T, mask.rank() + mask.batched(), 2);
+    if (mask.g && mask.dim(0) != T) report_shape_error(ctrec_shape_error_dien_mask_must_be_a_batched_B_by_T, mask.dim(0), T);
     if (T > max_rnn_steps) ctrec_error_sequence_too_long_for_the_graph_raise_CTREC_MAX_NODES();
     detail::check_recurrent_activation(c.activation);
+    if (c.monolith_compat && !c.acknowledge_compat_overrides && mask.g)
+        ctrec_error_dien_monolith_compat_ignores_the_mask_set_acknowledge_compat_overrides();
+    if (c.monolith_compat && !c.acknowledge_compat_overrides && c.att_type != agru_att::agru)
+        ctrec_error_dien_monolith_compat_ignores_att_type_augru_set_acknowledge_compat_overrides();
     if (c.monolith_compat) mask = {};  // the source ignores it
 
     val W = m.var(scoped(s, "gru_cell/kernel").view(), dims_of({E, 3 * U}), c.initializer);
@@ -107,6 +124,10 @@ constexpr val dien(result& m, const name_string& s, const dien_config& c, val q,
     val Watt = m.var(scoped(s, "attention_weight").view(), dims_of({U, U}), c.initializer);
     add_penalty(m, c.regularizer, W);
     add_penalty(m, c.regularizer, Watt);
+
+    // padded keys are replaced by 0 before the GEMM: the state-keeping select gives them zero
+    // cotangent, but k^T 0 is NaN for a NaN or inf pad and would reach the kernel's gradient
+    if (mask.g) k = where(greater_equal(reshape(mask, dims_of({T, 1})), 1.0), k, 0.0);
 
     // interest extractor: Keras GRU (reset-after, gates z, r, h); x_t W + b_in for every step in one GEMM
     const val Xp = matmul(k, W) + slice(bias, 0, 0, 1);
@@ -152,6 +173,9 @@ constexpr result dien(const expr& q, const expr& k) {
 template <fixed_string Scope, dien_config C>
 constexpr result dien(const expr& q, const expr& k, const expr& mask) {
     if constexpr (C.monolith_compat) {
+        static_assert(C.acknowledge_compat_overrides,
+                      "ctrec::layers::dien: monolith_compat ignores the mask (as the source does); pass no mask, "
+                      "or set .acknowledge_compat_overrides = true to drop it knowingly");
         return dien<Scope, C>(q, k);  // the source ignores the mask: it is not in the model
     } else {
         result m = q;

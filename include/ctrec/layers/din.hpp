@@ -32,9 +32,9 @@
 //   (Monolith's get_config drops them, spec 7.6).
 // - decay divides the scores by sqrt(H) before masking (spec 2.2.10).
 // - mask: a step counts when mask_t >= 1 (Monolith's numeric test); a masked step's score is
-//   exactly 0 (a select, so it passes zero gradient to the MLP and to k_t through w_t, even if
-//   the padding holds non-finite garbage: see op_where). No renormalisation (there is no
-//   softmax in DIN).
+//   exactly 0 and its key is replaced by 0 before the MLP and the pooling read it (selects), so
+//   padding, even NaN or inf, changes neither the output nor any gradient, and padded keys get
+//   zero gradient. No renormalisation (there is no softmax in DIN).
 // - q and k may be per-example inputs or shared inputs (see above); at least one must be
 //   per-example.
 //
@@ -71,8 +71,12 @@ void ctrec_shape_error_din_mask_must_be_B_by_T();
 
 template <std::size_t N>
 constexpr val din(result& m, const name_string& s, const din_config<N>& c, val q, val k, val mask = {}) {
-    if (N == 0 || c.hidden_units[N - 1] != 1) ctrec_shape_error_din_the_last_hidden_unit_must_be_1();
-    if (q.rank() != 1 || k.rank() != 2 || q.dim(0) != k.dim(1)) ctrec_shape_error_din_q_must_be_B_by_H_and_k_B_by_T_by_H_with_the_same_H();
+    // shape errors report (got, want): the last unit; q's rank, k's rank (per example); q's width, k's H
+    if (N == 0) report_shape_error(ctrec_shape_error_din_the_last_hidden_unit_must_be_1, 0, 1);
+    if (c.hidden_units[N - 1] != 1) report_shape_error(ctrec_shape_error_din_the_last_hidden_unit_must_be_1, c.hidden_units[N - 1], 1);
+    if (q.rank() != 1) report_shape_error(ctrec_shape_error_din_q_must_be_B_by_H_and_k_B_by_T_by_H_with_the_same_H, q.rank(), 1);
+    if (k.rank() != 2) report_shape_error(ctrec_shape_error_din_q_must_be_B_by_H_and_k_B_by_T_by_H_with_the_same_H, k.rank(), 2);
+    if (q.dim(0) != k.dim(1)) report_shape_error(ctrec_shape_error_din_q_must_be_B_by_H_and_k_B_by_T_by_H_with_the_same_H, q.dim(0), k.dim(1));
     if (!q.batched() && !k.batched()) ctrec_shape_error_din_q_or_k_must_be_per_example();
     const std::size_t T = k.dim(0), H = k.dim(1);
     mlp_config<N> mc{};
@@ -82,12 +86,16 @@ constexpr val din(result& m, const name_string& s, const din_config<N>& c, val q
     mc.kernel_regularizer = c.regularizer;
     mc.use_weight_norm = c.use_weight_norm;
     mc.use_learnable_weight_norm = c.use_learnable_weight_norm;
+    // padded keys are replaced by 0 before anything reads them: w_t = 0 alone would still pool
+    // 0 * k_t (NaN for a NaN or inf pad) and give the MLP's kernels the gradient k_t^T 0
+    if (mask.g && mask.rank() == 1 && mask.dim(0) == T) k = where(greater_equal(reshape(mask, dims_of({T, 1})), 1.0), k, 0.0);
     const val qb = broadcast_to(q, dims_of({T, H})), kb = broadcast_to(k, dims_of({T, H}));
     const val z = concat(1, {qb, kb, qb - kb, qb * kb});  // (T, 4H), literally
     val w = reshape(mlp(m, scoped(s, "compress_tower"), mc, mode::predict, z), dims_of({T}));
     if (c.decay) w = w * (1.0 / std::sqrt(static_cast<double>(H)));
     if (mask.g) {
-        if (mask.rank() != 1 || mask.dim(0) != T) ctrec_shape_error_din_mask_must_be_B_by_T();
+        if (mask.rank() != 1) report_shape_error(ctrec_shape_error_din_mask_must_be_B_by_T, mask.rank(), 1);
+        if (mask.dim(0) != T) report_shape_error(ctrec_shape_error_din_mask_must_be_B_by_T, mask.dim(0), T);
         w = where(greater_equal(mask, 1.0), w, 0.0);
     }
     if (c.mode == din_mode::sum) return einsum("t,th->h", w, k);

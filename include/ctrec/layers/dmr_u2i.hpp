@@ -65,8 +65,9 @@ void ctrec_shape_error_dmr_u2i_seq_must_be_B_by_T_by_U_e_or_a_shared_T_by_U_e();
 
 constexpr val dmr_u2i(result& m, const name_string& s, const dmr_u2i_config& c, val item, val seq) {
     if (c.cmp_dim == 0) ctrec_shape_error_dmr_u2i_cmp_dim_must_be_positive();
-    if (!item.batched() || item.rank() != 1) ctrec_shape_error_dmr_u2i_item_must_be_B_by_I_e();
-    if (seq.rank() != 2) ctrec_shape_error_dmr_u2i_seq_must_be_B_by_T_by_U_e_or_a_shared_T_by_U_e();
+    if (!item.batched() || item.rank() != 1)  // axes with the batch axis
+        report_shape_error(ctrec_shape_error_dmr_u2i_item_must_be_B_by_I_e, item.rank() + item.batched(), 2);
+    if (seq.rank() != 2) report_shape_error(ctrec_shape_error_dmr_u2i_seq_must_be_B_by_T_by_U_e_or_a_shared_T_by_U_e, seq.rank(), 2);
     const std::size_t T = seq.dim(0), U = seq.dim(1), I = item.dim(0), C = c.cmp_dim;
     val pos_emb = m.var(scoped(s, "pos_emb").view(), dims_of({T, C}), c.initializer);
     add_penalty(m, c.regularizer, pos_emb);

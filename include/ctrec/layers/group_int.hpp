@@ -28,7 +28,10 @@
 // Variables (attention only): <scope>/groupint_attention_mlp/dense_i/{kernel,
 // trainable_kernel_norm, bias}, kernels (K, u_1), ..., (u_{m-1}, 1).
 //
-// out_type. The source stores it and ignores it (4.6): the default here ignores it too.
+// out_type. The source stores it and ignores it (4.6): the default here ignores it too. Because
+// an out_type that changes nothing is a silent surprise, out_type other than concat without
+// apply_out_type is a compile error (ctrec_error_group_int_out_type_is_ignored_without_...)
+// unless acknowledge_ignored_out_type = true (a source config ported as it is).
 // apply_out_type = true is ctrec's opt-in extension: the result goes through
 // merge_tensor_list (layers/merge.hpp) as the (L*R, K) pair tensor for multiply (stack:
 // (L*R, K); concat: the flat default; none: a tuple of L*R (K) tensors, keep_list
@@ -80,11 +83,14 @@ namespace ctrec::layers {
 
 enum class ffm_interaction { multiply, dot };
 
+inline constexpr char not_a_group_int_interaction_type{};  // named in the error
+
 // "multiply" / "dot" (GroupInt's interaction_type); anything else is a compile error when
-// evaluated in a constant expression.
+// evaluated in a constant expression (naming it).
 constexpr ffm_interaction ffm_interaction_from(std::string_view s) {
     if (s == "multiply") return ffm_interaction::multiply;
     if (s == "dot") return ffm_interaction::dot;
+    report_unknown_name(s, not_a_group_int_interaction_type);
     throw error("ctrec::layers::group_int: interaction_type must be \"multiply\" or \"dot\"");
 }
 
@@ -98,6 +104,7 @@ struct group_int_config {
     layers::regularizer regularizer{};  // attention MLP kernel_regularizer
     merge_type out_type = merge_type::concat;  // ignored unless apply_out_type (source parity)
     bool apply_out_type = false;  // ctrec's opt-in extension (see the header comment)
+    bool acknowledge_ignored_out_type = false;  // required for out_type != concat without apply_out_type
     bool keep_list = false;
 };
 
@@ -107,6 +114,7 @@ void ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K();
 void ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K();
 void ctrec_shape_error_group_int_use_attention_needs_interaction_type_multiply();
 void ctrec_shape_error_group_int_use_attention_needs_attention_units_ending_in_1();
+void ctrec_error_group_int_out_type_is_ignored_without_apply_out_type_set_acknowledge_ignored_out_type();
 
 namespace detail {
 // The fields of one side stacked as (n, K).
@@ -115,8 +123,11 @@ constexpr val gi_stack(const val* xs, std::size_t n, std::size_t K) {
     val parts[max_list]{};
     for (std::size_t i = 0; i < n; ++i) {
         const val x = xs[i];
-        if (!x.batched() || (x.rank() != 1 && x.rank() != 2) || x.last() != K)
-            ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K();
+        if (!x.batched() || (x.rank() != 1 && x.rank() != 2))  // axes with the batch axis: 2 or 3
+            report_shape_error(ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K, x.rank() + x.batched(),
+                               x.rank() + x.batched() < 2 ? 2 : 3);
+        if (x.last() != K)  // got: this field's width, want: the first left field's
+            report_shape_error(ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K, x.last(), K);
         parts[i] = x.rank() == 2 ? x : reshape(x, dims_of({1, K}));
     }
     return concat(0, parts, n);
@@ -131,8 +142,13 @@ constexpr val gi_pairs(bool dot, val l, val r) {
 
 // The FFM op of spec 4.4: left (L K), right (R K) -> (L R K) (multiply) or (L R) (dot).
 constexpr val ffm(std::size_t K, ffm_interaction t, val a, val b) {
-    if (K == 0 || a.rank() != 1 || b.rank() != 1 || a.dim(0) == 0 || b.dim(0) == 0 || a.dim(0) % K || b.dim(0) % K)
-        ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K();
+    if (K == 0) report_shape_error(ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K, 0, 1);
+    if (a.rank() != 1 || b.rank() != 1)
+        report_shape_error(ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K, a.rank() != 1 ? a.rank() : b.rank(), 1);
+    if (a.dim(0) == 0 || a.dim(0) % K)  // got: the width, want: K
+        report_shape_error(ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K, a.dim(0), K);
+    if (b.dim(0) == 0 || b.dim(0) % K)
+        report_shape_error(ctrec_shape_error_ffm_left_and_right_must_be_vectors_of_multiples_of_K, b.dim(0), K);
     return detail::gi_pairs(t == ffm_interaction::dot, reshape(a, dims_of({a.dim(0) / K, K})),
                             reshape(b, dims_of({b.dim(0) / K, K})));
 }
@@ -142,8 +158,11 @@ constexpr val_list group_int(result& m, const name_string& s, const group_int_co
                              const val* right, std::size_t nr) {
     const bool dot = c.interaction_type == ffm_interaction::dot;
     if (c.use_attention && dot) ctrec_shape_error_group_int_use_attention_needs_interaction_type_multiply();
-    if (c.use_attention && (NA == 0 || c.attention_units[NA - 1] != 1))
-        ctrec_shape_error_group_int_use_attention_needs_attention_units_ending_in_1();
+    if (c.out_type != merge_type::concat && !c.apply_out_type && !c.acknowledge_ignored_out_type)
+        ctrec_error_group_int_out_type_is_ignored_without_apply_out_type_set_acknowledge_ignored_out_type();
+    if (c.use_attention && NA == 0) report_shape_error(ctrec_shape_error_group_int_use_attention_needs_attention_units_ending_in_1, 0, 1);
+    if (c.use_attention && c.attention_units[NA - 1] != 1)
+        report_shape_error(ctrec_shape_error_group_int_use_attention_needs_attention_units_ending_in_1, c.attention_units[NA - 1], 1);
     if (nl == 0) ctrec_shape_error_group_int_fields_must_be_batched_K_or_N_by_K_of_one_width_K();
     const std::size_t K = left[0].last();
     const val l = detail::gi_stack(left, nl, K), r = detail::gi_stack(right, nr, K);

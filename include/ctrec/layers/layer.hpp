@@ -46,7 +46,10 @@ struct regularizer {
 // ---- activations as compile-time values ---------------------------------------------------
 // Both resolvers of spec 1.2: keras_activation (Dense, GroupInt, CDot, CAN, CIN) and
 // ad_activation (Monolith's registry, used by MLP). Unknown names are compile errors
-// when resolved in a constant expression (the resolvers throw).
+// when resolved in a constant expression, whose message shows the name and the table it is not
+// in (core/shape_error.hpp):
+//   error: '(((const char*)"relux") < (& ctrec::layers::not_a_keras_activation_name))' is not a constant expression
+// outside constant evaluation the resolvers throw ctrec::error.
 struct activation {
     enum class which {
         none, linear, relu, keras_relu, leakyrelu, elu, selu, gelu, hard_sigmoid, sigmoid, sigmoid2, softplus,
@@ -80,6 +83,8 @@ constexpr activation act_keras_relu(double max_value = -1.0, double negative_slo
 }
 constexpr activation act_elu_alpha(double alpha) { return {act_which::elu, alpha}; }
 
+inline constexpr char not_a_keras_activation_name{}, not_a_monolith_activation_name{};  // named in the errors
+
 // Keras activations.get (TF 2.4): an empty name is None, which Keras turns into linear.
 constexpr activation keras_activation(std::string_view s) {
     if (s.empty() || s == "linear") return act_linear;
@@ -95,6 +100,7 @@ constexpr activation keras_activation(std::string_view s) {
     if (s == "softsign") return act_softsign;
     if (s == "swish") return act_swish;
     if (s == "tanh") return act_tanh;
+    report_unknown_name(s, not_a_keras_activation_name);
     throw error("ctrec: not a Keras activation name (sigmoid2, leakyrelu, prelu and thresholdedrelu are "
                 "Monolith-only and not accepted here)");
 }
@@ -102,6 +108,7 @@ constexpr activation keras_activation(std::string_view s) {
 // an empty name is None (no activation).
 constexpr activation ad_activation(std::string_view s) {
     char buf[32] = {};
+    if (s.size() >= sizeof buf) report_unknown_name(s, not_a_monolith_activation_name);
     if (s.size() >= sizeof buf) throw error("ctrec: unknown activation name");
     for (std::size_t i = 0; i < s.size(); ++i) buf[i] = (s[i] >= 'A' && s[i] <= 'Z') ? static_cast<char>(s[i] - 'A' + 'a') : s[i];
     std::string_view l(buf, s.size());
@@ -123,6 +130,7 @@ constexpr activation ad_activation(std::string_view s) {
     if (l == "softmax") return act_softmax;
     if (l == "thresholdedrelu") return act_thresholdedrelu();
     if (l == "prelu") return act_prelu;
+    report_unknown_name(s, not_a_monolith_activation_name);
     throw error("ctrec: unknown activation name (Monolith registry)");
 }
 

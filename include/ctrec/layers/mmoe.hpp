@@ -43,6 +43,9 @@
 //                          layers::mlp (spec 7 #19: weight norm on by default)
 //   seed                   the noise stream's seed (default 0, see Randomness)
 //   monolith_compat        the source: noise in every mode; Dense's source kernel-norm variant
+//   acknowledge_compat_overrides  monolith_compat with noise_topk overrides mode::predict's
+//                          deterministic scoring (noise is drawn); that combination is a compile
+//                          error unless this is true (ctrec_error_mmoe_monolith_compat_draws_...)
 //
 // Variables (names relative to the scope; spec 3.1.4), declared expert by expert, then the gates:
 //   expert_{i}/dense_{j}/kernel, expert_{i}/dense_{j}/trainable_kernel_norm, expert_{i}/dense_{j}/bias
@@ -71,7 +74,8 @@
 // every backend and tiling, the forward and backward passes of one call share it. The default
 // seed 0 leaves the stream determined by the layer path, as the spec's default seed is. Modes:
 // train and eval draw noise, predict draws none (eps = 0, scoring is deterministic);
-// monolith_compat draws in every mode as the source does.
+// monolith_compat draws in every mode as the source does (in predict only with
+// acknowledge_compat_overrides = true: a scoring program that silently draws noise is an error).
 //
 // Execution (the variables stay per expert, only the arithmetic is grouped; same numbers up to
 // float summation order):
@@ -134,11 +138,14 @@ inline constexpr std::size_t mmoe_max_tasks = 16;
 
 enum class mmoe_gate { softmax, topk, noise_topk };
 
+inline constexpr char not_an_mmoe_gate_type{};  // named in the error
+
 // The source's gate_type strings, exactly.
 constexpr mmoe_gate mmoe_gate_from(std::string_view s) {
     if (s == "softmax") return mmoe_gate::softmax;
     if (s == "topk") return mmoe_gate::topk;
     if (s == "noise_topk") return mmoe_gate::noise_topk;
+    report_unknown_name(s, not_an_mmoe_gate_type);
     throw error("ctrec::layers::mmoe: gate_type must be \"softmax\", \"topk\" or \"noise_topk\"");
 }
 
@@ -156,6 +163,7 @@ void ctrec_shape_error_mmoe_top_k_and_topk_are_aliases_set_one();
 void ctrec_shape_error_mmoe_top_k_must_be_at_least_1();
 void ctrec_shape_error_mmoe_top_k_must_be_at_most_num_experts();
 void ctrec_shape_error_mmoe_inputs_must_be_batched_B_by_D_tensors();
+void ctrec_error_mmoe_monolith_compat_draws_gate_noise_in_predict_set_acknowledge_compat_overrides();
 
 // One width of a shared list (a distinct type so that {{64}, {32}} reads as per-expert lists).
 struct mmoe_width {
@@ -232,6 +240,7 @@ struct mmoe_config {
     double batch_normalization_renorm_momentum = 0.99;
     std::uint64_t seed = 0;
     bool monolith_compat = false;
+    bool acknowledge_compat_overrides = false;  // required for monolith_compat + noise_topk in mode::predict
     // execution strategy only (same variables, same numbers up to float summation order)
     bool stack_experts = true;        // one GEMM for every expert's first layer
     bool join_gate = true;            // ... and the gate's columns when x_g is x_e
@@ -269,20 +278,23 @@ constexpr mmoe_shape mmoe_check(const mmoe_config& c) {
     }
     if (r.E > ctrec::layers::mmoe_max_experts) ctrec_error_mmoe_more_experts_than_mmoe_max_experts();
     if (d.lists == 0) ctrec_shape_error_mmoe_expert_output_dims_must_be_given_and_positive();
-    if (d.per_expert && d.lists != r.E) ctrec_shape_error_mmoe_expert_output_dims_lists_must_number_num_experts();
-    if ((c.expert_activations.list && c.expert_activations.n != r.E) ||
-        (c.expert_initializers.list && c.expert_initializers.n != r.E))
-        ctrec_shape_error_mmoe_activation_and_initializer_lists_must_number_num_experts();
+    if (d.per_expert && d.lists != r.E) report_shape_error(ctrec_shape_error_mmoe_expert_output_dims_lists_must_number_num_experts, d.lists, r.E);
+    if (c.expert_activations.list && c.expert_activations.n != r.E)
+        report_shape_error(ctrec_shape_error_mmoe_activation_and_initializer_lists_must_number_num_experts, c.expert_activations.n, r.E);
+    if (c.expert_initializers.list && c.expert_initializers.n != r.E)
+        report_shape_error(ctrec_shape_error_mmoe_activation_and_initializer_lists_must_number_num_experts, c.expert_initializers.n, r.E);
     for (std::size_t e = 0; e < r.E; ++e) {
         if (d.depth(e) == 0) ctrec_shape_error_mmoe_expert_output_dims_must_be_given_and_positive();
         for (std::size_t j = 0; j < d.depth(e); ++j)
             if (d.width(e, j) == 0) ctrec_shape_error_mmoe_expert_output_dims_must_be_given_and_positive();
-        if (d.width(e, d.depth(e) - 1) != d.width(0, d.depth(0) - 1)) ctrec_shape_error_mmoe_expert_output_dims_must_end_in_equal_widths();
+        if (d.width(e, d.depth(e) - 1) != d.width(0, d.depth(0) - 1))  // got: expert e's last width, want: expert 0's
+            report_shape_error(ctrec_shape_error_mmoe_expert_output_dims_must_end_in_equal_widths, d.width(e, d.depth(e) - 1),
+                               d.width(0, d.depth(0) - 1));
     }
     r.D_out = d.width(0, d.depth(0) - 1);
     if (c.top_k != 0 && c.topk != 0 && c.top_k != c.topk) ctrec_shape_error_mmoe_top_k_and_topk_are_aliases_set_one();
     r.k = c.top_k != 0 ? c.top_k : c.topk != 0 ? c.topk : 1;
-    if (c.gate_type != mmoe_gate::softmax && r.k > r.E) ctrec_shape_error_mmoe_top_k_must_be_at_most_num_experts();
+    if (c.gate_type != mmoe_gate::softmax && r.k > r.E) report_shape_error(ctrec_shape_error_mmoe_top_k_must_be_at_most_num_experts, r.k, r.E);
     return r;
 }
 // Expert e's activation after Dense j (Keras get + MLP: hidden layers only).
@@ -321,11 +333,16 @@ constexpr val mmoe_row(val v) {
 
 constexpr mmoe_vals mmoe_values(result& m, const name_string& s, const mmoe_config& c, mode M, val x_e, val x_g) {
     const detail::mmoe_shape sh = detail::mmoe_check(c);
-    if (!x_e.batched() || x_e.rank() != 1 || !x_g.batched() || x_g.rank() != 1 || x_e.g != x_g.g)
-        ctrec_shape_error_mmoe_inputs_must_be_batched_B_by_D_tensors();
+    if (!x_e.batched() || x_e.rank() != 1)  // axes with the batch axis: B by D is 2
+        report_shape_error(ctrec_shape_error_mmoe_inputs_must_be_batched_B_by_D_tensors, x_e.rank() + x_e.batched(), 2);
+    if (!x_g.batched() || x_g.rank() != 1)
+        report_shape_error(ctrec_shape_error_mmoe_inputs_must_be_batched_B_by_D_tensors, x_g.rank() + x_g.batched(), 2);
+    if (x_e.g != x_g.g) ctrec_shape_error_mmoe_inputs_must_be_batched_B_by_D_tensors();
     const std::size_t E = sh.E, T = sh.T, D = x_e.last(), Dg = x_g.last(), Dout = sh.D_out;
     const mmoe_dims& dd = c.expert_output_dims;
     const bool topk = c.gate_type != mmoe_gate::softmax;
+    if (c.gate_type == mmoe_gate::noise_topk && M == mode::predict && c.monolith_compat && !c.acknowledge_compat_overrides)
+        ctrec_error_mmoe_monolith_compat_draws_gate_noise_in_predict_set_acknowledge_compat_overrides();
     const bool noise = c.gate_type == mmoe_gate::noise_topk && (M != mode::predict || c.monolith_compat);
     name_string ex[ctrec::layers::mmoe_max_experts]{};
     for (std::size_t e = 0; e < E; ++e) ex[e] = scoped(s, (name_string("expert_") + e).view());

@@ -94,8 +94,9 @@ constexpr val_list senet(result& m, const name_string& s, const senet_config& c,
     if (n == 0) ctrec_shape_error_list_needs_at_least_one_value();
     if (n > max_list) ctrec_error_list_longer_than_CTREC_MAX_LIST();
     for (std::size_t i = 0; i < n; ++i)
-        if (!es[i].batched() || es[i].rank() != 1) ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
-    if (c.num_feature != n) ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+        if (!es[i].batched() || es[i].rank() != 1)  // axes with the batch axis
+            report_shape_error(ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n, es[i].rank() + es[i].batched(), 2);
+    if (c.num_feature != n) report_shape_error(ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields, c.num_feature, n);
     val means[max_list]{};
     for (std::size_t i = 0; i < n; ++i) means[i] = reshape(sum(es[i]) * (1.0 / static_cast<double>(es[i].dim(0))), dims_of({1}));
     const val a = detail::senet_excite(m, s, c, concat(0, means, n));  // (N)
@@ -107,10 +108,11 @@ constexpr val_list senet(result& m, const name_string& s, const senet_config& c,
 
 // One (N, K) tensor, or a (K) vector read as a one-element list.
 constexpr val_list senet(result& m, const name_string& s, const senet_config& c, val x) {
-    if (!x.batched() || (x.rank() != 1 && x.rank() != 2)) ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n();
+    if (!x.batched() || (x.rank() != 1 && x.rank() != 2))  // axes with the batch axis
+        report_shape_error(ctrec_shape_error_senet_input_must_be_B_by_N_by_K_or_a_list_of_B_by_K_n, x.rank() + x.batched(), 3);
     if (x.rank() == 1) return senet(m, s, c, &x, 1);
     const std::size_t N = x.dim(0), K = x.dim(1);
-    if (c.num_feature != N) ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields();
+    if (c.num_feature != N) report_shape_error(ctrec_shape_error_senet_num_feature_must_equal_the_number_of_fields, c.num_feature, N);
     const val a = detail::senet_excite(m, s, c, sum(x, {1}) * (1.0 / static_cast<double>(K)));  // (N)
     return merge_tensor(c.out_type, c.keep_list, x * reshape(a, dims_of({N, 1})));
 }
