@@ -398,13 +398,19 @@ void attention_backward(const T* x, const T* o, const T* dout, T* dx, std::size_
             softmax_rows<T, N, Np>(a, mr);
             dots_all<T, K, Np>(g, xt, dp);
             for (std::size_t r = 0; r < rows; ++r) {
-                const T d = r < mr ? row_dot<T, K>(g[r], ob + (i0 + r) * K) : T(0);  // rowsum(dO O) of row i
+                // dS = A (dP - rowsum(A dP)) with dP taken relative to the row's first entry p:
+                // A (dP - p - rowsum(A (dP - p))). Equal dP (equal rows) give exactly 0 and a
+                // one-hot A gives exactly 0, whatever the rounding of rowsum(A) and of |dP| (|x|
+                // |dO|: rowsum(dO O) from the forward O left O(1) errors in float at |x| = 1e4).
                 T* ar = a + r * Np;
                 T* pr = dp + r * Np;
-                const V dv(d);
+                const V p(pr[0]);
+                V s(T(0));
+                for (std::size_t j = 0; j < Np; j += W) s = simd_fma(V::load_aligned(ar + j), V::load_aligned(pr + j) - p, s);
+                const V dv(xsimd::hadd(s));
                 for (std::size_t j = 0; j < Np; j += W) {
                     const V aj = V::load_aligned(ar + j);
-                    (aj * (V::load_aligned(pr + j) - dv)).store_aligned(ar + j);  // dS
+                    (aj * ((V::load_aligned(pr + j) - p) - dv)).store_aligned(ar + j);  // dS
                     aj.store_aligned(pr + j);
                 }
             }
@@ -472,9 +478,13 @@ void attention_jvp(const T* x, const T* dx, T* dout, std::size_t nb) {
                 T* sr = ds + r * Np;
                 for (std::size_t j = 0; j < Np; j += W)
                     (V::load_aligned(sr + j) + V::load_aligned(ds2 + r * Np + j)).store_aligned(sr + j);
-                const V rs(dot(ar, sr, Np));  // rowsum(A dS)
+                // rowsum(A dS) relative to the row's first dS, as in the backward
+                const V p(sr[0]);
+                V s(T(0));
+                for (std::size_t j = 0; j < Np; j += W) s = simd_fma(V::load_aligned(ar + j), V::load_aligned(sr + j) - p, s);
+                const V rs(xsimd::hadd(s));
                 for (std::size_t j = 0; j < Np; j += W)
-                    (V::load_aligned(ar + j) * (V::load_aligned(sr + j) - rs)).store_aligned(sr + j);  // dA
+                    (V::load_aligned(ar + j) * ((V::load_aligned(sr + j) - p) - rs)).store_aligned(sr + j);  // dA
             }
             acc.clear();
             acc.add(a, Np, tb, N);   // A dX

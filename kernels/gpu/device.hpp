@@ -86,12 +86,12 @@ CTREC_HOST_DEVICE inline T apply(T a, T b, T c) {
     else if constexpr (Op == opcode::rsqrt) return T(1) / M::sqrt(a);
     else if constexpr (Op == opcode::tanh) return M::tanh(a);
     else if constexpr (Op == opcode::sigmoid) return T(1) / (T(1) + M::exp(-a));
-    else if constexpr (Op == opcode::relu) return a >= T(0) ? a : T(0);
-    else if constexpr (Op == opcode::maximum) return a >= b ? a : b;
+    else if constexpr (Op == opcode::relu) return a >= T(0) || a != a ? a : T(0);  // NaN propagates
+    else if constexpr (Op == opcode::maximum) return a >= b || a != a ? a : b;
     else if constexpr (Op == opcode::greater) return a > b ? T(1) : T(0);
     else if constexpr (Op == opcode::greater_equal) return a >= b ? T(1) : T(0);
     else if constexpr (Op == opcode::where) return a != T(0) ? b : c;
-    else if constexpr (Op == opcode::minimum) return a <= b ? a : b;
+    else if constexpr (Op == opcode::minimum) return a <= b || a != a ? a : b;
     else if constexpr (Op == opcode::abs) return a < T(0) ? -a : a;
     else if constexpr (Op == opcode::erf) return M::erf(a);
     else if constexpr (Op == opcode::batch_broadcast) return a;

@@ -54,12 +54,12 @@ T apply(opcode op, T a, T b, T c) {
         case opcode::rsqrt: return T(1) / M::sqrt(a);
         case opcode::tanh: return M::tanh(a);
         case opcode::sigmoid: return T(1) / (T(1) + M::exp(-a));
-        case opcode::relu: return a > T(0) ? a : T(0);
-        case opcode::maximum: return a >= b ? a : b;
+        case opcode::relu: return a > T(0) || a != a ? a : T(0);  // NaN stays NaN (core/vmath.hpp)
+        case opcode::maximum: return a >= b || a != a ? a : b;
         case opcode::greater: return a > b ? T(1) : T(0);
         case opcode::greater_equal: return a >= b ? T(1) : T(0);
         case opcode::where: return a != T(0) ? b : c;
-        case opcode::minimum: return a <= b ? a : b;
+        case opcode::minimum: return a <= b || a != a ? a : b;
         case opcode::abs: return a < T(0) ? -a : a;
         case opcode::erf: return M::erf(a);
         case opcode::batch_broadcast: return a;
@@ -124,17 +124,20 @@ void attention(opcode op, std::size_t n, std::size_t k, const T* x, const T* ct,
                 for (std::size_t c = 0; c < k; ++c) out[i * k + c] += A[i * n + j] * x[j * k + c];
         return;
     }
-    // D = dA (vjp) or dS (jvp), then D = A * (D - rowsum(A * D))
+    // D = dA (vjp) or dS (jvp), then D = A * (D - rowsum(A * D)), written relative to the row's
+    // first D: rowsum(A) is 1 only up to rounding, and D - rowsum(A * D) would keep that rounding
+    // times |D| (|x|^2 |ct| at equal rows, O(1) in float at |x| = 1e4) where it is exactly 0.
     for (std::size_t i = 0; i < n; ++i) {
-        T rs = 0;
         for (std::size_t j = 0; j < n; ++j) {
             T d = 0;
             for (std::size_t c = 0; c < k; ++c)
                 d += op == opcode::attention_vjp ? ct[i * k + c] * x[j * k + c] : ct[i * k + c] * x[j * k + c] + x[i * k + c] * ct[j * k + c];
             D[i * n + j] = d;
-            rs += A[i * n + j] * d;
         }
-        for (std::size_t j = 0; j < n; ++j) D[i * n + j] = A[i * n + j] * (D[i * n + j] - rs);
+        const T p = D[i * n];
+        T rs = 0;
+        for (std::size_t j = 0; j < n; ++j) rs += A[i * n + j] * (D[i * n + j] - p);
+        for (std::size_t j = 0; j < n; ++j) D[i * n + j] = A[i * n + j] * ((D[i * n + j] - p) - rs);
     }
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < n; ++j)

@@ -20,8 +20,10 @@ struct vmath {
     static V erf(V x) { return std::erf(x); }
     static V tanh(V x) { return std::tanh(x); }
     static V pow(V x, double p) { return std::pow(x, static_cast<V>(p)); }
-    static V max(V a, V b) { return a >= b ? a : b; }  // ties pick the first operand, as TF does
-    static V min(V a, V b) { return a <= b ? a : b; }
+    // Ties pick the first operand, as TF does; a NaN in either operand gives NaN (a bare
+    // comparison would turn max(NaN, 0) into 0, so relu and every clamp would hide a NaN input).
+    static V max(V a, V b) { return a >= b || a != a ? a : b; }
+    static V min(V a, V b) { return a <= b || a != a ? a : b; }
     static V sign(V x) { return x > 0 ? V(1) : x < 0 ? V(-1) : V(0); }
     static V gt(V a, V b) { return a > b ? V(1) : V(0); }
     static V ge(V a, V b) { return a >= b ? V(1) : V(0); }

@@ -29,7 +29,8 @@
 //   layer uses it, and both drivers always pass scores.
 // - init_state is not supported (h_0 = 0), as in every use in Monolith's layers.
 // - mask (ctrec addition, used by DIEN): a step is real when mask_t >= 1 (DIN's rule); a
-//   padded step leaves the state unchanged, so its output row repeats h_{t-1}. Without a mask
+//   padded step leaves the state unchanged, so its output row repeats h_{t-1}; its x_t and a_t
+//   are never read (NaN or inf padding changes no output and no gradient). Without a mask
 //   every step is processed, as in the source.
 // - att_type: agru_att_of("AGRU") / ("augru") parse the source's case-insensitive strings.
 //
@@ -130,6 +131,15 @@ constexpr rnn_vals agru_rnn(result& m, const name_string& s, const agru_config& 
     add_penalty(m, c.regularizer, bg);
     add_penalty(m, c.regularizer, Wc);
     add_penalty(m, c.regularizer, bc);
+
+    // padded steps' inputs and scores are replaced by 0 before anything reads them: the select
+    // that keeps the state passes them zero cotangent, but x^T 0 and 0 * (1 - a) are NaN for a
+    // NaN or inf pad, and would reach the kernels' and the earlier states' gradients
+    if (mask.g) {
+        const val keep = greater_equal(mask, 1.0);
+        x = where(reshape(keep, dims_of({T, 1})), x, 0.0);
+        a = where(keep, a, 0.0);
+    }
 
     // [x W_g[:I] + b_g | x W_c[:I] + b_c] for every step: one GEMM
     const val Wx = concat(1, {slice(slice(Wg, 0, 0, I), 1, 0, G), slice(Wc, 0, 0, I)});
