@@ -898,3 +898,33 @@ TEST_CASE("a file written by tools/export_safetensors.py loads" * doctest::skip(
     const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
     expect_rejected(to_bytes(bytes), {"tensor 'mlp/dense_1/bias' has dtype I32"});
 }
+
+// ---------------------------------------------------------------- found by tests/fuzz
+
+TEST_CASE("an empty tensor reads as no values, also in the destination's own dtype (no memcpy to null)") {
+    // fuzz regression tests/fuzz/regressions/safetensors/empty_f64_tensor_memcpy_to_null: the same-dtype
+    // path passed an empty vector's data() (null) to memcpy, undefined behaviour under UBSan
+    const auto f = st::file::from_bytes(make_file(
+        R"({"d":{"dtype":"F64","shape":[0,3],"data_offsets":[0,0]},"s":{"dtype":"F32","shape":[2,0],"data_offsets":[0,0]}})", {}));
+    CHECK(f.values<double>("d").empty());
+    CHECK(f.values<float>("s").empty());
+    CHECK(f.values<float>("d").empty());
+    CHECK(f.values<double>("s").empty());
+    f.convert(*f.find("d"), std::span<double>(), true);
+    f.convert(*f.find("s"), std::span<float>(), true);
+}
+
+TEST_CASE("verification vectors: an output index must be canonical decimal (\"00\" is not output 0)") {
+    // "__verify__/output/00" passed the name check, was never compared, and its values were ignored
+    F::parameters p;
+    fill<F>(p, 0.5);
+    st::writer w;
+    st::add_parameters<F>(w, p);
+    const auto xs = verify_inputs();
+    st::add_verification<F>(w, p, VB, {{"x", xs}});
+    const std::vector<float> wrong(VB * 2, 1e6f);
+    w.add("__verify__/output/00", std::span<const float>(wrong), {VB, 2});
+    expect_rejected(w.bytes(), {"verification tensor '__verify__/output/00' names no output of the model"});
+    expect_rejected(edit(verified_file(p, false), "\"__verify__/output/0\"", "\"__verify__/output/00\""),
+                    {"verification tensor '__verify__/output/00' names no output of the model"});
+}

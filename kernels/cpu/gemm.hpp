@@ -12,9 +12,11 @@
 // whatever M is and whichever kernel, row block, column window or k block computes it: an
 // accumulating call (acc, and every k block after the first) starts the chain from C's value
 // instead of adding a separate partial sum to it, and the scalar paths use fma_like_simd, the
-// rounding of the vector FMA (cpu/simd.hpp). The kernel choice never depends on M. So an example's results are
+// rounding of the vector FMA (cpu/simd.hpp). A kernel chosen by M (gemv_rows for one row)
+// computes the same chains. So an example's results are
 // bit-identical whatever batch (size, position, tile) it is scored in; the batch is M.
 // The dot kernel (contiguous k on both sides) sums in SIMD lanes: a different, also fixed order.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -375,6 +377,49 @@ inline void gemm_vec_n_blocked(const T* A, const T* B, T* C, const gemm_args& g,
     }
 }
 
+// One row (scoring one example: x . W with W (K, N) row-major): W is streamed row by row, in
+// order, with the result row held in L1 (N <= gemv_max_n) and four k per pass over it. The
+// blocked kernels would walk W in column strips (K strided runs of NV vectors each), which
+// streams at ~70% of the bandwidth a sequential read gets. Each element is the same chain
+// c = fma(a_k, b_kn, c) over ascending k as in every other path (see the top).
+inline constexpr std::size_t gemv_max_n = 4096;
+template <class T, class Epi>
+inline void gemv_rows(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
+    using V = simd_t<T>;
+    constexpr std::size_t W = V::size;
+    const std::size_t nv = g.N / W * W;
+    if (!acc) std::fill_n(C, g.N, T(0));
+    auto row = [&](std::size_t k) { return B + static_cast<std::ptrdiff_t>(k) * g.sbk; };
+    auto a = [&](std::size_t k) { return A[static_cast<std::ptrdiff_t>(k) * g.sak]; };
+    std::size_t k = 0;
+    for (; k + 4 <= g.K; k += 4) {
+        const T s0 = a(k), s1 = a(k + 1), s2 = a(k + 2), s3 = a(k + 3);
+        const V a0(s0), a1(s1), a2(s2), a3(s3);
+        const T *b0 = row(k), *b1 = row(k + 1), *b2 = row(k + 2), *b3 = row(k + 3);
+        for (std::size_t n = 0; n < nv; n += W) {
+            V c = V::load_unaligned(C + n);
+            c = simd_fma(a0, V::load_unaligned(b0 + n), c);
+            c = simd_fma(a1, V::load_unaligned(b1 + n), c);
+            c = simd_fma(a2, V::load_unaligned(b2 + n), c);
+            c = simd_fma(a3, V::load_unaligned(b3 + n), c);
+            c.store_unaligned(C + n);
+        }
+        for (std::size_t n = nv; n < g.N; ++n)
+            C[n] = fma_like_simd(s3, b3[n], fma_like_simd(s2, b2[n], fma_like_simd(s1, b1[n], fma_like_simd(s0, b0[n], C[n]))));
+    }
+    for (; k < g.K; ++k) {
+        const T s0 = a(k);
+        const V a0(s0);
+        const T* b0 = row(k);
+        for (std::size_t n = 0; n < nv; n += W) simd_fma(a0, V::load_unaligned(b0 + n), V::load_unaligned(C + n)).store_unaligned(C + n);
+        for (std::size_t n = nv; n < g.N; ++n) C[n] = fma_like_simd(s0, b0[n], C[n]);
+    }
+    if constexpr (!Epi::identity) {
+        for (std::size_t n = 0; n < nv; n += W) finish_vec(C + n, 0, n, V::load_unaligned(C + n), epi);
+        for (std::size_t n = nv; n < g.N; ++n) C[n] = epi.scalar(0, n, C[n]);
+    }
+}
+
 template <class T, class Epi>
 inline void gemm_scalar(const T* A, const T* B, T* C, const gemm_args& g, bool acc, const Epi& epi) {
     for (std::size_t m = 0; m < g.M; ++m)
@@ -396,7 +441,7 @@ template <class T>
 constexpr gemm_kernel choose_gemm(const gemm_args& g) {
     constexpr std::size_t W = simd_t<T>::size;
     if (g.sbn == 1 && g.scn == 1 && g.N >= W) return gemm_kernel::vec_n;
-    // (not on M: one row and many rows must take the same kernel, see the top)
+    // (not on M: the dot kernel sums in another order, see the top)
     if (g.sbk == 1 && g.scn == 1 && g.N >= detail::blocking<T>::NV * W && g.K >= W) return gemm_kernel::packed_b;
     if (g.sak == 1 && g.sbk == 1 && g.K >= W) return gemm_kernel::dot;
     return gemm_kernel::scalar;
@@ -406,7 +451,9 @@ template <class T, class Epi = no_epilogue>
 inline void gemm(const T* A, const T* B, T* C, const gemm_args& g, bool accumulate, const Epi& epi = {}) {
     switch (choose_gemm<T>(g)) {
         case gemm_kernel::vec_n:
-            if (g.M >= 4 * static_cast<std::size_t>(detail::blocking<T>::MR) && (g.K > detail::vec_n_kcb || g.N > detail::vec_n_ncb))
+            if (g.M == 1 && g.N <= detail::gemv_max_n && g.K >= 4)
+                detail::gemv_rows(A, B, C, g, accumulate, epi);
+            else if (g.M >= 4 * static_cast<std::size_t>(detail::blocking<T>::MR) && (g.K > detail::vec_n_kcb || g.N > detail::vec_n_ncb))
                 detail::gemm_vec_n_blocked(A, B, C, g, accumulate, epi);
             else
                 detail::gemm_vec_n(A, B, C, g, accumulate, epi);

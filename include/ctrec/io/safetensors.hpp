@@ -626,7 +626,8 @@ public:
                  std::to_string(out.size()));
         const std::byte* p = bytes_.data() + data_ + t.begin;
         if (t.type == dtype_of<T>) {
-            std::memcpy(out.data(), p, t.end - t.begin);
+            // an empty tensor's destination may be null, and memcpy(nullptr, p, 0) is undefined
+            if (!out.empty()) std::memcpy(out.data(), p, t.end - t.begin);
         } else {
             switch (t.type) {
             case dtype::F32:
@@ -952,8 +953,11 @@ bool verify(const file& f, Params& p, const verify_options& o = {}) {
                 f.fail("verification tensor " + quote(n) + " names no input of the model (its inputs: " + names + ")");
             }
         } else if (detail::starts_with(n, verify_output_prefix)) {
-            const auto r = detail::parse_uint(n.substr(verify_output_prefix.size()));
-            if (!r || *r >= P::n_outputs)
+            const std::string_view index = n.substr(verify_output_prefix.size());
+            const auto r = detail::parse_uint(index);
+            // canonical decimal only: outputs are looked up as "<prefix>" + to_string(k), so
+            // "__verify__/output/00" would pass here and then never be compared
+            if (!r || *r >= P::n_outputs || std::to_string(*r) != index)
                 f.fail("verification tensor " + quote(n) + " names no output of the model (it has outputs 0 to " +
                        std::to_string(P::n_outputs - 1) + ")");
         } else {
