@@ -63,7 +63,7 @@ std::vector<double> snapshot(const typename P::parameters& p) {
 
 std::vector<std::byte> to_bytes(std::string_view s) {
     std::vector<std::byte> r(s.size());
-    std::memcpy(r.data(), s.data(), s.size());
+    if (!s.empty()) std::memcpy(r.data(), s.data(), s.size());  // an empty vector's data() may be null (UBSan)
     return r;
 }
 

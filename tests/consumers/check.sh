@@ -30,7 +30,7 @@ echo "== ctrec consumer check: mode=$mode src=$src work=$work"
 
 # Configure, build and install ctrec (no tests) into $work/prefix.
 install_ctrec() {
-  meson setup "$work/ctrec-build" "$src" -Dtests=false -Dbench=false --prefix="$work/prefix"
+  meson setup "$work/ctrec-build" "$src" -Dtests=false -Dbench=false -Dexamples=false --prefix="$work/prefix"
   meson install -C "$work/ctrec-build" --quiet
 }
 

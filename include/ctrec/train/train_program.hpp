@@ -51,7 +51,7 @@ struct input_gradients {
 // The training model of `loss` with the state updates of result(s) `state` (and the gradients
 // of the inputs named in `wants`, if any).
 constexpr model_graph train_model(const expr& loss, const layers::result* const* state, std::size_t n_state,
-                                  const input_gradients* wants = nullptr) {
+                                  input_gradients wants = input_gradients({})) {
     model_graph m;
     m.g = loss.g;
     graph& g = m.g;
@@ -89,9 +89,9 @@ constexpr model_graph train_model(const expr& loss, const layers::result* const*
         m.roots[m.n_roots++] = upd_val[u];
         m.targets[m.n_updates++] = upd_var[u];
     }
-    for (std::size_t k = 0; wants && k < wants->n; ++k) {
+    for (std::size_t k = 0; k < wants.n; ++k) {
         std::uint32_t i = 0;
-        while (i <= loss.id && !(g.nodes[i].op == opcode::input && g.name_of(i) == wants->names[k])) ++i;
+        while (i <= loss.id && !(g.nodes[i].op == opcode::input && g.name_of(i) == wants.names[k])) ++i;
         if (i > loss.id) ctrec_error_input_gradients_names_no_input_of_the_loss();
         const node l = g.nodes[i];
         const std::uint32_t c = ct[i] == none ? build::constant(g, 0.0, l.shape) : ct[i];
@@ -106,10 +106,12 @@ template <const auto& Loss, const auto&... State>
 constexpr model_graph train_model_of() {
     const layers::result* s[sizeof...(State) + 1]{};
     std::size_t n = 0;
-    const input_gradients* wants = nullptr;
+    // by value: `&State != nullptr` is not a constant expression under the sanitizers
+    // (-fno-delete-null-pointer-checks), so no pointer to a global is tested here
+    input_gradients wants({});
     (
         [&] {
-            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(State)>, input_gradients>) wants = &State;
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(State)>, input_gradients>) wants = State;
             else s[n++] = &State;
         }(),
         ...);
