@@ -6,7 +6,7 @@
 #   ./run.sh test    same, build everything, run the test suite, then rerun the reliability set
 #                    under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan), the thread
 #                    test under ThreadSanitizer (build-tsan) and each fuzz target for
-#                    CTREC_FUZZ_SECONDS (default 20; tests/fuzz/run_fuzz.sh, clang-14); the last line
+#                    CTREC_FUZZ_SECONDS (default 15; tests/fuzz/run_fuzz.sh, clang-14); the last line
 #                    printed is "N passed, N failed[, N skipped]" over all of it (doctest cases
 #                    counted individually). CTREC_TEST_QUICK=1 runs the main suite only.
 #   ./run.sh fuzz [SECONDS]  fuzz the safetensors reader and the Criteo parser (default 600 s each)
@@ -135,7 +135,7 @@ cmd_test() {
     # libFuzzer, bounded: one result per target (a crash fails it; no clang-14: skipped)
     install_packages "${FUZZ_PACKAGES[@]}" || true
     local fuzz_out rc=0
-    fuzz_out=$(tests/fuzz/run_fuzz.sh "${CTREC_FUZZ_SECONDS:-20}" build-fuzz 2>&1) || rc=$?
+    fuzz_out=$(tests/fuzz/run_fuzz.sh "${CTREC_FUZZ_SECONDS:-15}" build-fuzz 2>&1) || rc=$?
     echo "$fuzz_out" | tail -n 40
     local ok
     ok=$(echo "$fuzz_out" | grep -c '^fuzz .*, 0 crashes$' || true)

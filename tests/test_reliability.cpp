@@ -42,7 +42,9 @@ TEST_CASE("DCN mixed, 3 layers, 4 experts") { test::check_layer_guarantees<dcn_x
 
 TEST_CASE("the realistic model (DIN + CIN + DCN + MLP, examples/m1_model.hpp): scoring") {
     // the report: 14 of 256 examples scored differently (up to 6e-8) at different batch sizes
+#if !defined(__SANITIZE_ADDRESS__)  // at -O0 under ASan (CI's build-asan) batch 70 only: 256 costs a minute
     test::check_batch_invariance<m1::scorer>(256);
+#endif
     test::check_batch_invariance<m1::scorer>(70);
     test::check_no_allocation<m1::scorer>(70);
 }
