@@ -83,34 +83,20 @@ void fill_positive_variances(leaves& L, std::size_t n) {
             for (double& x : v) x = 0.5 + std::abs(x);
 }
 
-// The leaves of example e of `all` (a batch) as a batch of one; unbatched leaves are shared.
-template <class P>
-leaves example_of(leaves& all, std::size_t e) {
-    leaves one = all;
-    for (std::size_t k = 0; k < P::n_inputs; ++k) {
-        const auto id = P::input_ids[k];
-        const auto& node = P::tab.nodes[id];
-        if (!node.batched) continue;
-        const std::size_t sz = node.shape.size();
-        auto& src = all[P::tab.name_of(id)];
-        one[P::tab.name_of(id)].assign(src.begin() + static_cast<std::ptrdiff_t>(e * sz),
-                                       src.begin() + static_cast<std::ptrdiff_t>((e + 1) * sz));
-    }
-    return one;
-}
-// The batch `all` with its examples in the order (e + shift) mod n.
-template <class P>
-leaves rotated(leaves& all, std::size_t n, std::size_t shift) {
+// A batch of n examples of `all`: example e is example pick(e) of `all`; unbatched leaves are shared.
+template <class P, class Pick>
+leaves picked(leaves& all, std::size_t n, Pick pick) {
     leaves r = all;
     for (std::size_t k = 0; k < P::n_inputs; ++k) {
         const auto id = P::input_ids[k];
         const auto& node = P::tab.nodes[id];
         if (!node.batched) continue;
         const std::size_t sz = node.shape.size();
-        auto& src = all[P::tab.name_of(id)];
+        const auto& src = all[P::tab.name_of(id)];
         auto& dst = r[P::tab.name_of(id)];
+        dst.resize(n * sz);
         for (std::size_t e = 0; e < n; ++e)
-            for (std::size_t i = 0; i < sz; ++i) dst[e * sz + i] = src[((e + shift) % n) * sz + i];
+            for (std::size_t i = 0; i < sz; ++i) dst[e * sz + i] = src[pick(e) * sz + i];
     }
     return r;
 }
@@ -125,11 +111,11 @@ void check_batch_invariance(std::size_t n = 70) {
         for (double v : o) non_finite += !std::isfinite(v);
     REQUIRE(non_finite == 0);
     const std::size_t shift = 29;
-    leaves rot_leaves = rotated<P>(all, n, shift);
+    leaves rot_leaves = picked<P>(all, n, [&](std::size_t e) { return (e + shift) % n; });
     const auto rot = run<P>(rot_leaves, n);
     std::size_t compared = 0, differ_alone = 0, differ_moved = 0;
     for (std::size_t e = 0; e < n; ++e) {
-        leaves one_leaves = example_of<P>(all, e);
+        leaves one_leaves = picked<P>(all, 1, [e](std::size_t) { return e; });
         const auto one = run<P>(one_leaves, 1);
         const std::size_t at = (e + n - shift) % n;  // e's position in the rotated batch
         for (std::size_t r = 0; r < P::n_outputs; ++r) {
