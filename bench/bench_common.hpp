@@ -198,33 +198,38 @@ inline double thread_cpu_seconds() {
     return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-// Manual timing around each call: FLOP/s, fraction of peak, p50 / p99 latency (wall), p50 of
-// the thread CPU time of the same calls (cpu_p50_us; read outside the wall-clock interval, so
-// it adds nothing to the wall times and includes the two steady_clock reads, ~50 ns), batch,
-// items.
+// Manual timing around each call: FLOP/s, fraction of peak, p50 / p99 latency (wall), the mean
+// thread CPU time per call (cpu_mean_us), batch, items.
+// The thread CPU time is read once around the whole loop, not around each call: reading it is a
+// system call, and on the project's VM (KPTI, a paravirtualised guest) the first call after a
+// system call streams its weights ~25% slower (W7 at B = 1: the 4 MB first layer 40.5 -> 50.8 us,
+// the 8 second layers 10.0 -> 13.7 us; bench/README.md "W7 at B = 1 without system calls"),
+// which Eigen and LibTorch pay alike. Call latency is then measured between requests that make no
+// system call; a server's receive path adds that cost to every engine.
 template <class F>
 inline void timed(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f) {
     using clk = std::chrono::steady_clock;
-    std::vector<double> lat, cpu;
+    std::vector<double> lat;
     const auto cap = static_cast<std::size_t>(std::min<benchmark::IterationCount>(st.max_iterations, 1 << 22));
     lat.reserve(cap);
-    cpu.reserve(cap);
+    double c0 = 0;
+    bool started = false;
     for (auto _ : st) {
-        const double c0 = thread_cpu_seconds();
+        if (!started) c0 = thread_cpu_seconds(), started = true;
         auto t0 = clk::now();
         f();
         auto t1 = clk::now();
-        const double c1 = thread_cpu_seconds();
         double dt = std::chrono::duration<double>(t1 - t0).count();
         st.SetIterationTime(dt);
-        if (lat.size() < lat.capacity()) lat.push_back(dt), cpu.push_back(c1 - c0);
+        if (lat.size() < lat.capacity()) lat.push_back(dt);
     }
+    const double cpu_total = thread_cpu_seconds() - c0;
     const double it = double(st.iterations());
     st.counters["flops"] = benchmark::Counter(flop_per_iter * it, benchmark::Counter::kIsRate);
     st.counters["peak_frac"] = benchmark::Counter(flop_per_iter * it / g_peak, benchmark::Counter::kIsRate);
     st.counters["p50_us"] = percentile(lat, 0.50) * 1e6;
     st.counters["p99_us"] = percentile(lat, 0.99) * 1e6;
-    st.counters["cpu_p50_us"] = percentile(cpu, 0.50) * 1e6;
+    st.counters["cpu_mean_us"] = it > 0 ? cpu_total / it * 1e6 : 0.0;
     st.counters["B"] = double(batch);
     st.SetItemsProcessed(static_cast<std::int64_t>(it) * static_cast<std::int64_t>(batch));
 }

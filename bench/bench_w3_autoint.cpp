@@ -14,7 +14,7 @@
 // backward has four N x N x K products per layer, dO X^T, A^T dO, dS X, dS^T X; the JVP has
 // dX X^T, X dX^T, dA X, A dX), as frameworks count it.
 //
-// Counters (bench_common.hpp): flops, peak_frac, p50_us / p99_us (wall), cpu_p50_us (thread
+// Counters (bench_common.hpp): flops, peak_frac, p50_us / p99_us (wall), cpu_mean_us (thread
 // CPU time of the same iterations: on this shared machine wall time includes time spent
 // descheduled), items_per_second.
 //

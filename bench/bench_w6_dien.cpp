@@ -22,7 +22,7 @@
 // per scan, as ctrec does), with autograd for the gradient; checked against ctrec too.
 // FLOPs per example (spec 2.3.9): T (6 E U + 18 U^2) + 2 U^2 + 2 T U = 1.234 MFLOP forward;
 // forward + backward counted as 3x. Counters as in bench_w1_mlp.cpp (flops, peak_frac,
-// p50_us / p99_us, cpu_p50_us, items_per_second).
+// p50_us / p99_us, cpu_mean_us, items_per_second).
 //
 //   ./bench_w6_dien --benchmark_min_time=0.2 [--peak_gflops=117]
 #include <benchmark/benchmark.h>

@@ -16,7 +16,7 @@
 // JVP), peak_frac (flops / the FP32 FMA peak measured in-process, or --peak_gflops=X), bw_frac
 // (the parameter bytes streamed per call, 5.30 MB, over the call time, divided by the read
 // bandwidth over a buffer of that size measured in-process, or --bw_gbs=X; at B = 1 this is the
-// fraction of the weight-streaming limit, bench/ROOFLINE.md), p50_us / p99_us / cpu_p50_us,
+// fraction of the weight-streaming limit, bench/ROOFLINE.md), p50_us / p99_us / cpu_mean_us,
 // items_per_second. Times are manual (steady_clock around each call).
 //
 //   ./bench_w7_mmoe --benchmark_min_time=0.2 [--peak_gflops=117] [--bw_gbs=100]

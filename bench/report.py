@@ -139,7 +139,7 @@ def w1_rows(doc):
             p50 = to_us(pick(runs, name, "real_time"), unit)
         rows.setdefault((wl, mode, B), {})[impl] = {
             "p50": p50,
-            "cpu": pick(runs, name, "cpu_p50_us"),
+            "cpu": pick(runs, name, "cpu_mean_us") or pick(runs, name, "cpu_p50_us"),  # older JSON: per-call p50
             "p99": pick(runs, name, "p99_us"),
             "mean": to_us(pick(runs, name, "real_time"), unit),
             "bw_frac": pick(runs, name, "bw_frac"),
@@ -219,7 +219,7 @@ def print_w1(doc, peak_override):
         print("  ".join(v.rjust(w) if i > 0 else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))))
     print()
     print("  times: median per-iteration latency (median over repetitions); ratios > 1x: ctrec faster;")
-    print("  cpu: the same from the thread CPU time of each call (time descheduled on a loaded machine excluded)")
+    print("  cpu: the same from the thread CPU time per call (mean over the run; time descheduled on a loaded machine excluded)")
     wn = [(k, rows[k]["ctrec_wn"]["p50"], rows[k].get("ctrec", {}).get("p50")) for k in order if "ctrec_wn" in rows[k]]
     if wn:
         print("  ctrec_wn, the layer with Monolith's default weight norm (effective kernels folded by prepare()):")
@@ -242,7 +242,7 @@ def print_w1(doc, peak_override):
 
 
 def print_cpu_table(rows, order, peak):
-    """Thread CPU time (CLOCK_THREAD_CPUTIME_ID per call, median), ratios on it, and the
+    """Thread CPU time per call (CLOCK_THREAD_CPUTIME_ID: the mean over the run; W4 times each call), ratios on it, and the
     fractions of peak on the literal and the rewritten FLOP counts (W4)."""
     hdr = ("workload", "B", "ctrec cpu us", "Eigen cpu us", "Torch cpu us", "Eigen/ctrec", "Torch/ctrec",
            "ctrec %pk", "Eigen %pk", "Torch %pk", "ctrec %pk rw", "Eigen %pk rw", "Torch %pk rw")
