@@ -75,7 +75,12 @@ TEST_CASE("logit_correction: the four cases and the activation against the spec;
     test::check_forward_all<lc_bias_only>(1e-14, ref(false, true, false, 3, 0));
     test::check_forward_all<lc_none>(0.0, ref(false, false, false, 3, 0));
     test::check_forward_all<lc_tanh>(1e-14, ref(true, false, true, 10, 1));
-    test::check_backends<f::program<double, lc_tanh>>(70, 1e-14);
+    {  // rates in (0, 1] (leaf_value's [-1, 1] would take the log of negatives: NaN in both)
+        leaves L;
+        L["r"].resize(70);
+        for (std::size_t e = 0; e < 70; ++e) L["r"][e] = 0.05 + 0.475 * (test::leaf_value("r", e) + 1);
+        test::check_backends<f::program<double, lc_tanh>>(70, 1e-14, L);
+    }
     // reference values: l = 2, r = 0.5 -> 2.6931472; with bias 0.5662192; lsig(-3) = -3.0485874
     {
         leaves L;

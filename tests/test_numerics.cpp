@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -386,4 +387,21 @@ TEST_CASE("l2_normalize along rows and columns: unit vectors at magnitude 1e4, a
     // gradients at inputs of 1e4 are ~1e-4: compare relative to that scale
     num::check_gradient<Grad64>(L, B, "xl", want, 1e-12, 1e-4);
     num::check_gradient<Grad32>(L, B, "xl", want, 2e-5, 1e-4);
+}
+
+// The comparison every layer test rests on (support.hpp): a NaN or a misplaced infinity can
+// never pass a tolerance, and the scale is max(1, |want|).
+TEST_CASE("max_rel_diff: scale max(1, |want|); NaN and unmatched infinities never within a tolerance") {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    using v = std::vector<double>;
+    CHECK(test::max_rel_diff(v{1.0, 2.0}, v{1.0, 2.0}) == 0.0);
+    CHECK(test::max_rel_diff(v{0.5}, v{0.25}) == doctest::Approx(0.25));   // absolute below 1
+    CHECK(test::max_rel_diff(v{1.5}, v{1.0}) == doctest::Approx(0.5));     // (was 0.25 with 1 + |want|)
+    CHECK(test::max_rel_diff(v{110.0}, v{100.0}) == doctest::Approx(0.1));  // relative above 1
+    CHECK(test::max_rel_diff(v{nan, 1.0}, v{0.0, 1.0}) == inf);
+    CHECK(test::max_rel_diff(v{1.0, 0.0}, v{1.0, nan}) == inf);
+    CHECK(test::max_rel_diff(v{inf}, v{1.0}) == inf);
+    CHECK(test::max_rel_diff(v{1.0}, v{-inf}) == inf);
+    CHECK(test::max_rel_diff(v{inf, -inf}, v{inf, -inf}) == 0.0);
+    CHECK(test::max_rel_diff(v{0.0, nan, 5.0}, v{0.0, 1.0, 1e9}) == inf);  // NaN after a larger finite gap
 }
