@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets tests/fuzz/fuzz_*.cpp with clang++-14 (ASan + UBSan) and runs each
-# for SECONDS seconds, one after the other, from a scratch copy of its seed corpus and its
+# for SECONDS seconds, both at once, from a scratch copy of its seed corpus and its
 # regression inputs (the repository is never written to).
 #
 #   tests/fuzz/run_fuzz.sh SECONDS [OUTDIR]     (OUTDIR: builds, corpora, logs; default a new temp dir)
@@ -34,20 +34,20 @@ echo "run_fuzz.sh: ${seconds} s per target, work in $out"
 
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$root/include" -I"$root/kernels")
-status=0
-for target in criteo safetensors; do
-  dir=$out/$target
+# One target: build, then fuzz. Both targets run at once (CI has two cores; each is one
+# process), each printing into its own directory; the results are printed in order below.
+fuzz_target() {
+  local target=$1 dir=$out/$1 rc execs corpus crashes
   rm -rf "$dir" && mkdir -p "$dir/corpus" "$dir/artifacts"
   if ! "$cxx" "${flags[@]}" "$root/tests/fuzz/fuzz_$target.cpp" -o "$dir/fuzz_$target" >"$dir/build.log" 2>&1; then
     cat "$dir/build.log" >&2
     echo "fuzz $target: FAILED to build"
-    status=1
-    continue
+    return 1
   fi
   cp "$root/tests/fuzz/corpus/$target"/* "$dir/corpus/"
   find "$root/tests/fuzz/regressions/$target" -type f ! -name '.*' -exec cp {} "$dir/corpus/" \; 2>/dev/null
-  options=(-max_total_time="$seconds" -rss_limit_mb=2048 -max_len=8192 -timeout=10 -print_final_stats=1
-           -artifact_prefix="$dir/artifacts/")
+  local options=(-max_total_time="$seconds" -rss_limit_mb=2048 -max_len=8192 -timeout=10 -print_final_stats=1
+                 -artifact_prefix="$dir/artifacts/")
   [[ -f $root/tests/fuzz/$target.dict ]] && options+=(-dict="$root/tests/fuzz/$target.dict")
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
     "$dir/fuzz_$target" "${options[@]}" "$dir/corpus" >"$dir/fuzz.log" 2>&1
@@ -58,12 +58,25 @@ for target in criteo safetensors; do
   crashes=$(find "$dir/artifacts" -type f | wc -l)
   if [[ $rc -eq 0 && $crashes -eq 0 ]]; then
     echo "fuzz $target: ${execs:-0} executions, corpus $corpus inputs, 0 crashes"
-  else
-    grep -v '# Uses:' "$dir/fuzz.log" | tail -n 60 >&2
-    echo "fuzz $target: FAILED (exit $rc) after ${execs:-?} executions, $crashes crash input(s):"
-    find "$dir/artifacts" -type f -exec echo "  {}" \;
-    echo "  log: $dir/fuzz.log"
-    status=1
+    return 0
   fi
+  grep -v '# Uses:' "$dir/fuzz.log" | tail -n 60 >&2
+  echo "fuzz $target: FAILED (exit $rc) after ${execs:-?} executions, $crashes crash input(s):"
+  find "$dir/artifacts" -type f -exec echo "  {}" \;
+  echo "  log: $dir/fuzz.log"
+  return 1
+}
+
+targets=(criteo safetensors)
+pids=()
+for target in "${targets[@]}"; do
+  fuzz_target "$target" >"$out/$target.result" 2>"$out/$target.stderr" &
+  pids+=($!)
+done
+status=0
+for i in "${!targets[@]}"; do
+  wait "${pids[$i]}" || status=1
+  cat "$out/${targets[$i]}.stderr" >&2
+  cat "$out/${targets[$i]}.result"
 done
 exit $status
