@@ -121,8 +121,26 @@ vec autoint_reference(const vec& x, std::size_t batch, std::size_t N, std::size_
 }
 constexpr auto ai_two = fl::autoint<"auto_int", {.layer_num = 2}>(x34);
 constexpr auto ai_two_y = ai_two.out();
-constexpr auto ai_stack = fl::autoint<"auto_int", {.layer_num = 1, .out_type = cl::merge_type::stack, .keep_list = true}>(x34);
+constexpr auto ai_stack = fl::autoint<"auto_int", {.layer_num = 1, .out_type = cl::merge_type::stack}>(x34);
 constexpr auto ai_stack_y = ai_stack.out();
+// out_type none and keep_list (merge_tensor_list, as AllInt / SeNet): lists from the in-place
+// function, flattened into one output: [stack (12), the 3 rows of none (4 each), keep_list concat (12)]
+constexpr fl::result ai_lists_model() {
+    fl::result m;
+    const f::val x = m.input("x", make_dims<3, 4>());
+    using cl::merge_type;
+    const fl::val_list st = fl::autoint(m, "a", {.out_type = merge_type::stack}, x);
+    const fl::val_list nn = fl::autoint(m, "a", {.out_type = merge_type::none, .keep_list = true}, x);
+    const fl::val_list ck = fl::autoint(m, "a", {.keep_list = true}, x);
+    const fl::val_list cc = fl::autoint(m, "a", {}, x);
+    if (st.list || st.n != 1 || st[0].rank() != 2 || st[0].dim(0) != 3 || st[0].dim(1) != 4) throw "stack: (N, K)";
+    if (!nn.list || nn.n != 3 || nn[1].rank() != 1 || nn[1].dim(0) != 4) throw "none: N tensors (K); keep_list ignored";
+    if (!ck.list || ck.n != 1 || ck[0].rank() != 1 || ck[0].dim(0) != 12 || cc.list || cc[0].dim(0) != 12) throw "keep_list: [concat]";
+    m.set_out(f::concat(0, {f::reshape(st[0], f::dims_of({12})), nn[0], nn[1], nn[2], ck[0]}));
+    return m;
+}
+constexpr auto ai_lists_y = ai_lists_model().out();
+static_assert(ai_lists_y.shape() == make_dims<36>());
 constexpr auto x32 = f::input<"x", 3, 2>;
 constexpr auto ai_spec1 = fl::autoint<"a", {.layer_num = 1}>(x32).out();
 constexpr auto ai_spec2 = fl::autoint<"a", {.layer_num = 2}>(x32).out();
@@ -232,6 +250,14 @@ TEST_CASE("AutoInt: two layers (concat) and one (stack) against the formulas; th
         check_forward<f::program<double, ai_two_y>>(batch, 1e-12, ref(2), spread);
         check_forward<f::program<double, ai_stack_y>>(batch, 1e-12, ref(1), spread);
         check_forward<f::program<float, ai_two_y>>(batch, 1e-5, ref(2), spread);
+        // the lists: every part is the one-layer value, row-major
+        check_forward<f::program<double, ai_lists_y>>(batch, 1e-12, [](leaves& L, std::size_t b) {
+            const vec one = autoint_reference(get(L, "x"), b, 3, 4, 1);
+            vec want;
+            for (std::size_t e = 0; e < b; ++e)
+                for (int part = 0; part < 3; ++part) want.insert(want.end(), one.begin() + e * 12, one.begin() + (e + 1) * 12);
+            return want;
+        }, spread);
     }
     {
         leaves L;

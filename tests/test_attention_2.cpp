@@ -75,7 +75,7 @@ constexpr auto ir_main_loss = ir_main.nas_loss();
 constexpr auto ir_lead = fl::irazor<"r", {.nas_space = {3, 5, 6, 10}, .t = 0.7, .out_type = cl::merge_type::stack,
                                           .leading_zero_columns = true}>(x310);
 constexpr auto ir_lead_y = ir_lead.out();
-constexpr auto ir_empty = fl::irazor<"r", {.nas_space = {0, 4, 4, 10}, .t = 0.5, .regularizer = cl::regularizer(0.1, 0.0), .keep_list = true}>(x310);
+constexpr auto ir_empty = fl::irazor<"r", {.nas_space = {0, 4, 4, 10}, .t = 0.5, .regularizer = cl::regularizer(0.1, 0.0)}>(x310);
 constexpr auto ir_empty_y = ir_empty.out();
 constexpr auto ir_empty_pen = ir_empty.penalty();
 constexpr auto x13 = f::input<"x", 1, 3>;
@@ -83,6 +83,23 @@ constexpr auto fw11 = f::param<"fw", 1, 1>;  // Monolith's [1, N] form
 constexpr auto ir_spec = fl::irazor<"r", {.nas_space = {0, 1, 3}, .t = 1.0}>(x13, fw11);
 constexpr auto ir_spec_y = ir_spec.out();
 constexpr auto ir_spec_loss = ir_spec.nas_loss();
+// out_type none and keep_list (merge_tensor_list, as AllInt / SeNet): lists from the in-place
+// function, flattened into one output: [the 3 rows of none (10 each), keep_list stack (3, 10) flat]
+constexpr fl::result ir_lists_model() {
+    fl::result m;
+    const f::val x = m.input("x", make_dims<3, 10>());
+    using cl::merge_type;
+    const cl::irazor_config none_cfg{.nas_space = {0, 2, 5, 7, 10}, .t = 0.08, .out_type = merge_type::none, .keep_list = true};
+    const fl::val_list nn = fl::irazor(m, "r", none_cfg, x);
+    const cl::irazor_config keep_cfg{.nas_space = {0, 2, 5, 7, 10}, .t = 0.08, .out_type = merge_type::stack, .keep_list = true};
+    const fl::val_list sk = fl::irazor(m, "r", keep_cfg, x);
+    if (!nn.list || nn.n != 3 || nn[2].rank() != 1 || nn[2].dim(0) != 10) throw "none: N tensors (K); keep_list ignored";
+    if (!sk.list || sk.n != 1 || sk[0].rank() != 2 || sk[0].dim(0) != 3) throw "keep_list: [stack]";
+    m.set_out(f::concat(0, {nn[0], nn[1], nn[2], f::reshape(sk[0], f::dims_of({30}))}));
+    return m;
+}
+constexpr auto ir_lists_y = ir_lists_model().out();
+static_assert(ir_lists_y.shape() == make_dims<60>());
 static_assert(ir_main_y.shape() == make_dims<30>() && ir_lead_y.shape() == make_dims<3, 10>() && ir_empty_y.shape() == make_dims<30>());
 // without feature weights the auxiliary loss is the constant 0
 static_assert(ir_lead.nas_loss_id == f::none && ir_lead.nas_loss().rec().op == f::opcode::constant && ir_lead.nas_loss().rec().value == 0.0);
@@ -100,6 +117,13 @@ TEST_CASE("iRazor: Y = X * (softmax(w / t) . R) and nas_loss against the literal
         CHECK(test::max_rel_diff(got, r.y(L, batch)) <= 1e-12);
         CHECK(test::max_rel_diff(ref, r.y(L, batch)) <= 1e-12);
         CHECK(test::max_rel_diff(got32, r.y(L, batch)) <= 1e-5);
+        // the lists (one nas_weight "r/nas_weight", shared by both calls): [none rows, stack] = [y, y]
+        const vec lists = forward<f::program<double, ir_lists_y>>(L, batch);
+        vec twice;
+        const vec y = r.y(L, batch);
+        for (std::size_t b = 0; b < batch; ++b)
+            for (int part = 0; part < 2; ++part) twice.insert(twice.end(), y.begin() + b * 30, y.begin() + (b + 1) * 30);
+        CHECK(test::max_rel_diff(lists, twice) <= 1e-12);
         const double loss = forward<f::program<double, ir_main_loss>>(L, batch)[0];
         const double loss32 = forward<f::program<float, ir_main_loss>>(L, batch)[0];
         CHECK(loss == doctest::Approx(r.nas_loss(L)).epsilon(1e-12));

@@ -141,9 +141,20 @@ constexpr auto ai_orig = fl::autoint<"auto_int", {.layer_num = 2}>(f::input<"x",
 static_assert(ai_orig.shape() == make_dims<100>());
 constexpr auto ai_stack = fl::autoint<"a", {.layer_num = 2, .out_type = cl::merge_type::stack}>(ax).out();
 static_assert(ai_stack.shape() == make_dims<aN, aK>());
-// keep_list: this core's result holds one tensor, so keep_list gives the concat / stack value itself
-static_assert(fl::autoint<"a", {.layer_num = 2, .keep_list = true}>(ax).out().id == ai_main_y.id);
-static_assert(fl::autoint<"a", {.layer_num = 2, .out_type = cl::merge_type::stack, .keep_list = true}>(ax).out().id == ai_stack.id);
+// keep_list: a one-element list of the concat / stack value; none: the N rows (keep_list ignored).
+// Lists come from the in-place function (the facade's result holds one tensor: compile-fail test
+// autoint_list_facade).
+constexpr bool ai_list_cases() {
+    fl::result m;
+    const f::val x = m.input("x", make_dims<aN, aK>());
+    const fl::val_list cc = fl::autoint(m, "a", {.layer_num = 2}, x);
+    const fl::val_list ck = fl::autoint(m, "a", {.layer_num = 2, .keep_list = true}, x);
+    const fl::val_list sk = fl::autoint(m, "a", {.layer_num = 2, .out_type = cl::merge_type::stack, .keep_list = true}, x);
+    const fl::val_list nn = fl::autoint(m, "a", {.layer_num = 2, .out_type = cl::merge_type::none, .keep_list = true}, x);
+    return !cc.list && cc.n == 1 && ck.list && ck.n == 1 && ck[0].id == cc[0].id && sk.list && sk.n == 1 &&
+           sk[0].shape() == make_dims<aN, aK>() && nn.list && nn.n == aN && nn[aN - 1].shape() == make_dims<aK>();
+}
+static_assert(ai_list_cases());
 constexpr auto ai_zero = fl::autoint<"a", {.layer_num = 0}>(ax).out();
 
 // ==== DMR_U2I (spec 2.4) ==============================================================================
@@ -238,8 +249,18 @@ constexpr auto ir_lead = fl::irazor<"r", {.nas_space = {3, 5, 6, 10}, .t = 0.7, 
 constexpr auto ir_wide = fl::irazor<"r", {.nas_space = {0, 3, 21, 40}, .t = 0.3}>(f::input<"x", 2, 40>).out();
 constexpr auto ir_stack = fl::irazor<"r", {.nas_space = {0, 2, 5, 7, 10}, .t = 0.08, .out_type = cl::merge_type::stack}>(rx).out();
 static_assert(ir_stack.shape() == make_dims<rN, rK>());
-// keep_list: this core's result holds one tensor, so keep_list gives the concat value itself
-static_assert(fl::irazor<"r", {.nas_space = {0, 2, 5, 7, 10}, .t = 0.08, .keep_list = true}>(rx).out().id == ir_nofw_y.id);
+// keep_list: a one-element list of the concat value; none: the N rows (keep_list ignored); from
+// the in-place function, as AutoInt above
+constexpr bool ir_list_cases() {
+    fl::result m;
+    const f::val x = m.input("x", make_dims<rN, rK>());
+    const fl::val_list cc = fl::irazor(m, "r", {.nas_space = {0, 2, 5, 7, 10}, .t = 0.08}, x);
+    const fl::val_list ck = fl::irazor(m, "r", {.nas_space = {0, 2, 5, 7, 10}, .t = 0.08, .keep_list = true}, x);
+    const fl::val_list nn = fl::irazor(m, "r", {.nas_space = {0, 2, 5, 7, 10}, .t = 0.08, .out_type = cl::merge_type::none}, x);
+    return !cc.list && cc[0].shape() == make_dims<rN * rK>() && ck.list && ck.n == 1 && ck[0].shape() == cc[0].shape() &&
+           nn.list && nn.n == rN && nn[0].shape() == make_dims<rK>();
+}
+static_assert(ir_list_cases());
 constexpr auto ir_orig = fl::irazor<"i_razor", {.nas_space = {0, 2, 5, 7, 10}, .t = 0.08}>(f::input<"x", 10, 10>);
 constexpr auto ir_orig_y = ir_orig.out();
 static_assert(ir_orig_y.shape() == make_dims<100>());

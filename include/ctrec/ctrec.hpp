@@ -22,7 +22,6 @@
 #include "ctrec/layers/group_int.hpp"
 #include "ctrec/layers/irazor.hpp"
 #include "ctrec/layers/layer_norm.hpp"
-#include "ctrec/layers/merge.hpp"
 #include "ctrec/layers/merge_list.hpp"
 #include "ctrec/layers/mlp.hpp"
 #include "ctrec/layers/pooling.hpp"

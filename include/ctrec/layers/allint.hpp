@@ -11,7 +11,7 @@
 // The product is evaluated as X . (X^T . Cm): 4 N K C FLOPs instead of 2 N^2 (K + C), and the
 // N x N matrix is never built (see Implementation below).
 //
-// out_type (merge_tensor_list, spec 1.1 / merge.hpp): concat (default) gives (N * C),
+// out_type (merge_tensor_list, spec 1.1 / merge_list.hpp): concat (default) gives (N * C),
 // stack (N, C), none a std::tuple of N (C) expressions (keep_list is then ignored);
 // keep_list wraps concat / stack in a one-element std::tuple.
 //

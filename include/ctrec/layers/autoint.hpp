@@ -12,10 +12,12 @@
 //
 // layer_num = 0 returns the merged input (the source's loop runs zero times).
 //
-// No variables (Scope only names the layer). out_type (merge.hpp): concat (default) gives (N * K), stack (N, K), none a
-// std::tuple of N (K) expressions (keep_list is then ignored); keep_list wraps concat / stack
-// in a one-element std::tuple. A list input, which the source rejects, does not compile here
-// (the input must be one (B, N, K) tensor).
+// No variables (Scope only names the layer). out_type / keep_list: merge_tensor_list
+// (layers/merge_list.hpp), as AllInt, SeNet and GroupInt: concat (default) gives (N * K), stack
+// (N, K), none the N rows (K) as a list (keep_list is then ignored); keep_list makes concat /
+// stack a one-element list. The in-place function returns that val_list; the facade takes the
+// single-tensor cases only (a list does not fit a result's one output). A list input, which
+// the source rejects, does not compile here (the input must be one (B, N, K) tensor).
 //
 // Evaluation: each layer is one fused self_attention node (core/build.hpp: opcodes attention,
 // attention_vjp, attention_jvp; kernels/cpu/attention.hpp): one pass per example whose scores
@@ -25,7 +27,7 @@
 // are those of softmax(einsum("ik,jk->ij", x, x), 1) . x, the composed form this layer was
 // built from before (tests/test_self_attention.cpp keeps it as a second reference).
 #include "ctrec/layers/layer.hpp"
-#include "ctrec/layers/merge.hpp"
+#include "ctrec/layers/merge_list.hpp"
 
 namespace ctrec::layers {
 
@@ -45,16 +47,17 @@ constexpr val autoint_layers(std::size_t layer_num, val x) {
     return x;
 }
 
-constexpr val autoint(result&, const name_string&, const autoint_config& c, val x) {
+constexpr val_list autoint(result&, const name_string&, const autoint_config& c, val x) {
     if (!x.batched() || x.rank() != 2)  // axes with the batch axis
         report_shape_error(ctrec_shape_error_autoint_input_must_be_a_batched_B_by_N_by_K_tensor, x.rank() + x.batched(), 3);
-    return merge(c.out_type, autoint_layers(c.layer_num, x));
+    return merge_tensor(c.out_type, c.keep_list, autoint_layers(c.layer_num, x));
 }
 
+// A single-tensor out_type only (none and keep_list give lists: use the in-place function).
 template <fixed_string Scope, autoint_config C>
 constexpr result autoint(const result& in) {
     result m = in;
-    m.set_out(autoint(m, Scope.view(), C, m.value()));
+    m.set_out(autoint(m, Scope.view(), C, m.value()).single());
     return m;
 }
 

@@ -33,7 +33,7 @@
 // apply_out_type is a compile error (ctrec_error_group_int_out_type_is_ignored_without_...)
 // unless acknowledge_ignored_out_type = true (a source config ported as it is).
 // apply_out_type = true is ctrec's opt-in extension: the result goes through
-// merge_tensor_list (layers/merge.hpp) as the (L*R, K) pair tensor for multiply (stack:
+// merge_tensor_list (layers/merge_list.hpp) as the (L*R, K) pair tensor for multiply (stack:
 // (L*R, K); concat: the flat default; none: a tuple of L*R (K) tensors, keep_list
 // ignored as in merge_tensor_list) and as the flat (L*R) tensor for dot (a (B, W) tensor:
 // unchanged for every type, so only keep_list matters).

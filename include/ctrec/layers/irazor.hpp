@@ -6,7 +6,8 @@
 //
 //   constexpr auto r = layers::irazor<"i_razor", {.nas_space = {0, 2, 5, 7, 10}, .t = 0.08}>(x);
 //   constexpr auto s = layers::irazor<"i_razor", {.nas_space = {0, 2, 5}}>(x, fw);  // with nas_loss
-//   r.out        X * M merged per out_type (default concat: (N * K))
+//   r.out        X * M merged per out_type (default concat: (N * K); the facade takes the
+//                single-tensor out_types, irazor_values / irazor in place return the val_list)
 //   r.penalty    the regularizer on nas_weight (symbolic zero without one)
 //   r.nas_loss   the auxiliary loss sum_n fw_n sum_k M[n, k] (an unbatched scalar; a symbolic
 //                zero when no feature weights are given). Add it to the objective (weight 1.0
@@ -42,7 +43,9 @@
 //   optional second argument, any unbatched expression of N values ((N) or (1, N)); a
 //   constant list is a parameter leaf the caller fills, wrapped in stop_gradient so that it
 //   receives no gradient (a plain parameter would be trained, as a TF variable would).
-// - out_type / keep_list: merge_tensor_list (layers/merge.hpp).
+// - out_type / keep_list: merge_tensor_list (layers/merge_list.hpp), as AllInt, SeNet and
+//   GroupInt: none gives the N rows (K) as a list, keep_list a one-element list; the in-place
+//   functions return that val_list, the facade only the single-tensor cases.
 //
 // Implementation:
 // iRazor (spec layers-trans-seq-multitask-nas.md 1.3), exactly as
@@ -54,7 +57,7 @@
 // The nas_space[0] > 0 warning needs the configuration as a template argument: the facade
 // gives it, the in-place function cannot.
 #include "ctrec/layers/layer.hpp"
-#include "ctrec/layers/merge.hpp"
+#include "ctrec/layers/merge_list.hpp"
 
 namespace ctrec::layers {
 
@@ -90,7 +93,8 @@ void ctrec_shape_error_irazor_the_embedding_width_K_must_equal_max_nas_space();
 void ctrec_shape_error_irazor_feature_weight_must_be_an_unbatched_N_or_1_by_N_value();
 
 struct irazor_vals {
-    val out, nas_loss;  // nas_loss.g == nullptr: no feature weights, no auxiliary loss
+    val_list out;
+    val nas_loss;  // nas_loss.g == nullptr: no feature weights, no auxiliary loss
 };
 
 constexpr irazor_vals irazor_values(result& m, const name_string& s, const irazor_config& c, val x, val fw = {}) {
@@ -115,7 +119,7 @@ constexpr irazor_vals irazor_values(result& m, const name_string& s, const irazo
         if (c.nas_space[i] > c.nas_space[i - 1])  // an empty group weights no column
             cols[n++] = broadcast_to(slice(P, 1, i, i + 1), dims_of({N, c.nas_space[i] - c.nas_space[i - 1]}));
     const val M = concat(1, cols, n);
-    irazor_vals r{merge(c.out_type, x * M), {}};
+    irazor_vals r{merge_tensor(c.out_type, c.keep_list, x * M), {}};
     if (fw.g) {
         if (fw.batched() || fw.shape().size() != N || !(fw.rank() == 1 || (fw.rank() == 2 && fw.dim(0) == 1)))
             ctrec_shape_error_irazor_feature_weight_must_be_an_unbatched_N_or_1_by_N_value();
@@ -123,7 +127,7 @@ constexpr irazor_vals irazor_values(result& m, const name_string& s, const irazo
     }
     return r;
 }
-constexpr val irazor(result& m, const name_string& s, const irazor_config& c, val x) { return irazor_values(m, s, c, x).out; }
+constexpr val_list irazor(result& m, const name_string& s, const irazor_config& c, val x) { return irazor_values(m, s, c, x).out; }
 
 // The facade's result: the layer's output, and the auxiliary loss (the constant 0 without
 // feature weights), which then() does not carry: collect it from here.
@@ -142,7 +146,7 @@ template <fixed_string Scope, irazor_config C>
 constexpr irazor_result irazor(const result& in) {
     ctrec::layers::detail::irazor_leading_zero_columns<(C.nas_space[0] > 0 && !C.leading_zero_columns)>();
     irazor_result m(in);
-    m.set_out(irazor_values(m, Scope.view(), C, m.value()).out);
+    m.set_out(irazor_values(m, Scope.view(), C, m.value()).out.single());
     return m;
 }
 template <fixed_string Scope, irazor_config C>
@@ -152,7 +156,7 @@ constexpr irazor_result irazor(const expr& x, const expr& fw) {
     std::uint32_t ifw = 0;
     join_into(m.g, fw, ifw);
     const irazor_vals v = irazor_values(m, Scope.view(), C, m.value(), m.at(ifw));
-    m.set_out(v.out);
+    m.set_out(v.out.single());
     m.nas_loss_id = v.nas_loss.id;
     return m;
 }

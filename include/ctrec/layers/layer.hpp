@@ -134,7 +134,7 @@ constexpr activation ad_activation(std::string_view s) {
     throw error("ctrec: unknown activation name (Monolith registry)");
 }
 
-// ---- merge types (merge.hpp, merge_list.hpp) ------------------------------------------
+// ---- merge types (merge_list.hpp) ------------------------------------------
 
 // MergeType: "stack", "concat", None.
 enum class merge_type { stack, concat, none };

@@ -1,9 +1,10 @@
 #pragma once
-// MergeType and merge_tensor_list (spec layers-core-and-cross.md 1.1) with lists, on the
-// core, with the decisions documented above (per-example shapes: the
-// spec's axis 1 is axis 0 here; the same table of cases; a width that num_feature does not
-// divide is rejected). ctrec/layers/merge.hpp is the single-tensor subset (out_type none is an
-// error there); this header has the whole table.
+// MergeType and merge_tensor_list (spec layers-core-and-cross.md 1.1): how layers with an
+// out_type / keep_list option shape their output. Shapes are per example (the batch axis is
+// implicit): the spec's (B, N, K) is ctrec shape (N, K), its (B, W) is (W), and the spec's axis 1
+// (the default, and the only axis any layer passes) is ctrec's axis 0. A width that num_feature
+// does not divide is rejected at compile time (the source truncates K = int(W / F), and its
+// reshape then fails or silently regroups rows across examples); so is any other rank.
 //
 // A Python list of tensors is a `val_list`: up to max_list vals and a flag saying whether the
 // value is a list (keep_list, out_type none) or the one tensor v[0]. Layers with an out_type

@@ -27,7 +27,7 @@
 // on_gpu: in the source it only changes how the list-input means are computed (same maths).
 // ctrec accepts it and ignores it: it has no effect on CPU (nor on the result anywhere).
 //
-// Inputs and outputs (out_type / keep_list, merge.hpp):
+// Inputs and outputs (out_type / keep_list, merge_list.hpp):
 //   one tensor (N, K)       concat (default) (N * K), stack (N, K), none a std::tuple of N (K)
 //                           expressions (keep_list then ignored); keep_list wraps concat /
 //                           stack in a one-element std::tuple.
