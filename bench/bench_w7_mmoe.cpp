@@ -3,7 +3,9 @@
 // Output per example: (3, 128), row t = task t = sum_e g_{t,e} expert_e(x).
 //
 //   W7/fwd/<impl>/<B>     forward, B in {1, 64, 1024}; impl: ctrec, ctrec_wn (the same layer with
-//                         Monolith's default weight norm, folded by prepare()), eigen, torch
+//                         Monolith's default weight norm, folded by prepare()), ctrec_bf16 (opt-in
+//                         cpu_bf16_backend: the kernels rounded to bfloat16, streamed as bf16 at
+//                         B = 1; a different model: its distance to float32 is printed), eigen, torch
 //   W7/fwdbwd/<impl>/64   forward + reverse-mode gradient w.r.t. x and every parameter
 //   W7/jvp/<impl>/64      forward + forward-mode directional derivative along x and every
 //                         parameter (ctrec, eigen)
@@ -84,6 +86,7 @@ constexpr auto y_wn = r_wn.out();
 
 using M = ctrec::program<float, w7::y>;
 using MWN = ctrec::program<float, w7::y_wn>;
+using MB16 = M::with_backend<ctrec::cpu_bf16_backend>;
 using G = ctrec::grad_program<float, w7::y>;
 using J = ctrec::jvp_program<float, w7::y>;
 
@@ -169,9 +172,9 @@ double measure_read_bw(double bytes, double seconds) {
 
 // flops, peak_frac, p50/p99, items (bench::timed), and the fraction of the weight-streaming rate
 template <class F>
-void timed_bw(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f) {
+void timed_bw(benchmark::State& st, double flop_per_iter, std::size_t batch, F&& f, double param_bytes = kParamBytes) {
     timed(st, flop_per_iter, batch, std::forward<F>(f));
-    st.counters["bw_frac"] = benchmark::Counter(kParamBytes * double(st.iterations()) / g_bw, benchmark::Counter::kIsRate);
+    st.counters["bw_frac"] = benchmark::Counter(param_bytes * double(st.iterations()) / g_bw, benchmark::Counter::kIsRate);
 }
 
 // ============================================ ctrec ============================================
@@ -246,7 +249,7 @@ struct CtrecJvp {
 
 // Scoring: parameters prepared once and read through a const reference, as in serving.
 template <class P>
-void ctrec_fwd(benchmark::State& st) {
+void ctrec_fwd(benchmark::State& st, double param_bytes = kParamBytes) {
     const std::size_t B = static_cast<std::size_t>(st.range(0));
     auto p = std::make_unique<typename P::parameters>();
     load_params<P>(*p);
@@ -256,14 +259,20 @@ void ctrec_fwd(benchmark::State& st) {
     avec y(B * DY);
     typename P::io io;
     io.template input<"x">(data().X.data()).template output<0>(y.data());
-    timed_bw(st, kFlopFwd * double(B), B, [&] {
-        P::run(cp, *ws, B, io);
-        benchmark::DoNotOptimize(y.data());
-        benchmark::ClobberMemory();
-    });
+    timed_bw(
+        st, kFlopFwd * double(B), B,
+        [&] {
+            P::run(cp, *ws, B, io);
+            benchmark::DoNotOptimize(y.data());
+            benchmark::ClobberMemory();
+        },
+        param_bytes);
 }
 void BM_ctrec_fwd(benchmark::State& st) { ctrec_fwd<M>(st); }
 void BM_ctrec_wn_fwd(benchmark::State& st) { ctrec_fwd<MWN>(st); }
+// bf16 kernels (2 bytes per weight), float32 biases
+constexpr double kParamBytesBf16 = 2.0 * (double(D) * S1 + double(E) * H1 * H2 + double(D) * NG) + 4.0 * (S1 + DO);
+void BM_ctrec_bf16_fwd(benchmark::State& st) { ctrec_fwd<MB16>(st, kParamBytesBf16); }
 void BM_ctrec_fwdbwd(benchmark::State& st) {
     const std::size_t B = static_cast<std::size_t>(st.range(0));
     auto g = std::make_unique<CtrecGrad>(B);
@@ -630,6 +639,20 @@ std::vector<Check> verify() {
         iow.input<"x">(d.X.data()).output<0>(yw.data());
         MWN::run(std::as_const(pw), wsw, kMaxB, iow);
         out.push_back({"fwd y weight-norm vs eigen (B=1024)", rel_diff(yw.data(), e.Y.data(), std::size_t(kMaxB) * DY), tol});
+        // bf16 kernels: the distance to float32 (a different model), and batch 1 (the bf16
+        // GEMV) against batch 1024 (float32 GEMMs on the rounded kernels): the same bits
+        MB16::parameters pb;
+        load_params<MB16>(pb);
+        pb.prepare();
+        MB16::workspace wsb;
+        avec yb(std::size_t(kMaxB) * DY), yb1(DY);
+        MB16::io iob, iob1;
+        iob.input<"x">(d.X.data()).output<0>(yb.data());
+        iob1.input<"x">(d.X.data()).output<0>(yb1.data());
+        MB16::run(std::as_const(pb), wsb, kMaxB, iob);
+        MB16::run(std::as_const(pb), wsb, 1, iob1);
+        out.push_back({"fwd y bf16 kernels vs eigen (B=1024)", rel_diff(yb.data(), e.Y.data(), std::size_t(kMaxB) * DY), 2e-2});
+        out.push_back({"fwd y bf16 B=1 vs bf16 B=1024 row 0", rel_diff(yb1.data(), yb.data(), DY), 0.0});
 #if defined(CTREC_BENCH_HAVE_TORCH)
         TorchMMoE m;
         c10::InferenceMode guard;
@@ -720,6 +743,7 @@ void register_all() {
     for (std::int64_t B : {1, 64, 1024}) {
         reg("W7/fwd/ctrec", BM_ctrec_fwd, B);
         reg("W7/fwd/ctrec_wn", BM_ctrec_wn_fwd, B);
+        reg("W7/fwd/ctrec_bf16", BM_ctrec_bf16_fwd, B);
         reg("W7/fwd/eigen", BM_eigen_fwd, B);
 #if defined(CTREC_BENCH_HAVE_TORCH)
         reg("W7/fwd/torch", BM_torch_fwd, B);

@@ -14,6 +14,7 @@
 #include "ctrec/core/contract_plan.hpp"
 #include "ctrec/core/program.hpp"
 #include "cpu/attention.hpp"
+#include "cpu/bf16.hpp"
 #include "cpu/gemm.hpp"
 #include "cpu/kr_gemm.hpp"
 #include "cpu/simd.hpp"
@@ -52,9 +53,12 @@ inline V apply(V a, V b, V c) {
     (void)b, (void)c;
 }
 
-template <class P>
+// Bf16: cpu_bf16_backend (below): every parameter and derived parameter a contraction reads is
+// rounded to bfloat16 by prepare(), and the one-row GEMV streams it as bf16 (cpu/bf16.hpp).
+template <class P, bool Bf16 = false>
 struct exec {
     using T = typename P::element_type;
+    static_assert(!Bf16 || std::is_same_v<T, float>, "ctrec: cpu_bf16_backend runs float programs");
     using V = simd_t<T>;
     static constexpr std::size_t W = V::size;
     static constexpr const auto& tab = P::tab;
@@ -68,6 +72,7 @@ struct exec {
         bool first_tile = true;   // reducers overwrite instead of adding
         std::size_t b0 = 0;       // index in the call of the tile's first example (random streams)
         std::uint64_t seed = 0;   // io.seed
+        const T* derived = nullptr;  // the derived block (Bf16: with the rounded weights after it)
     };
 
     template <std::uint32_t O>
@@ -239,6 +244,45 @@ struct exec {
         }
     }
 
+    // ---- bf16 weights (Bf16) --------------------------------------------------------------------
+    // The node whose buffer node i reads (views share their operand's buffer).
+    static constexpr std::uint32_t storage_root(std::uint32_t i) {
+        while (pl.alias[i]) i = tab.operand(i, 0);
+        return i;
+    }
+    // Rounded: a parameter or derived parameter whose buffer a contraction reads (either operand).
+    static constexpr bool rounded(std::size_t i) {
+        if (tab.nodes[i].op != opcode::param && !pl.derived[i]) return false;
+        for (std::size_t n = 0; n < N; ++n)
+            if (tab.nodes[n].op == opcode::contract)
+                for (std::uint32_t j = 0; j < 2; ++j)
+                    if (storage_root(tab.operand(static_cast<std::uint32_t>(n), j)) == i) return true;
+        return false;
+    }
+    // After the derived block, per rounded node: a parameter's rounded float32 copy (`copy`; a
+    // derived parameter is rounded in place), then its bf16 halves (`halves`); offsets in floats,
+    // 64-byte aligned.
+    struct bf16_table {
+        std::ptrdiff_t copy[N ? N : 1]{};
+        std::ptrdiff_t halves[N ? N : 1]{};
+        std::size_t end = 0;
+    };
+    static constexpr bf16_table bf16_layout = [] {
+        bf16_table t{};
+        std::size_t at = (pl.derived_elems + 15) / 16 * 16;
+        for (std::size_t i = 0; i < N; ++i) {
+            t.copy[i] = t.halves[i] = -1;
+            if (!Bf16 || !rounded(i)) continue;
+            const std::size_t n = tab.nodes[i].shape.size();
+            if (tab.nodes[i].op == opcode::param) t.copy[i] = static_cast<std::ptrdiff_t>(at), at += (n + 15) / 16 * 16;
+            t.halves[i] = static_cast<std::ptrdiff_t>(at), at += ((n + 1) / 2 + 15) / 16 * 16;
+        }
+        t.end = at;
+        return t;
+    }();
+    // Floats the derived block needs beyond pl.derived_elems.
+    static constexpr std::size_t derived_extra = Bf16 ? bf16_layout.end - pl.derived_elems : 0;
+
     // ---- contraction --------------------------------------------------------------------------
     template <std::uint32_t Cn>
     static constexpr contract_plan plan_of() {
@@ -262,22 +306,34 @@ struct exec {
             if (Pc.reduces_batch && c.first_tile) std::fill_n(dst, tab.nodes[Cn].shape.size(), T(0));  // empty batch
             return;
         }
+        if constexpr (Bf16) {
+            constexpr std::uint32_t w = storage_root(tab.operand(Cn, Pc.swap ? 0 : 1));
+            if constexpr (rounded(w)) {
+                const std::byte* h = reinterpret_cast<const std::byte*>(c.derived + bf16_layout.halves[w]);
+                outer_loops<Pc, 0>(a, bp, dst, g, epi, Pc.reduces_batch && !c.first_tile, nb, h);
+                return;
+            }
+        }
         outer_loops<Pc, 0>(a, bp, dst, g, epi, Pc.reduces_batch && !c.first_tile, nb);
     }
     template <std::uint32_t I>
     static void contract_step(const context& c) {
         contract_into<I>(c, c.base[I]);
     }
+    // h: B's bf16 copy (Bf16 and a rounded B), walked with B's strides
     template <contract_plan Pc, std::size_t L, class Epi>
-    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, const Epi& epi, bool acc, std::size_t nb) {
+    static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, const Epi& epi, bool acc, std::size_t nb,
+                            const std::byte* h = nullptr) {
         if constexpr (L == Pc.n_outer) {
-            gemm(a, b, dst, g, acc, epi);
+            if (Bf16 && h) gemm_bf16_b(a, b, h, dst, g, acc, epi);
+            else gemm(a, b, dst, g, acc, epi);
         } else {
             constexpr gemm_dim d = Pc.outer[L];
             const std::size_t e = d.extent * (d.times_batch ? nb : 1);
             for (std::size_t t = 0; t < e; ++t) {
                 const auto s = static_cast<std::ptrdiff_t>(t);
-                outer_loops<Pc, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, epi, acc || (Pc.outer_is_k[L] && t > 0), nb);
+                outer_loops<Pc, L + 1>(a + s * d.sa, b + s * d.sb, dst + s * d.sc, g, epi, acc || (Pc.outer_is_k[L] && t > 0), nb,
+                                       h ? h + 2 * s * d.sb : nullptr);
             }
         }
     }
@@ -537,10 +593,15 @@ struct exec {
     // (prepare binds parameters and the derived block only: no inputs, outputs or workspace)
     static void bind(context& c, const T* params, const T* derived, T* ws, const T* const* in, T* const* out, std::size_t b0) {
         static constexpr const binding& t = bind_table;
+        c.derived = derived;
         for (std::size_t i = 0; i < N; ++i) {
             const std::size_t off = t.batched[i] ? b0 * t.size[i] : 0;
             switch (t.what[i]) {
-                case 1: c.base[i] = const_cast<T*>(params) + P::parameters::offsets[t.slot[i]]; break;
+                case 1:
+                    // Bf16: a rounded parameter is read from its rounded copy, by every reader
+                    if (Bf16 && bf16_layout.copy[i] >= 0) c.base[i] = const_cast<T*>(derived) + bf16_layout.copy[i];
+                    else c.base[i] = const_cast<T*>(params) + P::parameters::offsets[t.slot[i]];
+                    break;
                 case 2: c.base[i] = in ? const_cast<T*>(in[t.slot[i]]) + off : nullptr; break;
                 case 3: c.base[i] = c.base[t.slot[i]]; break;
                 case 4: c.base[i] = out ? out[t.slot[i]] + off : nullptr; break;
@@ -551,13 +612,26 @@ struct exec {
         }
     }
 
-    // Computes the derived parameters (pl.derived) into `derived` from the parameters.
+    // Computes the derived parameters (pl.derived) into `derived` from the parameters (Bf16:
+    // from the rounded parameters, and then rounds the derived ones a contraction reads).
     static void prepare(const T* params, T* derived) {
+        if constexpr (Bf16) {
+            for (std::size_t i = 0; i < N; ++i)
+                if (bf16_layout.copy[i] >= 0)
+                    bf16_round_into(params + P::parameters::offsets[P::param_slot(i)], tab.nodes[i].shape.size(),
+                                    derived + bf16_layout.copy[i], reinterpret_cast<std::byte*>(derived + bf16_layout.halves[i]));
+        }
         if constexpr (pl.derived_steps > 0) {
             context c{};
             c.nb = 1;
             bind(c, params, derived, nullptr, nullptr, nullptr, 0);
             run_phase<derived_phase>(c, nullptr);
+        }
+        if constexpr (Bf16) {
+            for (std::size_t i = 0; i < N; ++i)
+                if (pl.derived[i] && rounded(i))
+                    bf16_round_into(derived + pl.offset[i], tab.nodes[i].shape.size(), derived + pl.offset[i],
+                                    reinterpret_cast<std::byte*>(derived + bf16_layout.halves[i]));
         }
     }
 
@@ -616,6 +690,47 @@ struct cpu_backend {
     template <class P, class T>
     static void prepare(const T* params, T* derived) {
         cpu::exec<P>::prepare(params, derived);
+    }
+};
+
+// The CPU backend with bfloat16 weights, for float scoring programs whose batch-1 latency is
+// bound by streaming weights (cpu/bf16.hpp): prepare() rounds every parameter and derived
+// parameter that a contraction reads to bf16 (nearest even), and every reader uses the rounded
+// value, so the program is exactly the float32 program on those rounded weights, batch-invariant,
+// with half the weight bytes read at batch 1. Biases, scales and every other parameter stay
+// float32. The parameters object keeps the values as set (saving them saves float32), plus the
+// rounded copies (1.5x the contraction weights' bytes).
+//   using Fast = ctrec::program<float, y>::with_backend<ctrec::cpu_bf16_backend>;
+struct cpu_bf16_backend {
+    template <class P, class T>
+    static void run(const T* params, const T* derived, T* ws, std::size_t batch, const T* const* in, T* const* out,
+                    std::uint64_t seed) {
+        static_assert(P::kind == model_kind::forward, "ctrec: cpu_bf16_backend scores (program<float, ...>); train in float32");
+        cpu::exec<P, true>::run(params, derived, ws, batch, in, out, seed);
+    }
+    template <class P, class T>
+    static void prepare(const T* params, T* derived) {
+        cpu::exec<P, true>::prepare(params, derived);
+    }
+    template <class P>
+    static constexpr std::size_t derived_extra = cpu::exec<P, true>::derived_extra;
+    // Whether the parameter called `name` reaches the model through a rounded weight: it is one,
+    // or a rounded derived parameter is computed from it (a weight-normalised kernel and its
+    // norm, MMoE's stacked expert and gate kernels). Biases added after a contraction are not.
+    template <class P>
+    static constexpr bool rounds(std::string_view name) {
+        using E = cpu::exec<P, true>;
+        std::size_t k = 0;
+        while (k < P::n_params && P::tab.name_of(P::param_ids[k]) != name) ++k;
+        if (k == P::n_params) return false;
+        bool from[P::size ? P::size : 1]{};  // node i is computed from the parameter
+        for (std::size_t i = 0; i < P::size; ++i) {
+            from[i] = i == P::param_ids[k];
+            for (std::uint32_t j = 0; j < P::tab.nodes[i].nops; ++j)
+                from[i] = from[i] || from[P::tab.operand(static_cast<std::uint32_t>(i), j)];  // operands come first
+            if (from[i] && E::rounded(i)) return true;
+        }
+        return false;
     }
 };
 } // namespace ctrec

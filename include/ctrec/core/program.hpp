@@ -88,6 +88,7 @@ class basic_program {
 public:
     using element_type = T;
     using backend = Backend;
+    static constexpr model_kind kind = Kind;
     template <class B>
     using with_backend = basic_program<T, B, Kind, Roots...>;
 
@@ -161,6 +162,13 @@ public:
         }();
 
         parameters() : buf_(offsets[n_params] ? offsets[n_params] : 1) {}
+        // The derived block: the derived parameters, plus what the backend keeps after them
+        // (cpu_bf16_backend: the rounded weights), all computed by prepare().
+        static constexpr std::size_t derived_size() {
+            if constexpr (requires { Backend::template derived_extra<basic_program>; })
+                return pl.derived_elems + Backend::template derived_extra<basic_program>;
+            else return pl.derived_elems;
+        }
         // Non-const access marks the parameters changed: the derived parameters (the plan's steps
         // that read parameters only, e.g. weight-normalised kernels) must be recomputed by
         // prepare() before run() on const parameters (run() on non-const ones prepares itself).
@@ -209,8 +217,8 @@ public:
 
     private:
         aligned_buffer<T> buf_;
-        aligned_buffer<T> derived_{pl.derived_elems ? pl.derived_elems : 1};
-        bool fresh_ = pl.derived_steps == 0;
+        aligned_buffer<T> derived_{derived_size() ? derived_size() : 1};
+        bool fresh_ = pl.derived_steps == 0 && derived_size() == pl.derived_elems;
     };
 
     class workspace {
