@@ -168,3 +168,25 @@ TEST_CASE("bf16 weights: rounding to nearest even, NaN and overflow") {
     CHECK(std::isnan(f::cpu::bf16_float(bf16_round(std::nanf("")))));
     CHECK(std::isnan(f::cpu::bf16_float(bf16_round(std::bit_cast<float>(0x7f800001u)))));  // a NaN whose top half is inf
 }
+
+TEST_CASE("bf16 weights: the one-row GEMV on bf16 against the float32 GEMM on the rounded values, bit for bit") {
+    // every column path (vectors, scalar tails), k remainders, a padded row stride, and
+    // accumulation into C
+    for (std::size_t N : {1, 5, 16, 17, 31, 32, 33, 47, 64, 70, 129, 2072})
+        for (std::size_t K : {1, 3, 4, 5, 9})
+            for (bool acc : {false, true}) {
+                const std::size_t ld = N + 3;
+                std::vector<float> A(K), Bf(K * ld), C1(N), C2(N);
+                std::vector<std::byte> Bh(2 * K * ld + 64);
+                for (std::size_t k = 0; k < K; ++k) A[k] = static_cast<float>(std::sin(1.7 * static_cast<double>(k) + 0.2));
+                f::cpu::bf16_round_into(features(1, K * ld).data(), K * ld, Bf.data(), Bh.data());
+                for (std::size_t n = 0; n < N; ++n) C1[n] = C2[n] = static_cast<float>(std::cos(0.3 * static_cast<double>(n)));
+                const f::cpu::gemm_args g{1, N, K, 0, 1, static_cast<std::ptrdiff_t>(ld), 1, 0, 1};
+                f::cpu::gemm_bf16_b(A.data(), Bf.data(), Bh.data(), C1.data(), g, acc);
+                f::cpu::gemm(A.data(), Bf.data(), C2.data(), g, acc);
+                std::size_t same = 0;
+                for (std::size_t n = 0; n < N; ++n) same += C1[n] == C2[n];
+                INFO("N " << N << " K " << K << " acc " << acc);
+                CHECK(same == N);
+            }
+}
