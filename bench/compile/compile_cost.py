@@ -27,6 +27,7 @@ SERIES = {
     "dien":           ("dien.cpp", "model", [(1, {"TRAIN": 0}), (2, {"TRAIN": 1})]),
     "realistic_score": ("realistic.cpp", "model", [(1, {"TRAIN": 0})]),
     "realistic_train": ("realistic.cpp", "model", [(1, {"TRAIN": 1})]),
+    "realistic_score_bf16": ("realistic.cpp", "model", [(1, {"TRAIN": 0, "BF16": 1})]),
     # the two-task MMoE of issue 12 (4 experts [128, 64], top-2 gates, towers [32, 1], CV^2 loss)
     "mmoe_score":     ("mmoe.cpp", "model", [(1, {"TRAIN": 0})]),
     "mmoe_train":     ("mmoe.cpp", "model", [(1, {"TRAIN": 1})]),

@@ -1,8 +1,8 @@
 // Compile-cost model: the realistic ranking model of issue 11, as
 // type_realistic.cpp. 26 fields x 16, DIN over 50 steps (MLP [80, 40, 1] relu), mixed DCN
 // (3 layers, 4 experts, rank 64) over the concatenation, MLP tower [512, 256, 128, 1] with
-// BatchNorm, sigmoid / BCE loss. TRAIN = 0: scoring program (mode::predict); TRAIN = 1: training
-// program. The model is one constexpr function building in place (no graph copies per layer).
+// BatchNorm, sigmoid / BCE loss. TRAIN = 0: scoring program (mode::predict; BF16 = 1: on
+// cpu_bf16_backend); TRAIN = 1: training program. The model is one constexpr function building in place (no graph copies per layer).
 #include <vector>
 
 #include "ctrec/ctrec.hpp"
@@ -32,6 +32,8 @@ constexpr auto loss = f::batch_mean(f::log1p(f::exp(logit)) - label * logit) + m
 constexpr auto score = f::sigmoid(logit);
 #if TRAIN
 using P = f::train_program<float, loss, model>;
+#elif defined(BF16) && BF16
+using P = f::program<float, score>::with_backend<f::cpu_bf16_backend>;  // bf16 weights (opt in)
 #else
 using P = f::program<float, score>;
 #endif
