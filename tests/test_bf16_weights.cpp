@@ -7,7 +7,9 @@
 //   the GEMV's outer loop walks the bf16 copy) are rounded after they are computed, and every
 //   example's result is the same bits whatever the batch;
 // - the parameters keep the values as set; scoring needs prepare(); the distance to float32 is
-//   that of bf16 weights.
+//   that of bf16 weights;
+// - a ranking model (DIN on a shared sequence, mixed DCN, BatchNorm tower): which weights round,
+//   and every example's bits the same alone and in any batch.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -36,6 +38,21 @@ constexpr fl::mmoe_config moe_cfg{.num_tasks = 2,
                                   .use_weight_norm = false,
                                   .batch_deeper_layers = true};
 constexpr auto moe = fl::mmoe<"e", moe_cfg, fl::mode::predict>(f::input<"x", 37>).out();
+
+// a small ranking model: DIN over a shared behaviour sequence (one user, the batch its
+// candidates), mixed DCN with low-rank experts, an MLP tower with BatchNorm (predict)
+constexpr fl::result ranking_model() {
+    fl::result m;
+    f::val fields = m.input("fields", f::make_dims<6, 8>());
+    f::val q = m.input("q", f::make_dims<8>()), seq = m.shared_input("seq", f::make_dims<10, 8>());
+    f::val att = fl::din(m, "din", fl::din_config<2>{.hidden_units = {12, 1}, .activation = fl::act_relu}, q, seq);
+    f::val feats = f::concat(0, {f::reshape(fields, f::make_dims<6 * 8>()), att});
+    f::val cross = fl::dcn(m, "dcn", {.type = fl::dcn_type::mixed, .layer_num = 2, .num_experts = 2, .low_rank = 4}, fl::mode::predict, feats);
+    m.set_out(fl::mlp(m, "tower", fl::mlp_config<2>{.output_dims = {16, 1}, .enable_batch_normalization = true}, fl::mode::predict, cross));
+    return m;
+}
+constexpr auto ranking = ranking_model();
+constexpr auto ranking_y = f::sigmoid(ranking.out());
 
 template <class P>
 void fill(typename P::parameters& p, double salt) {
@@ -189,4 +206,57 @@ TEST_CASE("bf16 weights: the one-row GEMV on bf16 against the float32 GEMM on th
                 INFO("N " << N << " K " << K << " acc " << acc);
                 CHECK(same == N);
             }
+}
+
+TEST_CASE("bf16 weights: a ranking model (DIN on a shared sequence, mixed DCN, BatchNorm tower)") {
+    using P = f::program<float, ranking_y>;
+    using H = P::with_backend<f::cpu_bf16_backend>;
+    H::parameters h;
+    P::parameters p;
+    fill<H>(h, 0.25);
+    fill<P>(p, 0.25);
+    for (std::size_t i = 0; i < P::n_params; ++i) {  // BatchNorm variances must be positive
+        const std::string name(P::parameters::names[i]);
+        if (!name.ends_with("moving_variance")) continue;
+        for (std::size_t k = 0; k < h.get(i).size(); ++k) h.get(i)[k] = p.get(i)[k] = 1.0f + std::abs(p.get(i)[k]);
+    }
+    h.prepare();
+    p.prepare();
+    std::size_t n_rounded = 0;
+    // DIN's MLP, DCN's low-rank factors U, V, C and gates G, the tower's kernels (with their
+    // weight-norm scales); not the biases or BatchNorm's statistics and affine terms
+    for (std::size_t i = 0; i < P::n_params; ++i) {
+        const std::string name(P::parameters::names[i]);
+        const bool weight = name.ends_with("kernel") || name.ends_with("kernel_norm") || name.starts_with("dcn/U_") ||
+                            name.starts_with("dcn/V_") || name.starts_with("dcn/C_") || name.starts_with("dcn/G_");
+        n_rounded += weight;
+        CHECK_MESSAGE(f::cpu_bf16_backend::rounds<P>(name) == weight, name);
+    }
+    CHECK(n_rounded == 24);
+    const std::size_t n = 131;
+    const auto fields = features(n, 48), q = features(n, 8), seq = features(1, 80);
+    auto run = [&](auto& params, auto tag, std::size_t b0, std::size_t batch) {
+        using Q = typename decltype(tag)::type;
+        typename Q::workspace ws;
+        std::vector<float> y(batch);
+        typename Q::io io;
+        io.template input<"fields">(fields.data() + b0 * 48).template input<"q">(q.data() + b0 * 8).template input<"seq">(seq.data());
+        io.template output<0>(y.data());
+        Q::run(std::as_const(params), ws, batch, io);
+        return y;
+    };
+    const auto all = run(h, std::type_identity<H>{}, 0, n);
+    const auto f32 = run(p, std::type_identity<P>{}, 0, n);
+    double worst = 0;
+    for (std::size_t e = 0; e < n; ++e) worst = std::max(worst, std::abs(double(all[e]) - f32[e]));
+    CHECK(worst > 0);
+    CHECK(worst < 2e-2);  // probabilities
+    // each example alone (the bf16 GEMVs) and in other batches: the same bits
+    std::size_t same = 0;
+    for (std::size_t e = 0; e < n; e += 5) same += run(h, std::type_identity<H>{}, e, 1)[0] == all[e];
+    CHECK(same == (n + 4) / 5);
+    const auto mid = run(h, std::type_identity<H>{}, 40, 70);
+    same = 0;
+    for (std::size_t e = 0; e < 70; ++e) same += mid[e] == all[40 + e];
+    CHECK(same == 70);
 }
