@@ -251,14 +251,20 @@ struct exec {
         return i;
     }
     // Rounded: a parameter or derived parameter whose buffer a contraction reads (either operand).
-    static constexpr bool rounded(std::size_t i) {
-        if (tab.nodes[i].op != opcode::param && !pl.derived[i]) return false;
-        for (std::size_t n = 0; n < N; ++n)
+    struct rounded_set {
+        bool is[N ? N : 1]{};
+    };
+    static constexpr rounded_set rounded_nodes = [] {
+        rounded_set r{};
+        for (std::uint32_t n = 0; n < N; ++n)
             if (tab.nodes[n].op == opcode::contract)
-                for (std::uint32_t j = 0; j < 2; ++j)
-                    if (storage_root(tab.operand(static_cast<std::uint32_t>(n), j)) == i) return true;
-        return false;
-    }
+                for (std::uint32_t j = 0; j < 2; ++j) {
+                    const std::uint32_t w = storage_root(tab.operand(n, j));
+                    r.is[w] = tab.nodes[w].op == opcode::param || pl.derived[w];
+                }
+        return r;
+    }();
+    static constexpr bool rounded(std::size_t i) { return rounded_nodes.is[i]; }
     // After the derived block, per rounded node: a parameter's rounded float32 copy (`copy`; a
     // derived parameter is rounded in place), then its bf16 halves (`halves`); offsets in floats,
     // 64-byte aligned.
@@ -272,7 +278,7 @@ struct exec {
         std::size_t at = (pl.derived_elems + 15) / 16 * 16;
         for (std::size_t i = 0; i < N; ++i) {
             t.copy[i] = t.halves[i] = -1;
-            if (!Bf16 || !rounded(i)) continue;
+            if (!rounded(i)) continue;
             const std::size_t n = tab.nodes[i].shape.size();
             if (tab.nodes[i].op == opcode::param) t.copy[i] = static_cast<std::ptrdiff_t>(at), at += (n + 15) / 16 * 16;
             t.halves[i] = static_cast<std::ptrdiff_t>(at), at += ((n + 1) / 2 + 15) / 16 * 16;
@@ -281,7 +287,10 @@ struct exec {
         return t;
     }();
     // Floats the derived block needs beyond pl.derived_elems.
-    static constexpr std::size_t derived_extra = Bf16 ? bf16_layout.end - pl.derived_elems : 0;
+    static constexpr std::size_t derived_extra = [] {
+        if constexpr (Bf16) return bf16_layout.end - pl.derived_elems;
+        else return std::size_t{0};
+    }();
 
     // ---- contraction --------------------------------------------------------------------------
     template <std::uint32_t Cn>
@@ -325,8 +334,10 @@ struct exec {
     static void outer_loops(const T* a, const T* b, T* dst, const gemm_args& g, const Epi& epi, bool acc, std::size_t nb,
                             const std::byte* h = nullptr) {
         if constexpr (L == Pc.n_outer) {
-            if (Bf16 && h) gemm_bf16_b(a, b, h, dst, g, acc, epi);
-            else gemm(a, b, dst, g, acc, epi);
+            if constexpr (Bf16) {
+                if (h) return gemm_bf16_b(a, b, h, dst, g, acc, epi);
+            }
+            gemm(a, b, dst, g, acc, epi);
         } else {
             constexpr gemm_dim d = Pc.outer[L];
             const std::size_t e = d.extent * (d.times_batch ? nb : 1);
@@ -532,6 +543,13 @@ struct exec {
             kr_step<I>(c);
         else if constexpr (r.op == opcode::transpose) transpose_step<I>(c);
         else movement_step<I>(c);
+        // Bf16: a rounded derived parameter is rounded as soon as it is computed, so that every
+        // reader (a contraction, another derived parameter, a root) sees the same value
+        if constexpr (Bf16) {
+            if constexpr (pl.derived[I] && rounded(I))
+                bf16_round_into(c.base[I], r.shape.size(), c.base[I],
+                                reinterpret_cast<std::byte*>(const_cast<T*>(c.derived) + bf16_layout.halves[I]));
+        }
     }
 
     // The steps of one phase, as an exact constexpr list: Phase -1 - A = unbatched steps that
@@ -598,9 +616,10 @@ struct exec {
             const std::size_t off = t.batched[i] ? b0 * t.size[i] : 0;
             switch (t.what[i]) {
                 case 1:
+                    c.base[i] = const_cast<T*>(params) + P::parameters::offsets[t.slot[i]];
                     // Bf16: a rounded parameter is read from its rounded copy, by every reader
-                    if (Bf16 && bf16_layout.copy[i] >= 0) c.base[i] = const_cast<T*>(derived) + bf16_layout.copy[i];
-                    else c.base[i] = const_cast<T*>(params) + P::parameters::offsets[t.slot[i]];
+                    if constexpr (Bf16)
+                        if (bf16_layout.copy[i] >= 0) c.base[i] = const_cast<T*>(derived) + bf16_layout.copy[i];
                     break;
                 case 2: c.base[i] = in ? const_cast<T*>(in[t.slot[i]]) + off : nullptr; break;
                 case 3: c.base[i] = c.base[t.slot[i]]; break;
@@ -613,7 +632,7 @@ struct exec {
     }
 
     // Computes the derived parameters (pl.derived) into `derived` from the parameters (Bf16:
-    // from the rounded parameters, and then rounds the derived ones a contraction reads).
+    // from the rounded parameters; step() rounds the derived ones a contraction reads).
     static void prepare(const T* params, T* derived) {
         if constexpr (Bf16) {
             for (std::size_t i = 0; i < N; ++i)
@@ -625,13 +644,7 @@ struct exec {
             context c{};
             c.nb = 1;
             bind(c, params, derived, nullptr, nullptr, nullptr, 0);
-            run_phase<derived_phase>(c, nullptr);
-        }
-        if constexpr (Bf16) {
-            for (std::size_t i = 0; i < N; ++i)
-                if (pl.derived[i] && rounded(i))
-                    bf16_round_into(derived + pl.offset[i], tab.nodes[i].shape.size(), derived + pl.offset[i],
-                                    reinterpret_cast<std::byte*>(derived + bf16_layout.halves[i]));
+            run_phase<derived_phase>(c, nullptr);  // (step rounds the rounded derived parameters)
         }
     }
 
