@@ -129,7 +129,7 @@ def w1_rows(doc):
     rows = {}
     for name, r in runs.items():
         parts = name.split("/")
-        if len(parts) < 4 or parts[2] not in IMPLS + ("ctrec_wn",):
+        if len(parts) < 4 or parts[2] not in IMPLS + ("ctrec_wn", "ctrec_bf16"):
             continue
         wl, mode, impl, B = parts[0], parts[1], parts[2], int(parts[3])
         entries = r.get("median") or r.get("iteration")
@@ -225,6 +225,13 @@ def print_w1(doc, peak_override):
         print("  ctrec_wn, the layer with Monolith's default weight norm (effective kernels folded by prepare()):")
         for (wl, mode, B), v, c in wn:
             print(f"    {wl} {mode} B={B}: {fmt_us(v)} us (without weight norm {fmt_us(c)} us)")
+    bf = [(k, rows[k]["ctrec_bf16"]["p50"], rows[k].get("ctrec", {}).get("p50"), rows[k].get("eigen", {}).get("p50"))
+          for k in order if "ctrec_bf16" in rows[k]]
+    if bf:
+        print("  ctrec_bf16, opt-in bf16 weights (cpu_bf16_backend; a different model, its distance to float32 is in the verify lines):")
+        for (wl, mode, B), v, c, e in bf:
+            vs = f", {e / v:.2f}x Eigen" if e else ""
+            print(f"    {wl} {mode} B={B}: {fmt_us(v)} us (float32 ctrec {fmt_us(c)} us{vs})")
     bw = [(k, rows[k]) for k in order if any(r.get("bw_frac") is not None for r in rows[k].values())]
     if bw:
         # bw_frac is a mean-time rate; here: parameter bytes / median time / the measured read bandwidth
