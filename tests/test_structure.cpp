@@ -69,14 +69,37 @@ TEST_CASE("sum, mean and max over chosen axes") {
         }, 2, 1, 4);
     }
     SUBCASE("max over the last and over the first axis") {
-        // values only: the core's reduce_max has no derivative (used under stop_gradient)
-        over_xyz<max_last, false>([](auto b, auto i, auto j, auto) { double s = -1e300; for (std::size_t k = 0; k < 4; ++k) s = std::max(s, xv(b, i, j, k)); return s; }, 2, 3, 1);
-        over_xyz<max_first, false>([](auto b, auto, auto j, auto k) { return std::max(xv(b, 0, j, k), xv(b, 1, j, k)); }, 1, 3, 4);
+        // with derivatives (no ties in these values; ties: the next test case)
+        over_xyz<max_last>([](auto b, auto i, auto j, auto) { double s = -1e300; for (std::size_t k = 0; k < 4; ++k) s = std::max(s, xv(b, i, j, k)); return s; }, 2, 3, 1);
+        over_xyz<max_first>([](auto b, auto, auto j, auto k) { return std::max(xv(b, 0, j, k), xv(b, 1, j, k)); }, 1, 3, 4);
     }
     SUBCASE("a fused elementwise tree feeding a reduction") {
         over_xyz<fused_reduce>([](auto b, auto i, auto j, auto) { double s = 0; for (std::size_t k = 0; k < 4; ++k) s += std::exp(xv(b, i, j, k)) * xv(b, i, j, k); return s; }, 2, 3, 1);
         CHECK(f::program<float, fused_reduce>::pl.steps == 1);
     }
+}
+
+namespace {
+constexpr auto x4 = f::input<"x", 4>;
+constexpr auto max4 = f::max(x4, {0});
+} // namespace
+
+TEST_CASE("max: the derivative is split equally among ties (TF's reduce_max gradient), VJP and JVP") {
+    // per example: one maximum, two tied, all four tied; then the tangents 1, 10, 100, 1000
+    const std::vector<double> xs = {1, 5, 2, 3, 1, 3, 3, 2, 7, 7, 7, 7};
+    const std::vector<double> want_dx = {0, 1, 0, 0, 0, 0.5, 0.5, 0, 0.25, 0.25, 0.25, 0.25};
+    test::leaves L;
+    L["x"] = xs;
+    L["cotangent"] = {1, 1, 1};
+    const auto g = test::run<f::grad_program<double, max4>>(L, 3);
+    check_close(g[0], {5, 3, 7}, 0.0);
+    check_close(g[1], want_dx, 0.0);
+    test::leaves T;
+    T["x"] = xs;
+    T["d.x"] = {1, 10, 100, 1000, 1, 10, 100, 1000, 1, 10, 100, 1000};
+    const auto j = test::run<f::jvp_program<double, max4>>(T, 3);
+    check_close(j[0], {5, 3, 7}, 0.0);
+    check_close(j[1], {10, 55, 277.75}, 0.0);  // 10; (10 + 100) / 2; (1 + 10 + 100 + 1000) / 4
 }
 
 TEST_CASE("softmax, log_softmax and l2_normalize along an axis") {

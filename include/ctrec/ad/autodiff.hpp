@@ -13,7 +13,6 @@
 
 namespace ctrec {
 
-void ctrec_error_reduce_max_has_no_derivative_use_it_under_stop_gradient();
 void ctrec_error_attention_vjp_and_attention_jvp_have_no_derivative_no_second_order_through_self_attention();
 void ctrec_error_kr_gram_kr_dual_and_kr_matmul2_have_no_derivative_no_second_order_through_khatri_rao_matmul();
 
@@ -88,7 +87,14 @@ constexpr std::uint32_t vjp(graph& g, std::uint32_t y, std::uint32_t j, std::uin
         }
         case opcode::reduce_sum:
             return broadcast_to(g, reshape(g, c, keepdims(g.nodes[x0].shape, r.mask)), g.nodes[x0].shape, false);
-        case opcode::reduce_max: ctrec_error_reduce_max_has_no_derivative_use_it_under_stop_gradient(); return none;
+        case opcode::reduce_max: {
+            // TF's rule: the cotangent split equally among the inputs equal to the max (ties);
+            // hit = (x >= max), dx = c / #hits on the hits
+            const dims xs = g.nodes[x0].shape, kd = keepdims(xs, r.mask);
+            const std::uint32_t hit = map(g, opcode::greater_equal, x0, broadcast_to(g, reshape(g, y, kd), xs, false));
+            const std::uint32_t share = map(g, opcode::div, c, reduce_sum(g, hit, r.mask));
+            return map(g, opcode::mul, broadcast_to(g, reshape(g, share, kd), xs, false), hit);
+        }
         case opcode::batch_sum: return c;
         case opcode::reshape: return reshape(g, c, g.nodes[x0].shape);
         case opcode::stop_gradient: return none;
@@ -232,14 +238,8 @@ constexpr tangent_name tangent_of(std::string_view nm) {
 // Forward mode up to `root`: tan[i] receives node i's tangent (`none` where it is zero).
 constexpr void forward(graph& g, std::uint32_t root, std::uint32_t* tan) {
     using namespace build;
-    // a reduce_max has no tangent rule: its tangent is `poison`, an error for any consumer but
-    // stop_gradient (softmax's shift)
-    constexpr std::uint32_t poison = none - 1;
     for (std::uint32_t i = 0; i <= root; ++i) {
         const node r = g.nodes[i];
-        if (r.op != opcode::stop_gradient)
-            for (std::uint32_t j = 0; j < r.nops; ++j)
-                if (tan[g.operand(i, j)] == poison) ctrec_error_reduce_max_has_no_derivative_use_it_under_stop_gradient();
         auto T = [&](std::uint32_t j) { return tan[g.operand(i, j)]; };
         auto X = [&](std::uint32_t j) { return g.operand(i, j); };
         auto mul_or = [&](std::uint32_t t, std::uint32_t f) { return t == none ? none : map(g, opcode::mul, t, f); };
@@ -308,7 +308,14 @@ constexpr void forward(graph& g, std::uint32_t root, std::uint32_t* tan) {
             case opcode::reduce_sum:
                 t = T(0) == none ? none : reduce_sum(g, broadcast_to(g, T(0), g.nodes[X(0)].shape, false), r.mask);
                 break;
-            case opcode::reduce_max: t = T(0) == none ? none : poison; break;
+            case opcode::reduce_max:  // the mean of the tangents at the max (the VJP's tie rule)
+                if (T(0) != none) {
+                    const dims xs = g.nodes[X(0)].shape;
+                    const std::uint32_t hit = map(g, opcode::greater_equal, X(0), broadcast_to(g, reshape(g, i, keepdims(xs, r.mask)), xs, false));
+                    t = map(g, opcode::div, reduce_sum(g, map(g, opcode::mul, broadcast_to(g, T(0), xs, false), hit), r.mask),
+                            reduce_sum(g, hit, r.mask));
+                }
+                break;
             case opcode::batch_sum:
                 if (T(0) != none) t = g.nodes[T(0)].batched ? batch_sum(g, T(0)) : map(g, opcode::mul, T(0), build::batch_size(g));
                 break;

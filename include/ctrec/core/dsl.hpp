@@ -251,7 +251,7 @@ constexpr expr concat(const E&... parts) {
 
 // ---- composites (their derivatives follow from their parts) --------------------------------------
 // softmax along one axis; the max shift is a stop_gradient (the softmax does not depend on it,
-// and reduce_max then needs no derivative).
+// so its derivative would only add terms that cancel).
 constexpr expr softmax(const expr& x, std::size_t axis) {
     const dims kd = keepdims(x.shape(), 1u << axis);
     expr shift = reshape(stop_gradient(max(x, {axis})), kd);

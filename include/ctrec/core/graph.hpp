@@ -55,7 +55,7 @@ enum class opcode : std::uint8_t {
     // structure
     contract,    // two-operand einsum; keep_batch = false sums the batch (a parameter gradient)
     reduce_sum,  // sum over the per-example axes in `mask`
-    reduce_max,  // max over them (no derivative: used under stop_gradient, as softmax's shift)
+    reduce_max,  // max over them (derivative: split equally among ties, TF's rule)
     batch_sum,   // sum over the batch axis: an unbatched result
     reshape,     // same elements, new shape (a view)
     stop_gradient,  // identity, zero derivative (a view)
