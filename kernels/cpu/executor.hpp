@@ -711,8 +711,9 @@ struct cpu_backend {
 // parameter that a contraction reads to bf16 (nearest even), and every reader uses the rounded
 // value, so the program is exactly the float32 program on those rounded weights, batch-invariant,
 // with half the weight bytes read at batch 1. Biases, scales and every other parameter stay
-// float32, and so do weights that only other fused kernels read (CIN's Khatri-Rao products). The parameters object keeps the values as set (saving them saves float32), plus the
-// rounded copies (1.5x the contraction weights' bytes).
+// float32, and so do weights that only other fused kernels read (CIN's Khatri-Rao products).
+// The parameters object keeps the values as set (saving them saves float32), plus the rounded
+// copies (1.5x the contraction weights' bytes).
 //   using Fast = ctrec::program<float, y>::with_backend<ctrec::cpu_bf16_backend>;
 struct cpu_bf16_backend {
     template <class P, class T>
