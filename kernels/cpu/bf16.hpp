@@ -22,6 +22,8 @@
 namespace ctrec::cpu {
 
 // float32 -> bf16 bits, round to nearest even; NaN stays NaN (quiet), overflow gives infinity.
+// (io/half.hpp has the weight files' encoder from double; this one is the kernel's own, on the
+// float bits, and tests/test_bf16_weights.cpp checks the two agree: an independent reference.)
 inline std::uint16_t bf16_round(float x) {
     const std::uint32_t u = std::bit_cast<std::uint32_t>(x);
     if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
